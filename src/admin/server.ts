@@ -1,0 +1,44 @@
+// The admin server: /live /ready /metrics for everyone; config, endpoints and shutdown from loopback only.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { ProxyContext } from '../proxy/context.ts'
+
+export interface AdminHooks {
+  readonly ready: () => { ready: boolean, why: string }
+  readonly shutdown: () => void
+}
+
+export function isLoopback (address: string | undefined): boolean {
+  if (address === undefined) return false
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
+}
+
+export function createAdminServer (ctx: ProxyContext, hooks: AdminHooks): http.Server {
+  return http.createServer((req: IncomingMessage, res: ServerResponse) => {
+    const path = (req.url ?? '/').split('?')[0]
+    const send = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
+      res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' }).end(body)
+    }
+    const json = (value: unknown): void => send(200, JSON.stringify(value, null, 2) + '\n', 'application/json')
+    const method = req.method ?? 'GET'
+    if (method === 'GET' && path === '/live') return send(200, 'live\n')
+    if (method === 'GET' && path === '/ready') {
+      const r = hooks.ready()
+      return send(r.ready ? 200 : 503, `${r.why}\n`)
+    }
+    if (method === 'GET' && path === '/metrics') {
+      ctx.metrics.registry.metrics().then((text) => send(200, text, ctx.metrics.registry.contentType), (err: Error) => send(500, err.message))
+      return
+    }
+    const local = ['/config.json', '/endpoints.json', '/shutdown'].includes(path)
+    if (local && !isLoopback(req.socket.remoteAddress)) return send(403, `${path} is served to loopback only\n`)
+    if (method === 'GET' && path === '/config.json') return json(ctx.config)
+    if (method === 'GET' && path === '/endpoints.json') return json(ctx.table.state)
+    if (path === '/shutdown') {
+      if (method !== 'POST') return send(405, 'use POST /shutdown\n')
+      send(202, 'shutting down\n')
+      hooks.shutdown()
+      return
+    }
+    send(404, 'not found; try /live /ready /metrics /config.json /endpoints.json\n')
+  })
+}

@@ -1,0 +1,92 @@
+// `remora <role>`: one entry point for every role of the one image (see docs/DESIGN.md).
+import { ProxySettings, settingsHelp } from './config/env.ts'
+import { RemoraError } from './errors.ts'
+
+const ROLES: Record<string, string> = {
+  proxy: 'the sidecar (data plane): outbound 15001, inbound 15006, admin 15000',
+  control: 'the control plane: endpoint discovery + certificate authority (not in this version yet)',
+  init: 'install the traffic-interception rules with iptables (not in this version yet)',
+  inject: 'offline: add the sidecar to Kubernetes YAML (not in this version yet)',
+  injector: 'the mutating admission webhook (not in this version yet)',
+  demo: 'a whole mesh on this machine from deploy/local/ (what `npm start` runs)',
+}
+
+function usage (): string {
+  return `remora — a service-mesh sidecar proxy
+
+usage: remora <role> [options]     remora <role> --help
+
+roles:
+${Object.entries(ROLES).map(([r, h]) => `  ${r.padEnd(10)} ${h}`).join('\n')}
+
+Options may also be given as environment variables (REMORA_*); options win.
+`
+}
+
+function proxyUsage (): string {
+  return `usage: remora proxy [options]
+
+The sidecar. Without iptables, point the app at the outbound listener as an HTTP proxy:
+  HTTP_PROXY=http://127.0.0.1:15001 (CONNECT for TCP/TLS; grpc-js honours grpc_proxy/http_proxy).
+
+options (flag, environment variable, meaning):
+${settingsHelp(ProxySettings)}
+
+example:
+  remora proxy --mesh-file deploy/local/mesh.yaml --workload web
+`
+}
+
+/** `--name value` and `--name=value`; a flag followed by another flag (or nothing) is an error. */
+export function parseFlags (args: readonly string[]): Map<string, string> {
+  const flags = new Map<string, string>()
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]
+    if (!arg.startsWith('--')) throw new RemoraError('REMORA_CONFIG_FLAG', `unexpected argument "${arg}"; options look like --name value`)
+    const eq = arg.indexOf('=')
+    if (eq > 0) { flags.set(arg.slice(0, eq), arg.slice(eq + 1)); continue }
+    const value = args[i + 1]
+    if (value === undefined || value.startsWith('--')) throw new RemoraError('REMORA_CONFIG_FLAG', `option ${arg} needs a value`)
+    flags.set(arg, value)
+    i++
+  }
+  return flags
+}
+
+async function main (argv: readonly string[]): Promise<number> {
+  const [role, ...rest] = argv
+  if (role === undefined || role === '--help' || role === '-h' || role === 'help') {
+    process.stdout.write(usage())
+    return role === undefined ? 2 : 0
+  }
+  const help = rest.includes('--help') || rest.includes('-h')
+  switch (role) {
+    case 'proxy': {
+      if (help) { process.stdout.write(proxyUsage()); return 0 }
+      const { runProxy } = await import('./proxy/main.ts')
+      return runProxy(parseFlags(rest))
+    }
+    case 'demo': {
+      const { runDemo, demoUsage } = await import('./demo/main.ts')
+      if (help) { process.stdout.write(demoUsage()); return 0 }
+      return runDemo(parseFlags(rest))
+    }
+    default:
+      if (role in ROLES) {
+        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, demo`)
+      }
+      throw new RemoraError('REMORA_ROLE_UNKNOWN', `unknown role "${role}"; run remora --help for the list`)
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  if (code !== 0) process.exitCode = code
+}, (err: unknown) => {
+  if (err instanceof RemoraError) {
+    process.stderr.write(`remora: ${err.message} [${err.code}]\n`)
+    process.exitCode = 2
+  } else {
+    process.stderr.write(`remora: unexpected error: ${(err as Error).stack ?? String(err)}\n`)
+    process.exitCode = 1
+  }
+})

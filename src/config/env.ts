@@ -1,0 +1,115 @@
+// Every REMORA_* setting of the proxy, declared once: name, flag, default, parser and help text.
+import { RemoraError } from '../errors.ts'
+
+export interface Setting<T> {
+  /** Environment variable, e.g. REMORA_INBOUND_ADDR; the CLI flag is derived (--inbound-addr). */
+  readonly env: string
+  readonly help: string
+  /** Default as the user would write it; undefined = not set. */
+  readonly default?: string
+  readonly parse: (raw: string) => T
+}
+
+export type Environment = Readonly<Record<string, string | undefined>>
+
+export const flagOf = (s: Setting<unknown>): string =>
+  '--' + s.env.replace(/^REMORA_/, '').toLowerCase().replace(/_/g, '-')
+
+export interface HostPort { readonly host: string, readonly port: number }
+
+export function parseHostPort (raw: string): HostPort {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(raw.trim())
+  if (m === null) throw new Error(`expected host:port (for example 127.0.0.1:15001), got "${raw}"`)
+  const port = Number(m[3])
+  if (port > 65535) throw new Error(`port ${port} is out of range 0-65535`)
+  const host = m[1] ?? m[2]
+  return Object.freeze({ host: host === '' ? '0.0.0.0' : host, port })
+}
+
+export function parsePort (raw: string): number {
+  if (!/^\d{1,5}$/.test(raw.trim()) || Number(raw) < 1 || Number(raw) > 65535) {
+    throw new Error(`expected a port number 1-65535, got "${raw}"`)
+  }
+  return Number(raw)
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
+
+/** "250ms", "30s", "2m", "1h" → milliseconds. A bare number is refused: units prevent surprises. */
+export function parseDuration (raw: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(raw.trim())
+  if (m === null) throw new Error(`expected a duration such as 500ms, 30s or 2m, got "${raw}"`)
+  return Math.round(Number(m[1]) * UNIT_MS[m[2]])
+}
+
+function oneOf<T extends string> (...values: T[]): (raw: string) => T {
+  return (raw) => {
+    const v = raw.trim().toLowerCase()
+    if (!(values as string[]).includes(v)) throw new Error(`expected one of ${values.join(', ')}, got "${raw}"`)
+    return v as T
+  }
+}
+
+const text = (raw: string): string => raw.trim()
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type LogLevel = typeof LOG_LEVELS[number]
+
+export const ProxySettings = Object.freeze({
+  meshFile: { env: 'REMORA_MESH_FILE', help: 'Local mesh YAML file: services, endpoints, workloads. Reloaded on change.', parse: text } as Setting<string>,
+  workload: { env: 'REMORA_WORKLOAD', help: 'Name of the workload this sidecar serves, as named under `workloads:` in the mesh file.', parse: text } as Setting<string>,
+  outboundAddr: { env: 'REMORA_OUTBOUND_ADDR', default: '127.0.0.1:15001', help: "Outbound listener: the workload's own outgoing traffic (redirected, or as an HTTP proxy).", parse: parseHostPort } as Setting<HostPort>,
+  inboundAddr: { env: 'REMORA_INBOUND_ADDR', default: '0.0.0.0:15006', help: 'Inbound listener: traffic from peer sidecars and from non-meshed clients.', parse: parseHostPort } as Setting<HostPort>,
+  adminAddr: { env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15000', help: 'Admin server: /live /ready /metrics for all; /config.json /endpoints.json POST /shutdown from loopback only.', parse: parseHostPort } as Setting<HostPort>,
+  appPorts: { env: 'REMORA_APP_PORTS', help: 'Comma-separated ports the local app listens on (127.0.0.1); inbound traffic may target only these. Default: from the mesh file workload.', parse: (raw: string) => Object.freeze(raw.split(',').filter((p) => p.trim() !== '').map(parsePort)) } as Setting<readonly number[]>,
+  logLevel: { env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) } as Setting<LogLevel>,
+  accessLog: { env: 'REMORA_ACCESS_LOG', default: 'on', help: 'One JSON line per request: on or off.', parse: (raw: string) => oneOf('on', 'off')(raw) === 'on' } as Setting<boolean>,
+  connectTimeout: { env: 'REMORA_CONNECT_TIMEOUT', default: '5s', help: 'How long to wait for a TCP connection to a peer sidecar or the local app.', parse: parseDuration } as Setting<number>,
+  shutdownGrace: { env: 'REMORA_SHUTDOWN_GRACE', default: '30s', help: 'On SIGTERM, how long in-flight requests may take to finish before connections are closed.', parse: parseDuration } as Setting<number>,
+})
+
+export type SettingsOf<S extends Record<string, Setting<unknown>>> = {
+  readonly [K in keyof S]: S[K] extends Setting<infer T> ? T | undefined : never
+}
+
+/**
+ * Reads settings from flags (highest), then the environment, then defaults.
+ * An invalid value throws naming the variable or flag and what is expected.
+ */
+export function readSettings<S extends Record<string, Setting<unknown>>> (
+  settings: S, env: Environment, flags: ReadonlyMap<string, string>,
+): SettingsOf<S> {
+  const out: Record<string, unknown> = {}
+  const known = new Set(Object.values(settings).map(flagOf))
+  for (const flag of flags.keys()) {
+    if (!known.has(flag)) {
+      throw new RemoraError('REMORA_CONFIG_FLAG', `unknown option ${flag}; see --help for the options of this role`)
+    }
+  }
+  for (const [key, s] of Object.entries(settings)) {
+    const flag = flagOf(s)
+    const fromFlag = flags.get(flag)
+    const fromEnv = env[s.env]
+    const raw = fromFlag ?? (fromEnv !== undefined && fromEnv !== '' ? fromEnv : undefined) ?? s.default
+    if (raw === undefined) { out[key] = undefined; continue }
+    try {
+      out[key] = s.parse(raw)
+    } catch (err) {
+      const where = fromFlag !== undefined ? `option ${flag}` : fromEnv !== undefined ? `environment variable ${s.env}` : `default of ${s.env}`
+      throw new RemoraError(fromFlag !== undefined ? 'REMORA_CONFIG_FLAG' : 'REMORA_CONFIG_ENV', `${where}: ${(err as Error).message}`)
+    }
+  }
+  return out as SettingsOf<S>
+}
+
+/** Was this setting given explicitly (flag or env), not just defaulted? */
+export function isExplicit (s: Setting<unknown>, env: Environment, flags: ReadonlyMap<string, string>): boolean {
+  return flags.has(flagOf(s)) || (env[s.env] !== undefined && env[s.env] !== '')
+}
+
+export function settingsHelp (settings: Record<string, Setting<unknown>>): string {
+  return Object.values(settings).map((s) => {
+    const def = s.default !== undefined ? ` (default ${s.default})` : ''
+    return `  ${flagOf(s).padEnd(20)} ${s.env.padEnd(24)} ${s.help}${def}`
+  }).join('\n')
+}

@@ -1,0 +1,38 @@
+// What the endpoint table holds: a service (by authority) and its endpoints (peer sidecars).
+import type { HostPort } from '../config/env.ts'
+
+/** What the app behind a port speaks. `auto`: whatever the client spoke (HTTP/1.1 or HTTP/2). */
+export type AppProtocol = 'auto' | 'http1' | 'http2' | 'grpc'
+
+export interface Endpoint {
+  /** The peer sidecar's inbound listener. */
+  readonly address: HostPort
+  /** The app port on the peer workload; travels in-band as `remora-target-port`. */
+  readonly targetPort: number
+  readonly weight: number
+  /** SPIFFE ID the peer must present (checked once mTLS lands). */
+  readonly identity: string
+  /** Stable key: address + target port. */
+  readonly key: string
+}
+
+export interface Service {
+  readonly name: string
+  readonly namespace: string
+  readonly port: number
+  readonly protocol: AppProtocol
+  /** Every authority this service answers to: name:port, name.ns:port, name.ns.svc:port, FQDN:port. */
+  readonly authorities: readonly string[]
+  readonly endpoints: readonly Endpoint[]
+}
+
+export const CLUSTER_DOMAIN = 'cluster.local'
+
+export function authoritiesOf (name: string, namespace: string, port: number): string[] {
+  return [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`]
+    .map((h) => `${h}:${port}`)
+}
+
+export function spiffeId (trustDomain: string, namespace: string, serviceAccount: string): string {
+  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`
+}

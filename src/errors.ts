@@ -1,0 +1,93 @@
+// The one error catalog: every error a user can see, with a stable code, a cause and what to do.
+
+/** Reasons the proxy itself answers a request (sent as `remora-proxy-error`). */
+export interface ProxyErrorReason {
+  /** Value of the `remora-proxy-error` header: short, stable, lower case. */
+  readonly reason: string
+  readonly status: number
+  /** gRPC status code for gRPC callers (they cannot read an HTTP error). */
+  readonly grpcStatus: number
+  /** One sentence a user can act on; becomes the plain-text body. */
+  readonly hint: string
+}
+
+const reason = (r: ProxyErrorReason): ProxyErrorReason => Object.freeze(r)
+
+// gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html)
+export const GrpcStatus = Object.freeze({
+  OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5,
+  PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14,
+})
+
+export const ProxyErrors = Object.freeze({
+  unknownAuthority: reason({
+    reason: 'unknown authority', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'No service in the endpoint table has this authority (name:port). Check the Host / :authority and the mesh file or control plane.',
+  }),
+  noEndpoints: reason({
+    reason: 'no endpoints', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The service is known but has no endpoints right now. Check that its workloads are running and listed.',
+  }),
+  connectRefused: reason({
+    reason: 'connect refused', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: "The peer sidecar refused the connection. Check that the endpoint's sidecar is running and its inbound port is right.",
+  }),
+  connectTimeout: reason({
+    reason: 'connect timeout', status: 504, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The peer sidecar did not accept a connection in time. Check the network path to the endpoint.',
+  }),
+  upstreamReset: reason({
+    reason: 'upstream reset', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The upstream closed or reset the stream before answering. Check the upstream logs; the request may be retried if it is idempotent.',
+  }),
+  appUnavailable: reason({
+    reason: 'app unavailable', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The local app refused the connection on its port. Check that the app is running and listening on 127.0.0.1.',
+  }),
+  appReset: reason({
+    reason: 'app reset', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The local app closed the connection before answering. Check the app logs.',
+  }),
+  timeout: reason({
+    reason: 'timeout', status: 504, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED,
+    hint: 'The upstream did not answer within the request timeout.',
+  }),
+  targetPortRefused: reason({
+    reason: 'target port not allowed', status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED,
+    hint: 'The request named an app port this workload does not declare. Check the workload ports in the mesh file.',
+  }),
+  malformedRequest: reason({
+    reason: 'malformed request', status: 400, grpcStatus: GrpcStatus.INTERNAL,
+    hint: 'The request could not be parsed or carried as HTTP/2. Fix the named header or request line.',
+  }),
+  shuttingDown: reason({
+    reason: 'shutting down', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'This sidecar is shutting down and takes no new requests. Retry; another endpoint will answer.',
+  }),
+  protocolNotSupported: reason({
+    reason: 'protocol not supported', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The tunnelled bytes are neither HTTP/1.1 nor HTTP/2. Opaque TCP through the mesh is not supported yet.',
+  }),
+})
+
+/** Stable codes for errors that stop start-up or reject configuration. */
+export type RemoraErrorCode =
+  | 'REMORA_CONFIG_ENV'
+  | 'REMORA_CONFIG_FLAG'
+  | 'REMORA_MESH_FILE_READ'
+  | 'REMORA_MESH_FILE_YAML'
+  | 'REMORA_MESH_FILE_SCHEMA'
+  | 'REMORA_MESH_FILE_REFERENCE'
+  | 'REMORA_WORKLOAD_UNKNOWN'
+  | 'REMORA_LISTEN'
+  | 'REMORA_ROLE_UNKNOWN'
+  | 'REMORA_ROLE_UNAVAILABLE'
+
+export class RemoraError extends Error {
+  readonly code: RemoraErrorCode
+  constructor (code: RemoraErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'RemoraError'
+    this.code = code
+  }
+}

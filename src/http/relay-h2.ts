@@ -1,0 +1,109 @@
+// Sends an exchange as one stream on a multiplexed HTTP/2 connection and relays the response,
+// trailers, resets and cancellation back through the caller's sink.
+import { constants as h2c, type ClientHttp2Session, type OutgoingHttpHeaders } from 'node:http2'
+import type { ProxyErrorReason } from '../errors.ts'
+import { ProxyErrors } from '../errors.ts'
+import type { Exchange } from './exchange.ts'
+import { bodyless, forwardable, MeshHeader, type Headers } from './headers.ts'
+import { respondError, type ResponseSink } from './response-sink.ts'
+import { countBytes } from './count-bytes.ts'
+
+export interface RelayReasons {
+  /** Connection refused by the destination (peer sidecar, or the local app). */
+  readonly refused: ProxyErrorReason
+  /** Stream reset or connection lost before a response. */
+  readonly reset: ProxyErrorReason
+}
+
+export const PEER_REASONS: RelayReasons = { refused: ProxyErrors.connectRefused, reset: ProxyErrors.upstreamReset }
+export const APP_REASONS: RelayReasons = { refused: ProxyErrors.appUnavailable, reset: ProxyErrors.appReset }
+
+export function classify (err: NodeJS.ErrnoException | undefined, reasons: RelayReasons): ProxyErrorReason {
+  switch (err?.code) {
+    case 'ECONNREFUSED': return reasons.refused
+    case 'ETIMEDOUT': case 'UND_ERR_CONNECT_TIMEOUT': return ProxyErrors.connectTimeout
+    default: return reasons.reset
+  }
+}
+
+export function relayOverH2 (
+  session: ClientHttp2Session,
+  headers: OutgoingHttpHeaders,
+  ex: Exchange,
+  sink: ResponseSink,
+  reasons: RelayReasons,
+): void {
+  const record = ex.record
+  let up: ReturnType<ClientHttp2Session['request']>
+  try {
+    up = session.request(headers, { endStream: ex.body === null && ex.upgrade === undefined })
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    if (e.code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || e.code === 'ERR_INVALID_HTTP_TOKEN' || e.code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || e.code === 'ERR_INVALID_CHAR') {
+      fail(ProxyErrors.malformedRequest, e.message)
+    } else {
+      fail(classify(e, reasons), e.message)
+    }
+    ex.body?.resume()
+    return
+  }
+
+  let finished = false
+  let trailers: Headers | undefined
+
+  function fail (reason: ProxyErrorReason, detail?: string): void {
+    if (finished) return
+    finished = true
+    record.error = reason.reason
+    respondError(sink, reason, { grpc: ex.grpc, detail })
+  }
+
+  if (ex.body !== null) {
+    ex.body.pipe(up)
+    countBytes(ex.body, (n) => { record.bytesIn += n })
+  }
+
+  sink.onClose((completed) => {
+    if (!completed && !up.closed) up.close(h2c.NGHTTP2_CANCEL)
+  })
+
+  up.on('response', (raw, flags) => {
+    const status = Number(raw[':status'])
+    const out = forwardable(raw, false)
+    if (ex.upgrade !== undefined && raw[MeshHeader.upgradeStatus] === '101') {
+      finished = true
+      sink.upgrade(out, up)
+      countBytes(up, (n) => { record.bytesOut += n })
+      return
+    }
+    delete out[MeshHeader.upgradeStatus]
+    const end = (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0 || bodyless(ex.method, status)
+    if (out['grpc-status'] !== undefined) record.grpcStatus = String(out['grpc-status'])
+    sink.respond(status, out, end)
+    if (end) { finished = true; up.resume(); return }
+    up.pipe(sink.body, { end: false })
+    countBytes(up, (n) => { record.bytesOut += n })
+  })
+  up.on('trailers', (raw) => {
+    trailers = forwardable(raw, false)
+    if (trailers['grpc-status'] !== undefined) record.grpcStatus = String(trailers['grpc-status'])
+  })
+  up.on('end', () => {
+    if (finished) return
+    finished = true
+    sink.finish(trailers)
+  })
+  up.on('error', () => { /* handled on close, where rstCode is known */ })
+  up.on('close', () => {
+    if (finished) return
+    if (!sink.headersSent) {
+      const err = (up as unknown as { errored?: NodeJS.ErrnoException }).errored ?? undefined
+      const cause = err?.cause as NodeJS.ErrnoException | undefined
+      fail(classify(cause?.code !== undefined ? cause : err, reasons), err?.message ?? `stream reset (code ${up.rstCode})`)
+      return
+    }
+    finished = true
+    record.error = reasons.reset.reason
+    sink.abort(up.rstCode === h2c.NGHTTP2_CANCEL ? h2c.NGHTTP2_CANCEL : h2c.NGHTTP2_INTERNAL_ERROR)
+  })
+}

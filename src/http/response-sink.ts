@@ -1,0 +1,182 @@
+// Where a response goes back to the caller: one interface over an HTTP/1.1 response, an h2 stream
+// and a raw upgraded socket, so every upstream path relays responses the same way.
+import { constants as h2c, type ServerHttp2Stream } from 'node:http2'
+import type { ServerResponse } from 'node:http'
+import type { Duplex, Writable } from 'node:stream'
+import { GrpcStatus, type ProxyErrorReason } from '../errors.ts'
+import { MeshHeader, type Headers } from './headers.ts'
+
+export interface ResponseSink {
+  /** Status and headers have gone out; from now on a failure can only reset the stream. */
+  readonly headersSent: boolean
+  readonly status: number
+  readonly body: Writable
+  respond (status: number, headers: Headers, endStream: boolean): void
+  /** Ends the body, with trailers when the upstream sent some. */
+  finish (trailers?: Headers): void
+  /** Resets the caller's stream (h2 RST_STREAM with `code`) or closes its connection (HTTP/1.1). */
+  abort (code?: number): void
+  /** The app switched protocols: say so to the caller, then splice the two byte streams. */
+  upgrade (headers: Headers, tunnel: Duplex): void
+  /** Called once when the caller is gone, whether the response completed or not. */
+  onClose (listener: (completed: boolean) => void): void
+}
+
+export interface ErrorContext { readonly grpc: boolean, readonly detail?: string }
+
+/** Sends a response the proxy made itself: HTTP status + reason header, or gRPC trailers-only. */
+export function respondError (sink: ResponseSink, reason: ProxyErrorReason, ctx: ErrorContext): void {
+  if (sink.headersSent) { sink.abort(h2c.NGHTTP2_INTERNAL_ERROR); return }
+  const message = ctx.detail !== undefined ? `${reason.reason}: ${ctx.detail}` : reason.reason
+  if (ctx.grpc) {
+    sink.respond(200, {
+      'content-type': 'application/grpc',
+      'grpc-status': String(reason.grpcStatus),
+      'grpc-message': encodeURIComponent(message).replace(/%20/g, ' '),
+      [MeshHeader.proxyError]: reason.reason,
+    }, true)
+    return
+  }
+  const body = Buffer.from(`${message}\n${reason.hint}\n`)
+  sink.respond(reason.status, {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': String(body.length),
+    [MeshHeader.proxyError]: reason.reason,
+  }, false)
+  sink.body.write(body)
+  sink.finish()
+}
+
+export class H1Sink implements ResponseSink {
+  readonly #res: ServerResponse
+  status = 0
+  /** While draining, each response closes its connection so clients move to another endpoint. */
+  constructor (res: ServerResponse, drain: { readonly draining: boolean }) {
+    this.#res = res
+    if (drain.draining) res.shouldKeepAlive = false
+  }
+  get headersSent (): boolean { return this.#res.headersSent }
+  get body (): Writable { return this.#res }
+
+  respond (status: number, headers: Headers, endStream: boolean): void {
+    this.status = status
+    this.#res.writeHead(status, headers)
+    if (endStream) this.#res.end()
+  }
+
+  finish (trailers?: Headers): void {
+    if (trailers !== undefined && Object.keys(trailers).length > 0 && !this.#res.hasHeader('content-length')) {
+      this.#res.addTrailers(trailers)
+    }
+    this.#res.end()
+  }
+
+  abort (): void { this.#res.destroy() }
+
+  upgrade (): void { throw new Error('an HTTP/1.1 request without Upgrade cannot switch protocols') }
+
+  onClose (listener: (completed: boolean) => void): void {
+    this.#res.once('close', () => listener(this.#res.writableFinished))
+  }
+}
+
+export class H2Sink implements ResponseSink {
+  readonly #stream: ServerHttp2Stream
+  #trailers: Headers | undefined
+  #sent = false
+  status = 0
+  constructor (stream: ServerHttp2Stream) { this.#stream = stream }
+  get headersSent (): boolean { return this.#sent || this.#stream.headersSent }
+  get body (): Writable { return this.#stream }
+
+  respond (status: number, headers: Headers, endStream: boolean): void {
+    if (this.#stream.destroyed || this.#stream.closed) return
+    this.status = status
+    this.#sent = true
+    this.#stream.respond({ ...headers, ':status': status }, { endStream, waitForTrailers: !endStream })
+    if (!endStream) {
+      // An empty trailers block becomes an empty DATA frame with END_STREAM (node does this itself).
+      this.#stream.once('wantTrailers', () => this.#stream.sendTrailers(this.#trailers ?? {}))
+    }
+  }
+
+  finish (trailers?: Headers): void {
+    this.#trailers = trailers
+    this.#stream.end()
+  }
+
+  abort (code: number = h2c.NGHTTP2_INTERNAL_ERROR): void {
+    if (!this.#stream.closed) this.#stream.close(code)
+  }
+
+  upgrade (headers: Headers, tunnel: Duplex): void {
+    this.#sent = true
+    this.status = 101
+    this.#stream.respond({ ...headers, ':status': 200, [MeshHeader.upgradeStatus]: '101' })
+    splice(this.#stream, tunnel)
+  }
+
+  onClose (listener: (completed: boolean) => void): void {
+    this.#stream.once('close', () => listener(this.#stream.rstCode === h2c.NGHTTP2_NO_ERROR && this.#stream.writableFinished))
+  }
+}
+
+/** The caller's raw socket after an HTTP/1.1 Upgrade request: we write the status line ourselves. */
+export class RawSocketSink implements ResponseSink {
+  readonly #socket: Duplex
+  #sent = false
+  status = 0
+  constructor (socket: Duplex) { this.#socket = socket }
+  get headersSent (): boolean { return this.#sent }
+  get body (): Writable { return this.#socket }
+
+  respond (status: number, headers: Headers, endStream: boolean): void {
+    this.#sent = true
+    this.status = status
+    this.#socket.write(statusLine(status, { ...headers, connection: 'close' }))
+    if (endStream) this.#socket.end()
+  }
+
+  finish (): void { this.#socket.end() }
+  abort (): void { this.#socket.destroy() }
+
+  upgrade (headers: Headers, tunnel: Duplex): void {
+    this.#sent = true
+    this.status = 101
+    const upgrade = headers[MeshHeader.upgrade] ?? headers.upgrade
+    const rest: Headers = { ...headers }
+    delete rest[MeshHeader.upgrade]
+    delete rest[MeshHeader.upgradeStatus]
+    delete rest.upgrade
+    this.#socket.write(statusLine(101, { connection: 'Upgrade', upgrade: upgrade ?? 'websocket', ...rest }))
+    splice(this.#socket, tunnel)
+  }
+
+  onClose (listener: (completed: boolean) => void): void {
+    this.#socket.once('close', () => listener(this.#sent))
+  }
+}
+
+const REASONS: Record<number, string> = { 101: 'Switching Protocols', 200: 'OK', 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
+
+export function statusLine (status: number, headers: Headers): string {
+  let out = `HTTP/1.1 ${status} ${REASONS[status] ?? 'Status'}\r\n`
+  for (const [name, value] of Object.entries(headers)) {
+    for (const v of Array.isArray(value) ? value : [value]) out += `${name}: ${v}\r\n`
+  }
+  return out + '\r\n'
+}
+
+/** Two byte streams joined both ways; either side ending or failing ends the other. */
+export function splice (a: Duplex, b: Duplex): void {
+  a.pipe(b)
+  b.pipe(a)
+  const destroyBoth = (): void => { a.destroy(); b.destroy() }
+  a.once('error', destroyBoth)
+  b.once('error', destroyBoth)
+  a.once('close', () => b.destroy())
+  b.once('close', () => a.destroy())
+}
+
+export const RST = Object.freeze({ cancel: h2c.NGHTTP2_CANCEL, internal: h2c.NGHTTP2_INTERNAL_ERROR, refused: h2c.NGHTTP2_REFUSED_STREAM })
+export { GrpcStatus }

@@ -1,0 +1,85 @@
+// Outbound HTTP/1.1 from the app: origin-form (Host), absolute-form and CONNECT as a plain HTTP
+// proxy, and Upgrade; each request becomes an Exchange routed to a peer sidecar.
+import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { ProxyErrors } from '../errors.ts'
+import type { Exchange } from '../http/exchange.ts'
+import { forwardable, isGrpc, MeshHeader } from '../http/headers.ts'
+import { H1Sink, RawSocketSink, respondError, statusLine, type ResponseSink } from '../http/response-sink.ts'
+import type { ProxyContext } from '../proxy/context.ts'
+import { routeOutbound } from './route.ts'
+import { tunnelAuthority } from './tunnel.ts'
+
+export function createOutboundHttp1 (ctx: ProxyContext, onTunnel: (socket: Duplex, authority: string) => void): http.Server {
+  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    handle(ctx, req, new H1Sink(res, ctx), undefined)
+  })
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.pause()
+    if (head.length > 0) socket.unshift(head)
+    handle(ctx, req, new RawSocketSink(socket), String(req.headers.upgrade))
+  })
+  server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.pause()
+    const authority = req.url ?? ''
+    if (!/^[^\s/]+:\d+$/.test(authority)) {
+      socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-length': '0', connection: 'close' }))
+      return
+    }
+    if (ctx.table.resolve(authority) === undefined) {
+      const body = `${ProxyErrors.unknownAuthority.reason}: ${authority}\n${ProxyErrors.unknownAuthority.hint}\n`
+      socket.end(statusLine(503, { [MeshHeader.proxyError]: ProxyErrors.unknownAuthority.reason, 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
+      return
+    }
+    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+    if (head.length > 0) socket.unshift(head)
+    onTunnel(socket, authority)
+  })
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }
+    const body = `${ProxyErrors.malformedRequest.reason}: ${err.code ?? err.message}\n${ProxyErrors.malformedRequest.hint}\n`
+    socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
+  })
+  return server
+}
+
+function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined): void {
+  const url = req.url ?? '/'
+  let authority: string | undefined
+  let path = url
+  if (url.startsWith('http://')) {
+    try {
+      const u = new URL(url)
+      authority = u.port === '' ? `${u.hostname}:80` : u.host
+      path = u.pathname + u.search
+    } catch { authority = undefined }
+  } else if (url.startsWith('/') || url === '*') {
+    authority = tunnelAuthority(req.socket) ?? req.headers.host
+  }
+  const method = req.method ?? 'GET'
+  const record = ctx.begin('outbound', method, authority ?? '', path, 'HTTP/1.1', sink)
+  if (authority === undefined || authority === '') {
+    record.error = ProxyErrors.malformedRequest.reason
+    respondError(sink, ProxyErrors.malformedRequest, { grpc: false, detail: url.startsWith('https://') ? 'https:// URLs go through CONNECT' : 'no Host header and no absolute URL' })
+    req.resume()
+    return
+  }
+  const ex: Exchange = {
+    method,
+    path,
+    authority,
+    origProto: 'HTTP/1.1',
+    headers: forwardable(req.headers, true),
+    body: upgrade === undefined && hasBody(req) ? req : null,
+    upgrade,
+    grpc: isGrpc(req.headers),
+    record,
+  }
+  routeOutbound(ctx, ex, sink)
+}
+
+export function hasBody (req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}

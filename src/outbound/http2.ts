@@ -1,0 +1,39 @@
+// Outbound HTTP/2 from the app (h2c prior knowledge, gRPC, or h2 inside a CONNECT tunnel).
+import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
+import { ProxyErrors } from '../errors.ts'
+import { forwardable, isGrpc } from '../http/headers.ts'
+import { H2Sink, respondError } from '../http/response-sink.ts'
+import type { ProxyContext } from '../proxy/context.ts'
+import { H2_SETTINGS } from '../transport/h2-sessions.ts'
+import { routeOutbound } from './route.ts'
+import { tunnelAuthority } from './tunnel.ts'
+
+export function createOutboundHttp2 (ctx: ProxyContext): http2.Http2Server {
+  const server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
+  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    const sink = new H2Sink(stream)
+    const method = headers[':method'] ?? 'GET'
+    const path = headers[':path'] ?? '/'
+    const authority = tunnelAuthority(stream.session?.socket) ?? headers[':authority'] ?? (headers.host as string | undefined) ?? ''
+    const record = ctx.begin('outbound', method, authority, path, 'HTTP/2', sink)
+    const grpc = isGrpc(headers)
+    if (authority === '' || method === 'CONNECT') {
+      record.error = ProxyErrors.malformedRequest.reason
+      respondError(sink, ProxyErrors.malformedRequest, { grpc, detail: method === 'CONNECT' ? 'HTTP/2 CONNECT is not supported' : 'no :authority' })
+      stream.resume()
+      return
+    }
+    routeOutbound(ctx, {
+      method,
+      path,
+      authority,
+      origProto: 'HTTP/2',
+      headers: forwardable(headers, true),
+      body: stream.endAfterHeaders ? null : stream,
+      grpc,
+      record,
+    }, sink)
+  })
+  server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'outbound h2 session error'))
+  return server
+}

@@ -1,0 +1,54 @@
+// What every stage of the request path shares: config, table, connections, telemetry, drain state.
+import type { Logger } from 'pino'
+import type { ProxyConfig } from '../config/proxy-config.ts'
+import type { EndpointTable } from '../discovery/endpoint-table.ts'
+import type { Balancer } from '../balancer/round-robin.ts'
+import type { H2Sessions } from '../transport/h2-sessions.ts'
+import type { AppHttp1 } from '../inbound/app-http1.ts'
+import { AccessRecord, type Direction } from '../telemetry/access-log.ts'
+import type { ProxyMetrics } from '../telemetry/metrics.ts'
+import type { ResponseSink } from '../http/response-sink.ts'
+
+export class ProxyContext {
+  readonly config: ProxyConfig
+  readonly log: Logger
+  readonly metrics: ProxyMetrics
+  readonly table: EndpointTable
+  readonly balancer: Balancer
+  /** One h2 connection per peer sidecar. */
+  readonly peers: H2Sessions
+  /** One h2 connection per local h2 app port. */
+  readonly appH2: H2Sessions
+  readonly appH1: AppHttp1
+  draining = false
+  inflight = 0
+  readonly #drained: Array<() => void> = []
+
+  constructor (init: Omit<ProxyContext, 'draining' | 'inflight' | 'begin' | 'whenIdle'>) {
+    this.config = init.config
+    this.log = init.log
+    this.metrics = init.metrics
+    this.table = init.table
+    this.balancer = init.balancer
+    this.peers = init.peers
+    this.appH2 = init.appH2
+    this.appH1 = init.appH1
+  }
+
+  /** Starts the access record of one request; it ends (log line, metrics) when the caller's stream closes. */
+  begin (direction: Direction, method: string, authority: string, path: string, proto: string, sink: ResponseSink): AccessRecord {
+    const record = new AccessRecord(direction, method, authority, path, proto)
+    this.inflight++
+    this.metrics.inflight.inc({ direction })
+    sink.onClose((completed) => {
+      record.status = sink.status
+      record.end(this.config.accessLog ? this.log : undefined, this.metrics, completed)
+      if (--this.inflight === 0) for (const f of this.#drained.splice(0)) f()
+    })
+    return record
+  }
+
+  whenIdle (): Promise<void> {
+    return this.inflight === 0 ? Promise.resolve() : new Promise((resolve) => this.#drained.push(resolve))
+  }
+}

@@ -1,0 +1,136 @@
+// `remora proxy`: wires the listeners, endpoint table and connections together; drains on SIGTERM.
+import type http from 'node:http'
+import type http2 from 'node:http2'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import type { HostPort } from '../config/env.ts'
+import { RemoraError } from '../errors.ts'
+import type { ProxyConfig } from '../config/proxy-config.ts'
+import { createAdminServer } from '../admin/server.ts'
+import { RoundRobin } from '../balancer/round-robin.ts'
+import { EndpointTable } from '../discovery/endpoint-table.ts'
+import { MeshFileSource } from '../discovery/file-source.ts'
+import { AppHttp1 } from '../inbound/app-http1.ts'
+import { createInboundHttp1 } from '../inbound/http1.ts'
+import { createInboundHttp2 } from '../inbound/http2.ts'
+import { createOutboundHttp1 } from '../outbound/http1.ts'
+import { createOutboundHttp2 } from '../outbound/http2.ts'
+import { tagTunnel } from '../outbound/tunnel.ts'
+import { ProxyMetrics } from '../telemetry/metrics.ts'
+import { H2Sessions } from '../transport/h2-sessions.ts'
+import { SniffingListener } from '../transport/listener.ts'
+import { ProxyContext } from './context.ts'
+
+export interface Sidecar {
+  readonly ctx: ProxyContext
+  readonly addresses: { readonly outbound: HostPort, readonly inbound: HostPort, readonly admin: HostPort }
+  /** Stop accepting, let in-flight work finish (up to the grace period), then close everything. */
+  shutdown (why: string): Promise<void>
+  /** Settles once the sidecar has stopped, whoever asked (signal, admin /shutdown). */
+  readonly stopped: Promise<void>
+}
+
+export async function startSidecar (config: ProxyConfig, log: Logger): Promise<Sidecar> {
+  const metrics = new ProxyMetrics()
+  const table = new EndpointTable()
+  const ctx = new ProxyContext({
+    config,
+    log,
+    metrics,
+    table,
+    balancer: new RoundRobin(),
+    peers: new H2Sessions(log, config.connectTimeout),
+    appH2: new H2Sessions(log, config.connectTimeout),
+    appH1: new AppHttp1(config.connectTimeout),
+  })
+  table.on('update', (state) => {
+    metrics.tableVersion.set(state.version)
+    metrics.endpoints.reset()
+    for (const s of state.services) metrics.endpoints.set({ authority: s.authorities[1] }, s.endpoints.length)
+  })
+  const source = new MeshFileSource(config.meshFile, log)
+  await source.start(table)
+
+  const outH1 = createOutboundHttp1(ctx, (socket: Duplex, authority: string) => {
+    tagTunnel(socket, authority)
+    outbound.accept(socket)
+  })
+  const outH2 = createOutboundHttp2(ctx)
+  const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2 }, log)
+  const inH1 = createInboundHttp1(ctx)
+  const inH2 = createInboundHttp2(ctx)
+  const inbound = new SniffingListener('inbound', { http1: inH1, h2: inH2 }, log)
+  const h2Sessions = trackSessions([outH2, inH2])
+
+  let listening = false
+  let stopping: Promise<void> | undefined
+  let markStopped: () => void = () => {}
+  const stopped = new Promise<void>((resolve) => { markStopped = resolve })
+  const admin = createAdminServer(ctx, {
+    ready: () => {
+      if (ctx.draining) return { ready: false, why: 'draining: shutting down' }
+      if (!table.loaded) return { ready: false, why: 'endpoint table not loaded yet' }
+      if (!listening) return { ready: false, why: 'listeners not bound yet' }
+      return { ready: true, why: `ready: endpoint table version ${table.state.version} from ${table.state.source}` }
+    },
+    shutdown: () => { void shutdown('admin /shutdown') },
+  })
+
+  const addresses = {
+    outbound: await outbound.listen(config.outboundAddr),
+    inbound: await inbound.listen(config.inboundAddr),
+    admin: await listenAdmin(admin, config.adminAddr),
+  }
+  listening = true
+  log.info({ workload: config.workload, identity: config.identity, ...addresses, appPorts: config.appPorts.map((p) => p.port), services: table.state.services.length }, 'sidecar ready')
+
+  function shutdown (why: string): Promise<void> {
+    stopping ??= (async () => {
+      ctx.draining = true
+      log.info({ why, inflight: ctx.inflight, graceMs: config.shutdownGrace }, 'draining: no new connections; in-flight requests may finish')
+      outbound.stopAccepting()
+      inbound.stopAccepting()
+      // GOAWAY tells peers to open new streams elsewhere; streams already accepted finish here.
+      for (const s of h2Sessions) s.close()
+      for (const server of [outH1, inH1]) server.closeIdleConnections()
+      const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), config.shutdownGrace).unref())
+      const result = await Promise.race([ctx.whenIdle().then(() => 'idle' as const), grace])
+      if (result === 'timeout') log.warn({ inflight: ctx.inflight }, 'grace period over; closing requests still in flight')
+      await source.stop()
+      await Promise.race([Promise.all([ctx.peers.close(), ctx.appH2.close(), ctx.appH1.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+      ctx.peers.destroy()
+      ctx.appH2.destroy()
+      ctx.appH1.destroy()
+      outbound.destroyAll()
+      inbound.destroyAll()
+      admin.close()
+      admin.closeAllConnections()
+      log.info({ why }, 'sidecar stopped')
+      markStopped()
+    })()
+    return stopping
+  }
+
+  return { ctx, addresses, shutdown, stopped }
+}
+
+function trackSessions (servers: http2.Http2Server[]): Set<http2.ServerHttp2Session> {
+  const sessions = new Set<http2.ServerHttp2Session>()
+  for (const server of servers) {
+    server.on('session', (s: http2.ServerHttp2Session) => {
+      sessions.add(s)
+      s.once('close', () => sessions.delete(s))
+    })
+  }
+  return sessions
+}
+
+function listenAdmin (server: http.Server, addr: HostPort): Promise<HostPort> {
+  return new Promise((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => reject(new RemoraError('REMORA_LISTEN', `admin listener cannot bind ${addr.host}:${addr.port}: ${err.code ?? err.message}`)))
+    server.listen(addr.port, addr.host, () => {
+      const a = server.address() as { address: string, port: number }
+      resolve({ host: a.address, port: a.port })
+    })
+  })
+}

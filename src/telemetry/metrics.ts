@@ -1,0 +1,44 @@
+// Prometheus metrics of one proxy (prom-client); labels bounded: no paths, no peer ports.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export class ProxyMetrics {
+  readonly registry = new Registry()
+  readonly requests = new Counter({
+    name: 'remora_requests_total',
+    help: 'Requests handled, by direction, destination, HTTP status and proxy error reason.',
+    labelNames: ['direction', 'authority', 'status', 'grpc_status', 'reason'] as const,
+    registers: [this.registry],
+  })
+
+  readonly duration = new Histogram({
+    name: 'remora_request_duration_seconds',
+    help: 'Time from the request arriving to the response completing.',
+    labelNames: ['direction', 'authority'] as const,
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  })
+
+  readonly endpoints = new Gauge({
+    name: 'remora_endpoints',
+    help: 'Endpoints per service in the endpoint table.',
+    labelNames: ['authority'] as const,
+    registers: [this.registry],
+  })
+
+  readonly tableVersion = new Gauge({
+    name: 'remora_endpoint_table_version',
+    help: 'Version of the endpoint table (increments on every update).',
+    registers: [this.registry],
+  })
+
+  readonly inflight = new Gauge({
+    name: 'remora_requests_in_flight',
+    help: 'Requests being proxied right now.',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  })
+
+  constructor () {
+    collectDefaultMetrics({ register: this.registry, prefix: 'remora_' })
+  }
+}

@@ -1,0 +1,46 @@
+// Protocol detection from a connection's first bytes: HTTP/2 preface, TLS ClientHello, or HTTP/1.1.
+import type { Socket } from 'node:net'
+
+export type Detected = 'h2' | 'http1' | 'tls' | 'unknown'
+
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+const METHOD = /^[A-Z]{3,10} /
+
+export function classifyBytes (buf: Buffer): Detected | undefined {
+  if (buf.length === 0) return undefined
+  if (buf[0] === 0x16) return 'tls'
+  const n = Math.min(buf.length, PREFACE.length)
+  if (buf.subarray(0, n).equals(PREFACE.subarray(0, n))) return n === PREFACE.length ? 'h2' : undefined
+  const head = buf.subarray(0, 11).toString('latin1')
+  if (METHOD.test(head)) return 'http1'
+  if (buf.length < 11 && /^[A-Z]*$/.test(head)) return undefined
+  return 'unknown'
+}
+
+/**
+ * Reads until the protocol is known, then puts the bytes back so the real server sees the whole
+ * stream. A client that says nothing for `timeoutMs` is closed: server-first protocols need the
+ * opaque-TCP support of a later issue.
+ */
+export function detect (socket: Socket, timeoutMs: number, then: (kind: Detected) => void): void {
+  let buf: Buffer = Buffer.alloc(0)
+  const timer = setTimeout(() => finish('unknown'), timeoutMs)
+  const onData = (chunk: Buffer): void => {
+    buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
+    const kind = classifyBytes(buf)
+    if (kind !== undefined) finish(kind)
+    else if (buf.length > 64 * 1024) finish('unknown')
+  }
+  const onEnd = (): void => finish('unknown')
+  function finish (kind: Detected): void {
+    clearTimeout(timer)
+    socket.removeListener('data', onData)
+    socket.removeListener('end', onEnd)
+    socket.pause()
+    if (buf.length > 0) socket.unshift(buf)
+    then(kind)
+  }
+  socket.on('data', onData)
+  socket.once('end', onEnd)
+  socket.on('error', () => clearTimeout(timer))
+}

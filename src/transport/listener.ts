@@ -1,0 +1,68 @@
+// A TCP listener that detects each connection's protocol and hands it to the server for it.
+import net, { type Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
+import type { Logger } from 'pino'
+import { RemoraError } from '../errors.ts'
+import type { HostPort } from '../config/env.ts'
+import { detect, type Detected } from './detect.ts'
+
+export interface ProtocolServers {
+  readonly http1: net.Server
+  readonly h2: net.Server
+}
+
+export class SniffingListener {
+  readonly name: string
+  readonly #server: net.Server
+  readonly #servers: ProtocolServers
+  readonly #log: Logger
+  readonly #sockets = new Set<Duplex>()
+
+  constructor (name: string, servers: ProtocolServers, log: Logger) {
+    this.name = name
+    this.#servers = servers
+    this.#log = log
+    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket))
+  }
+
+  /** Also used for the inside of CONNECT tunnels, which start a new protocol on an old socket. */
+  accept (socket: Socket | Duplex): void {
+    this.#sockets.add(socket)
+    socket.once('close', () => this.#sockets.delete(socket))
+    socket.on('error', (err: NodeJS.ErrnoException) => this.#log.debug({ listener: this.name, err: err.message }, 'connection error'))
+    detect(socket as Socket, 30_000, (kind: Detected) => {
+      switch (kind) {
+        case 'h2': this.#servers.h2.emit('connection', socket); break
+        case 'http1':
+          this.#servers.http1.emit('connection', socket)
+          // node's HTTP/1 parser reads the handle directly; the bytes we put back need a resume.
+          socket.resume()
+          break
+        default:
+          this.#log.debug({ listener: this.name, kind }, 'connection closed: neither HTTP/1.1 nor HTTP/2 (TLS and opaque TCP come with the mTLS and TCP issues)')
+          socket.destroy()
+      }
+    })
+  }
+
+  listen (addr: HostPort): Promise<HostPort> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', (err: NodeJS.ErrnoException) => {
+        reject(new RemoraError('REMORA_LISTEN', `${this.name} listener cannot bind ${addr.host}:${addr.port}: ${err.code ?? err.message}${err.code === 'EADDRINUSE' ? ' (another process uses that port; pick another with the setting for this listener)' : ''}`))
+      })
+      this.#server.listen(addr.port, addr.host, () => {
+        const a = this.#server.address() as net.AddressInfo
+        resolve({ host: a.address, port: a.port })
+      })
+    })
+  }
+
+  /** Stop accepting; connections already open go on. */
+  stopAccepting (): void {
+    this.#server.close()
+  }
+
+  destroyAll (): void {
+    for (const s of this.#sockets) s.destroy()
+  }
+}

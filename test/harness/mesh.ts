@@ -1,0 +1,182 @@
+// Test harness: writes a mesh file, starts real `remora proxy` child processes, waits for /ready,
+// and tears everything down. Every test that crosses sidecars builds on this.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import net from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { stringify } from 'yaml'
+
+export const ROOT = new URL('../..', import.meta.url).pathname
+export const CLI = join(ROOT, 'src/cli.ts')
+
+/** A port the kernel just handed out and released; fine for tests that bind it right away. */
+export async function freePort (): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.unref()
+    s.on('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+export interface WorkloadSpec {
+  appPorts: Array<number | { port: number, protocol: 'auto' | 'http1' | 'http2' | 'grpc' }>
+  namespace?: string
+}
+
+export interface ServiceSpec {
+  name: string
+  port: number
+  namespace?: string
+  protocol?: 'auto' | 'http1' | 'http2' | 'grpc'
+  endpoints: Array<{ workload: string, targetPort: number, weight?: number } | { address: string, targetPort: number }>
+}
+
+export interface MeshSpec {
+  workloads: Record<string, WorkloadSpec>
+  services: ServiceSpec[]
+}
+
+export interface SidecarPorts { outbound: number, inbound: number, admin: number }
+
+/** Minimal tap surface we need, so the harness works with any tap Test object. */
+export interface Teardown { teardown (fn: () => unknown): void }
+
+export class SidecarProcess {
+  readonly name: string
+  readonly ports: SidecarPorts
+  readonly #args: string[]
+  readonly #env: NodeJS.ProcessEnv
+  proc!: ChildProcess
+  output = ''
+
+  constructor (name: string, ports: SidecarPorts, args: string[], env: NodeJS.ProcessEnv) {
+    this.name = name
+    this.ports = ports
+    this.#args = args
+    this.#env = env
+  }
+
+  /** `http://127.0.0.1:<outbound>`: what an app sets as HTTP_PROXY. */
+  get proxyUrl (): string { return `http://127.0.0.1:${this.ports.outbound}` }
+  get adminUrl (): string { return `http://127.0.0.1:${this.ports.admin}` }
+
+  async start (): Promise<void> {
+    this.output = ''
+    this.proc = spawn(process.execPath, [CLI, 'proxy', ...this.#args], { env: this.#env, stdio: ['ignore', 'pipe', 'pipe'] })
+    this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })
+    this.proc.stderr?.on('data', (c: Buffer) => { this.output += c.toString() })
+    await this.waitReady()
+  }
+
+  async waitReady (timeoutMs = 15_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) throw new Error(`sidecar ${this.name} exited with ${this.proc.exitCode}:\n${this.output}`)
+      try {
+        const res = await fetch(`${this.adminUrl}/ready`)
+        if (res.status === 200) return
+      } catch { /* not listening yet */ }
+      await sleep(50)
+    }
+    throw new Error(`sidecar ${this.name} not ready within ${timeoutMs} ms:\n${this.output}`)
+  }
+
+  /** Sends a signal and waits for the process to exit; resolves with its exit code. */
+  async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.proc.exitCode
+    const exited = new Promise<number | null>((resolve) => this.proc.once('exit', (code) => resolve(code)))
+    this.proc.kill(signal)
+    return exited
+  }
+
+  /** Parsed JSON log lines (pino) printed so far. */
+  logs (): Array<Record<string, unknown>> {
+    return this.output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
+  }
+}
+
+export class Mesh {
+  readonly file: string
+  readonly sidecars = new Map<string, SidecarProcess>()
+  readonly ports = new Map<string, SidecarPorts>()
+  #spec: MeshSpec
+
+  constructor (file: string, spec: MeshSpec) {
+    this.file = file
+    this.#spec = spec
+  }
+
+  sidecar (name: string): SidecarProcess {
+    const s = this.sidecars.get(name)
+    if (s === undefined) throw new Error(`no sidecar for workload ${name}`)
+    return s
+  }
+
+  /** Rewrites the mesh file (sidecars reload it); unknown sidecar ports are allocated here. */
+  async write (spec: MeshSpec = this.#spec): Promise<void> {
+    this.#spec = spec
+    const workloads: Record<string, unknown> = {}
+    for (const [name, w] of Object.entries(spec.workloads)) {
+      let ports = this.ports.get(name)
+      if (ports === undefined) {
+        ports = { outbound: await freePort(), inbound: await freePort(), admin: await freePort() }
+        this.ports.set(name, ports)
+      }
+      workloads[name] = {
+        namespace: w.namespace ?? 'test',
+        appPorts: w.appPorts,
+        sidecar: {
+          outbound: `127.0.0.1:${ports.outbound}`,
+          inbound: `127.0.0.1:${ports.inbound}`,
+          admin: `127.0.0.1:${ports.admin}`,
+        },
+      }
+    }
+    const services = spec.services.map((s) => ({ namespace: 'test', ...s }))
+    const tmp = `${this.file}.tmp`
+    writeFileSync(tmp, stringify({ workloads, services }))
+    const { renameSync } = await import('node:fs')
+    renameSync(tmp, this.file)
+  }
+}
+
+export interface StartOptions {
+  /** Extra environment for every sidecar (e.g. REMORA_SHUTDOWN_GRACE). */
+  env?: Record<string, string>
+  /** Start sidecars only for these workloads (default: all). */
+  only?: string[]
+}
+
+/** Writes the mesh file and starts one sidecar per workload; all stopped at teardown. */
+export async function startMesh (t: Teardown, spec: MeshSpec, options: StartOptions = {}): Promise<Mesh> {
+  const dir = mkdtempSync(join(tmpdir(), 'remora-test-'))
+  const mesh = new Mesh(join(dir, 'mesh.yaml'), spec)
+  await mesh.write()
+  const names = options.only ?? Object.keys(spec.workloads)
+  t.teardown(async () => {
+    await Promise.all([...mesh.sidecars.values()].map((s) => s.stop('SIGKILL')))
+  })
+  await Promise.all(names.map(async (name) => {
+    const env = { ...process.env, REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '5s', ...options.env }
+    const s = new SidecarProcess(name, mesh.ports.get(name) as SidecarPorts, ['--mesh-file', mesh.file, '--workload', name], env)
+    mesh.sidecars.set(name, s)
+    await s.start()
+  }))
+  return mesh
+}
+
+/** Waits until `check` passes or the time is up; for eventually-consistent state (reloads). */
+export async function eventually (check: () => Promise<boolean> | boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (await check()) return
+    await sleep(25)
+  }
+  throw new Error(`${what} not met within ${timeoutMs} ms`)
+}
