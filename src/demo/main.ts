@@ -1,3 +1,142 @@
-// `remora demo`: placeholder until the demo lands.
-export function demoUsage (): string { return 'usage: remora demo\n' }
-export async function runDemo (_flags: ReadonlyMap<string, string>): Promise<number> { return 0 }
+// `remora demo` (npm start): a small mesh on this machine from deploy/local/ — apps, a sidecar for
+// each, a little traffic between them — and a clean stop on Ctrl-C.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdirSync, openSync } from 'node:fs'
+import { join } from 'node:path'
+import { tmpdir } from 'node:os'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { request } from 'undici'
+import { parseDuration } from '../config/env.ts'
+import { readMeshFile, type Workload } from '../config/mesh-file.ts'
+
+const ROOT = new URL('../..', import.meta.url).pathname
+const CLI = join(ROOT, 'src/cli.ts')
+const DEFAULT_MESH = join(ROOT, 'deploy/local/mesh.yaml')
+
+/** Which demo app runs as which workload; the client workload is this process's traffic loop. */
+const APPS: Record<string, string> = { web: 'deploy/local/apps/web.ts', greeter: 'deploy/local/apps/greeter.ts' }
+
+export function demoUsage (): string {
+  return `usage: remora demo [--mesh-file deploy/local/mesh.yaml] [--duration 30s] [--logs DIR]
+
+Starts every workload of the mesh file with its own sidecar on loopback, sends a request through
+the mesh every second, and prints what to try. Ctrl-C stops everything. --duration stops by itself.
+`
+}
+
+interface Child { readonly name: string, readonly proc: ChildProcess }
+
+export async function runDemo (flags: ReadonlyMap<string, string>): Promise<number> {
+  const meshFile = flags.get('--mesh-file') ?? DEFAULT_MESH
+  const duration = flags.has('--duration') ? parseDuration(flags.get('--duration') as string) : undefined
+  const logs = flags.get('--logs') ?? join(tmpdir(), 'remora-demo')
+  mkdirSync(logs, { recursive: true })
+  const mesh = readMeshFile(meshFile)
+  const workloads = Object.values(mesh.workloads)
+  const children: Child[] = []
+  const start = (name: string, args: string[], env: NodeJS.ProcessEnv): ChildProcess => {
+    const out = openSync(join(logs, `${name}.log`), 'w')
+    const proc = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', out, out] })
+    children.push({ name, proc })
+    proc.once('exit', (code, signal) => {
+      if (!stopping) console.log(`demo: ${name} exited (${signal ?? code}); see ${join(logs, `${name}.log`)}`)
+    })
+    return proc
+  }
+
+  let stopping = false
+  const stopAll = async (): Promise<void> => {
+    stopping = true
+    await Promise.all(children.map(({ proc }) => new Promise<void>((resolve) => {
+      if (proc.exitCode !== null || proc.signalCode !== null) { resolve(); return }
+      const kill = setTimeout(() => proc.kill('SIGKILL'), 10_000)
+      proc.once('exit', () => { clearTimeout(kill); resolve() })
+      proc.kill('SIGTERM')
+    })))
+  }
+
+  try {
+    for (const w of workloads) {
+      start(`${w.name}-sidecar`, [CLI, 'proxy', '--mesh-file', meshFile, '--workload', w.name], { REMORA_LOG_LEVEL: 'info' })
+      const app = APPS[w.name]
+      if (app !== undefined) {
+        start(w.name, [join(ROOT, app)], {
+          PORT: String(w.appPorts[0].port),
+          // The app's only mesh setting: its outbound traffic goes through its own sidecar.
+          grpc_proxy: `http://${addr(w, 'outbound')}`,
+          no_grpc_proxy: '',
+          no_proxy: '',
+        })
+      }
+    }
+    await Promise.all(workloads.map((w) => waitReady(w, children)))
+  } catch (err) {
+    await stopAll()
+    console.error(`demo: ${(err as Error).message}\n  logs: ${logs}`)
+    return 1
+  }
+
+  const client = mesh.workloads.client ?? workloads[0]
+  const via = addr(client, 'outbound')
+  console.log(`
+remora demo: ${workloads.length} workloads, each with its own sidecar (mesh file ${meshFile})
+${workloads.map((w) => `  ${w.name.padEnd(8)} app ${String(w.appPorts[0].port).padEnd(6)} sidecar outbound ${addr(w, 'outbound')}  inbound ${addr(w, 'inbound')}  admin ${addr(w, 'admin')}`).join('\n')}
+
+Try (as the "${client.name}" workload, through its sidecar):
+  curl -x http://${via} 'http://web.demo/hello?name=you'          # HTTP proxy mode (HTTP_PROXY)
+  curl -H 'Host: web' 'http://${via}/hello?name=you'               # Host-header mode
+  curl --http2-prior-knowledge -H 'Host: web' 'http://${via}/hello' # h2c from the app
+  curl -x http://${via} http://nowhere/                            # what an error looks like
+
+Admin (each sidecar): /live /ready /metrics, and from loopback /config.json /endpoints.json
+  curl http://${addr(client, 'admin')}/endpoints.json
+  curl -s http://${addr(client, 'admin')}/metrics | grep remora_requests_total
+Logs (one JSON access line per request): ${logs}/<name>.log
+Edit ${meshFile} while this runs: sidecars reload it without a restart.
+Ctrl-C stops everything.
+`)
+
+  let sent = 0
+  let ok = 0
+  let lastError = ''
+  const traffic = setInterval(() => {
+    sent++
+    // Host-header mode, as an app whose traffic iptables redirects would send it (fetch() can't set Host).
+    request(`http://${via}/hello?name=demo-${sent}`, { headers: { host: 'web' } })
+      .then(async (res) => {
+        const body = await res.body.text()
+        if (res.statusCode === 200) ok++
+        else lastError = `${res.statusCode} ${String(res.headers['remora-proxy-error'] ?? '')} ${body.split('\n')[0]}`
+        if (sent <= 1 || sent % 10 === 0) console.log(`traffic: ${ok}/${sent} ok${lastError !== '' ? `; last error: ${lastError}` : ''}${sent <= 1 ? `  — first answer: ${body.split('\n')[0]}` : ''}`)
+      }, (err: Error) => { lastError = err.message })
+  }, 1000)
+
+  await new Promise<void>((resolve) => {
+    process.once('SIGINT', () => resolve())
+    process.once('SIGTERM', () => resolve())
+    if (duration !== undefined) setTimeout(resolve, duration).unref()
+  })
+  clearInterval(traffic)
+  console.log(`\ndemo: stopping (${ok}/${sent} requests ok) …`)
+  await stopAll()
+  console.log('demo: stopped')
+  return 0
+}
+
+function addr (w: Workload, which: 'outbound' | 'inbound' | 'admin'): string {
+  const a = w.sidecar[which]
+  return a === undefined ? '(default)' : `${a.host}:${a.port}`
+}
+
+async function waitReady (w: Workload, children: Child[]): Promise<void> {
+  const deadline = Date.now() + 20_000
+  while (Date.now() < deadline) {
+    const dead = children.find((c) => c.proc.exitCode !== null)
+    if (dead !== undefined) throw new Error(`${dead.name} exited during start-up (code ${dead.proc.exitCode}); is another demo still running?`)
+    try {
+      if ((await fetch(`http://${addr(w, 'admin')}/ready`)).status === 200) return
+    } catch { /* not up yet */ }
+    await sleep(100)
+  }
+  throw new Error(`sidecar of ${w.name} not ready within 20 s`)
+}

@@ -8,9 +8,8 @@ import { forwardable, isGrpc, MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, respondError, statusLine, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { routeOutbound } from './route.ts'
-import { tunnelAuthority } from './tunnel.ts'
 
-export function createOutboundHttp1 (ctx: ProxyContext, onTunnel: (socket: Duplex, authority: string) => void): http.Server {
+export function createOutboundHttp1 (ctx: ProxyContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     handle(ctx, req, new H1Sink(res, ctx), undefined)
@@ -34,7 +33,7 @@ export function createOutboundHttp1 (ctx: ProxyContext, onTunnel: (socket: Duple
     }
     socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
     if (head.length > 0) socket.unshift(head)
-    onTunnel(socket, authority)
+    ctx.tunnels.open(socket, authority)
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }
@@ -55,7 +54,7 @@ function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, up
       path = u.pathname + u.search
     } catch { authority = undefined }
   } else if (url.startsWith('/') || url === '*') {
-    authority = tunnelAuthority(req.socket) ?? req.headers.host
+    authority = ctx.tunnels.authorityOf(req.socket) ?? req.headers.host
   }
   const method = req.method ?? 'GET'
   const record = ctx.begin('outbound', method, authority ?? '', path, 'HTTP/1.1', sink)

@@ -6,7 +6,6 @@ import { H2Sink, respondError } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { H2_SETTINGS } from '../transport/h2-sessions.ts'
 import { routeOutbound } from './route.ts'
-import { tunnelAuthority } from './tunnel.ts'
 
 export function createOutboundHttp2 (ctx: ProxyContext): http2.Http2Server {
   const server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
@@ -14,7 +13,7 @@ export function createOutboundHttp2 (ctx: ProxyContext): http2.Http2Server {
     const sink = new H2Sink(stream)
     const method = headers[':method'] ?? 'GET'
     const path = headers[':path'] ?? '/'
-    const authority = tunnelAuthority(stream.session?.socket) ?? headers[':authority'] ?? (headers.host as string | undefined) ?? ''
+    const authority = ctx.tunnels.authorityOf(stream.session?.socket) ?? headers[':authority'] ?? (headers.host as string | undefined) ?? ''
     const record = ctx.begin('outbound', method, authority, path, 'HTTP/2', sink)
     const grpc = isGrpc(headers)
     if (authority === '' || method === 'CONNECT') {

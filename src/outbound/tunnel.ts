@@ -1,14 +1,34 @@
-// A CONNECT tunnel fixes the authority for everything sent inside it; the socket carries it.
+// CONNECT tunnels: the bytes inside a tunnel re-enter the outbound listener over loopback as a
+// fresh connection (so node's HTTP/1 and HTTP/2 servers get a socket of their own, never one the
+// CONNECT parser already consumed); the tunnel's authority is remembered by that connection's port.
+import net from 'node:net'
 import type { Duplex } from 'node:stream'
+import type { HostPort } from '../config/env.ts'
+import { splice } from '../http/response-sink.ts'
 
-const AUTHORITY = Symbol('remora.tunnelAuthority')
+export class Tunnels {
+  readonly #byPort = new Map<number, string>()
+  #listener: HostPort | undefined
 
-export function tagTunnel (socket: Duplex, authority: string): void {
-  (socket as unknown as Record<symbol, string>)[AUTHORITY] = authority
-}
+  /** Where tunnels re-enter: the outbound listener's own address, known once it is bound. */
+  bind (listener: HostPort): void { this.#listener = listener }
 
-/** Works on plain sockets and on the proxy object node's http2 hands out as `session.socket`. */
-export function tunnelAuthority (socket: unknown): string | undefined {
-  if (socket === null || socket === undefined) return undefined
-  return (socket as Record<symbol, string | undefined>)[AUTHORITY]
+  open (socket: Duplex, authority: string): void {
+    if (this.#listener === undefined) { socket.destroy(); return }
+    const host = this.#listener.host === '0.0.0.0' ? '127.0.0.1' : this.#listener.host === '::' ? '::1' : this.#listener.host
+    const inner = net.connect({ host, port: this.#listener.port, noDelay: true })
+    let port: number | undefined
+    inner.once('connect', () => {
+      port = inner.localPort
+      if (port !== undefined) this.#byPort.set(port, authority)
+    })
+    inner.once('close', () => { if (port !== undefined) this.#byPort.delete(port) })
+    splice(socket, inner)
+  }
+
+  /** The CONNECT authority for a connection that came through a tunnel (works on http2's socket proxy). */
+  authorityOf (socket: { remotePort?: number, remoteAddress?: string } | undefined): string | undefined {
+    if (socket === undefined || this.#byPort.size === 0 || socket.remotePort === undefined) return undefined
+    return this.#byPort.get(socket.remotePort)
+  }
 }

@@ -5,6 +5,7 @@ import type { EndpointTable } from '../discovery/endpoint-table.ts'
 import type { Balancer } from '../balancer/round-robin.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
 import type { AppHttp1 } from '../inbound/app-http1.ts'
+import type { Tunnels } from '../outbound/tunnel.ts'
 import { AccessRecord, type Direction } from '../telemetry/access-log.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import type { ResponseSink } from '../http/response-sink.ts'
@@ -20,6 +21,7 @@ export class ProxyContext {
   /** One h2 connection per local h2 app port. */
   readonly appH2: H2Sessions
   readonly appH1: AppHttp1
+  readonly tunnels: Tunnels
   draining = false
   inflight = 0
   readonly #drained: Array<() => void> = []
@@ -33,6 +35,7 @@ export class ProxyContext {
     this.peers = init.peers
     this.appH2 = init.appH2
     this.appH1 = init.appH1
+    this.tunnels = init.tunnels
   }
 
   /** Starts the access record of one request; it ends (log line, metrics) when the caller's stream closes. */

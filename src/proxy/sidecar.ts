@@ -1,7 +1,6 @@
 // `remora proxy`: wires the listeners, endpoint table and connections together; drains on SIGTERM.
 import type http from 'node:http'
 import type http2 from 'node:http2'
-import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import type { HostPort } from '../config/env.ts'
 import { RemoraError } from '../errors.ts'
@@ -15,7 +14,7 @@ import { createInboundHttp1 } from '../inbound/http1.ts'
 import { createInboundHttp2 } from '../inbound/http2.ts'
 import { createOutboundHttp1 } from '../outbound/http1.ts'
 import { createOutboundHttp2 } from '../outbound/http2.ts'
-import { tagTunnel } from '../outbound/tunnel.ts'
+import { Tunnels } from '../outbound/tunnel.ts'
 import { ProxyMetrics } from '../telemetry/metrics.ts'
 import { H2Sessions } from '../transport/h2-sessions.ts'
 import { SniffingListener } from '../transport/listener.ts'
@@ -42,6 +41,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger): Promise<S
     peers: new H2Sessions(log, config.connectTimeout),
     appH2: new H2Sessions(log, config.connectTimeout),
     appH1: new AppHttp1(config.connectTimeout),
+    tunnels: new Tunnels(),
   })
   table.on('update', (state) => {
     metrics.tableVersion.set(state.version)
@@ -51,10 +51,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger): Promise<S
   const source = new MeshFileSource(config.meshFile, log)
   await source.start(table)
 
-  const outH1 = createOutboundHttp1(ctx, (socket: Duplex, authority: string) => {
-    tagTunnel(socket, authority)
-    outbound.accept(socket)
-  })
+  const outH1 = createOutboundHttp1(ctx)
   const outH2 = createOutboundHttp2(ctx)
   const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2 }, log)
   const inH1 = createInboundHttp1(ctx)
@@ -81,6 +78,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger): Promise<S
     inbound: await inbound.listen(config.inboundAddr),
     admin: await listenAdmin(admin, config.adminAddr),
   }
+  ctx.tunnels.bind(addresses.outbound)
   listening = true
   log.info({ workload: config.workload, identity: config.identity, ...addresses, appPorts: config.appPorts.map((p) => p.port), services: table.state.services.length }, 'sidecar ready')
 
