@@ -40,7 +40,7 @@ interface RawMesh {
   }>
 }
 
-const ajv = new Ajv({ allErrors: true, strict: false })
+const ajv = new Ajv({ allErrors: true, strict: false, verbose: true })
 const validate = ajv.compile(meshSchema)
 
 export function readMeshFile (file: string): MeshConfig {
@@ -69,14 +69,15 @@ export function parseMesh (text: string, file: string): MeshConfig {
   return deepFreeze(resolve(raw, file, doc, lines))
 }
 
-/** Ajv reports every branch of a oneOf; keep the most specific error per location. */
+/** Ajv reports every branch of a oneOf; keep the specific errors, once each, at most five. */
 function pickErrors (errors: ErrorObject[]): ErrorObject[] {
-  const deepest = new Map<string, ErrorObject>()
+  const seen = new Map<string, ErrorObject>()
   for (const e of errors) {
-    if (e.keyword === 'oneOf' && errors.some((o) => o !== e && o.instancePath.startsWith(e.instancePath))) continue
-    if (!deepest.has(e.instancePath)) deepest.set(e.instancePath, e)
+    if (e.keyword === 'oneOf' && errors.some((o) => o !== e && o.keyword !== 'oneOf' && o.instancePath.startsWith(e.instancePath) && o.instancePath !== e.instancePath)) continue
+    const key = `${e.instancePath} ${e.keyword} ${JSON.stringify(e.params)}`
+    if (!seen.has(key)) seen.set(key, e)
   }
-  return [...deepest.values()].slice(0, 5)
+  return [...seen.values()].slice(0, 5)
 }
 
 function pathOf (instancePath: string): Array<string | number> {
@@ -109,8 +110,9 @@ function describe (e: ErrorObject, doc: Document, lines: LineCounter, file: stri
     what = `needs key "${(e.params as { missingProperty: string }).missingProperty}"`
   } else if (e.keyword === 'enum') {
     what = `must be one of ${(e.params as { allowedValues: unknown[] }).allowedValues.join(', ')}`
-  } else if (e.keyword === 'pattern') {
-    what = `must match ${(e.params as { pattern: string }).pattern}`
+  } else if (e.keyword === 'pattern' || e.keyword === 'maxLength') {
+    const description = (e.parentSchema as { description?: string } | undefined)?.description
+    what = `must be ${description ?? `text matching ${(e.params as { pattern: string }).pattern}`}, not ${JSON.stringify(e.data)}`
   } else if (e.keyword === 'oneOf' && path.at(-2) === 'endpoints') {
     what = 'needs exactly one of "workload" (a workload in this file) or "address" (host:port of a peer sidecar)'
   }

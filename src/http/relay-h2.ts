@@ -90,6 +90,8 @@ export function relayOverH2 (
   })
   up.on('end', () => {
     if (finished) return
+    // node ends the readable side even when the connection died mid-body; rstCode tells them apart.
+    if (up.rstCode !== undefined && up.rstCode !== h2c.NGHTTP2_NO_ERROR) return
     finished = true
     sink.finish(trailers)
   })
