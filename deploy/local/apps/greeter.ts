@@ -7,7 +7,7 @@ interface HelloReply { message: string, served_by: string }
 type ServiceDef = { service: Parameters<Server['addService']>[0] }
 
 const port = Number(process.env.PORT ?? 18081)
-const pkg = loadPackageDefinition(loadSync(new URL('./greeter.proto', import.meta.url).pathname)) as unknown as { demo: { Greeter: ServiceDef } }
+const pkg = loadPackageDefinition(loadSync(new URL('./greeter.proto', import.meta.url).pathname, { keepCase: true })) as unknown as { demo: { Greeter: ServiceDef } }
 const server = new Server()
 server.addService(pkg.demo.Greeter.service, {
   SayHello (call: ServerUnaryCall<HelloRequest, HelloReply>, done: sendUnaryData<HelloReply>) {

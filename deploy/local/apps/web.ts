@@ -10,7 +10,7 @@ type GreeterCtor = new (target: string, creds: ReturnType<typeof credentials.cre
 
 const port = Number(process.env.PORT ?? 18080)
 const greeterTarget = process.env.GREETER ?? 'dns:///greeter.demo:50051'
-const pkg = loadPackageDefinition(loadSync(new URL('./greeter.proto', import.meta.url).pathname)) as unknown as { demo: { Greeter: GreeterCtor } }
+const pkg = loadPackageDefinition(loadSync(new URL('./greeter.proto', import.meta.url).pathname, { keepCase: true })) as unknown as { demo: { Greeter: GreeterCtor } }
 const greeter = new pkg.demo.Greeter(greeterTarget, credentials.createInsecure())
 
 http.createServer((req, res) => {
