@@ -48,10 +48,6 @@ export const ProxyErrors = Object.freeze({
     reason: 'app reset', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
     hint: 'The local app closed the connection before answering. Check the app logs.',
   }),
-  timeout: reason({
-    reason: 'timeout', status: 504, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED,
-    hint: 'The upstream did not answer within the request timeout.',
-  }),
   targetPortRefused: reason({
     reason: 'target port not allowed', status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED,
     hint: 'The request named an app port this workload does not declare. Check the workload ports in the mesh file.',
@@ -59,14 +55,6 @@ export const ProxyErrors = Object.freeze({
   malformedRequest: reason({
     reason: 'malformed request', status: 400, grpcStatus: GrpcStatus.INTERNAL,
     hint: 'The request could not be parsed or carried as HTTP/2. Fix the named header or request line.',
-  }),
-  shuttingDown: reason({
-    reason: 'shutting down', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
-    hint: 'This sidecar is shutting down and takes no new requests. Retry; another endpoint will answer.',
-  }),
-  protocolNotSupported: reason({
-    reason: 'protocol not supported', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
-    hint: 'The tunnelled bytes are neither HTTP/1.1 nor HTTP/2. Opaque TCP through the mesh is not supported yet.',
   }),
 })
 
