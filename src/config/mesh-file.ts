@@ -8,6 +8,8 @@ import { parseHostPort, type HostPort } from './env.ts'
 import { meshSchema } from './mesh-schema.ts'
 import { deepFreeze } from './deep-freeze.ts'
 import { authoritiesOf, spiffeId, type AppProtocol, type Endpoint, type Service } from '../discovery/service.ts'
+import { servicePolicy, inboundPolicy, type RawInboundPolicy, type RawServicePolicy } from '../resilience/policy-file.ts'
+import type { InboundPolicy } from '../resilience/policy.ts'
 
 export interface AppPort { readonly port: number, readonly protocol: AppProtocol }
 
@@ -18,6 +20,7 @@ export interface Workload {
   readonly identity: string
   readonly appPorts: readonly AppPort[]
   readonly sidecar: { readonly inbound?: HostPort, readonly outbound?: HostPort, readonly admin?: HostPort }
+  readonly inbound: InboundPolicy
 }
 
 export interface MeshConfig {
@@ -33,8 +36,9 @@ interface RawMesh {
     namespace?: string, serviceAccount?: string
     appPorts: Array<number | { port: number, protocol?: AppProtocol }>
     sidecar?: { inbound?: string, outbound?: string, admin?: string }
+    inbound?: RawInboundPolicy
   }>
-  services?: Array<{
+  services?: Array<RawServicePolicy & {
     name: string, namespace?: string, port: number, protocol?: AppProtocol
     endpoints: Array<{ workload?: string, address?: string, targetPort: number, weight?: number, identity?: string }>
   }>
@@ -136,6 +140,7 @@ function resolve (raw: RawMesh, file: string, doc: Document, lines: LineCounter)
         outbound: w.sidecar?.outbound !== undefined ? parseHostPort(w.sidecar.outbound) : undefined,
         admin: w.sidecar?.admin !== undefined ? parseHostPort(w.sidecar.admin) : undefined,
       },
+      inbound: inboundPolicy(w.inbound),
     }
   }
   const fail = (path: Array<string | number>, what: string): never => {
@@ -171,7 +176,7 @@ function resolve (raw: RawMesh, file: string, doc: Document, lines: LineCounter)
         key: `${address.host}:${address.port}/${e.targetPort}`,
       }
     })
-    return { name: s.name, namespace, port: s.port, protocol: s.protocol ?? 'auto', authorities, endpoints }
+    return { name: s.name, namespace, port: s.port, protocol: s.protocol ?? 'auto', authorities, endpoints, policy: servicePolicy(s) }
   })
   return { file, trustDomain, workloads, services }
 }

@@ -4,6 +4,13 @@ const hostPort = { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]
 const port = { type: 'integer', minimum: 1, maximum: 65535 }
 const dnsLabel = { type: 'string', pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', maxLength: 63, description: 'a DNS label: lower-case letters, digits and "-", at most 63 (for example web-api)' }
 const protocol = { enum: ['auto', 'http1', 'http2', 'grpc'] }
+const duration = { type: 'string', pattern: '^\\d+(\\.\\d+)?(ms|s|m|h)$', description: 'a duration such as 250ms, 2s or 5m' }
+const count = (max: number) => ({ type: 'integer', minimum: 1, maximum: max })
+const limits = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { maxConcurrent: count(1_000_000), maxQueued: { type: 'integer', minimum: 0, maximum: 1_000_000 } },
+}
 
 export const meshSchema = {
   type: 'object',
@@ -35,6 +42,19 @@ export const meshSchema = {
             additionalProperties: false,
             properties: { inbound: hostPort, outbound: hostPort, admin: hostPort },
           },
+          inbound: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              ...limits.properties,
+              rateLimit: {
+                type: 'object',
+                additionalProperties: false,
+                required: ['requestsPerSecond'],
+                properties: { requestsPerSecond: { type: 'number', exclusiveMinimum: 0 }, burst: count(1_000_000) },
+              },
+            },
+          },
         },
       },
     },
@@ -49,6 +69,35 @@ export const meshSchema = {
           namespace: dnsLabel,
           port,
           protocol,
+          balancer: { enum: ['p2c-ewma', 'least-request', 'round-robin'] },
+          timeout: duration,
+          idleTimeout: duration,
+          retry: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              on: { type: 'array', items: { enum: ['5xx', 'gateway-error', 'reset', 'unavailable', 'resource-exhausted', 'internal', 'deadline-exceeded', 'cancelled'] } },
+              attempts: count(10),
+              budget: {
+                type: 'object',
+                additionalProperties: false,
+                properties: { ratio: { type: 'number', minimum: 0, maximum: 10 }, minPerSecond: { type: 'number', minimum: 0 } },
+              },
+              backoff: { type: 'object', additionalProperties: false, properties: { base: duration, max: duration } },
+              maxReplayBytes: { type: 'integer', minimum: 0, maximum: 16 * 1024 * 1024 },
+            },
+          },
+          circuitBreaker: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              consecutiveFailures: count(1000),
+              baseEjection: duration,
+              maxEjection: duration,
+              maxEjectedPercent: { type: 'integer', minimum: 0, maximum: 100 },
+            },
+          },
+          limits,
           endpoints: {
             type: 'array',
             items: {

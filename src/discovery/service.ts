@@ -1,5 +1,6 @@
 // What the endpoint table holds: a service (by authority) and its endpoints (peer sidecars).
 import type { HostPort } from '../config/env.ts'
+import type { ServicePolicy } from '../resilience/policy.ts'
 
 /** What the app behind a port speaks. `auto`: whatever the client spoke (HTTP/1.1 or HTTP/2). */
 export type AppProtocol = 'auto' | 'http1' | 'http2' | 'grpc'
@@ -24,6 +25,8 @@ export interface Service {
   /** Every authority this service answers to: name:port, name.ns:port, name.ns.svc:port, FQDN:port. */
   readonly authorities: readonly string[]
   readonly endpoints: readonly Endpoint[]
+  /** Balancing, timeouts, retries, circuit breaking, limits: defaults unless the source overrides. */
+  readonly policy: ServicePolicy
 }
 
 export const CLUSTER_DOMAIN = 'cluster.local'

@@ -1,0 +1,25 @@
+// A local token-bucket rate limit (requests per second with a burst), per inbound port or caller.
+export interface RatePolicy {
+  readonly requestsPerSecond: number
+  readonly burst: number
+}
+
+export class TokenBucket {
+  readonly #policy: RatePolicy
+  #tokens: number
+  #stamp: number
+
+  constructor (policy: RatePolicy, now: number = Date.now()) {
+    this.#policy = policy
+    this.#tokens = policy.burst
+    this.#stamp = now
+  }
+
+  take (now: number = Date.now()): boolean {
+    this.#tokens = Math.min(this.#policy.burst, this.#tokens + ((now - this.#stamp) / 1000) * this.#policy.requestsPerSecond)
+    this.#stamp = now
+    if (this.#tokens < 1) return false
+    this.#tokens -= 1
+    return true
+  }
+}
