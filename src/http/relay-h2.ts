@@ -1,6 +1,7 @@
 // Sends an exchange as one stream on a multiplexed HTTP/2 connection and relays the response,
 // trailers, resets and cancellation back through the caller's sink.
-import { constants as h2c, type ClientHttp2Session, type OutgoingHttpHeaders } from 'node:http2'
+import { constants as h2c, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
+import type { Readable, Writable } from 'node:stream'
 import type { ProxyErrorReason } from '../errors.ts'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
@@ -26,6 +27,19 @@ export function classify (err: NodeJS.ErrnoException | undefined, reasons: Relay
   }
 }
 
+/**
+ * node emits 'end' on an h2 stream the caller reset, as if the body were whole; a plain pipe would
+ * then end the next hop's body (END_STREAM, or HTTP/1.1's last chunk) and the app would take a
+ * cut-off upload for a complete one. Only a clean end ends `dest`; the reset is relayed on close.
+ */
+export function pipeBody (body: Readable, dest: Writable): void {
+  body.pipe(dest, { end: false })
+  body.once('end', () => {
+    const rstCode = (body as { rstCode?: number }).rstCode
+    if (rstCode === undefined || rstCode === h2c.NGHTTP2_NO_ERROR) dest.end()
+  })
+}
+
 export function relayOverH2 (
   session: ClientHttp2Session,
   headers: OutgoingHttpHeaders,
@@ -35,8 +49,11 @@ export function relayOverH2 (
 ): void {
   const record = ex.record
   let up: ReturnType<ClientHttp2Session['request']>
+  // close(CANCEL) half-closes first: the peer can see END_STREAM before the reset and take a cut-off
+  // upload for a whole (shorter) body. Aborting the signal resets with CANCEL and sends nothing more.
+  const cancel = new AbortController()
   try {
-    up = session.request(headers, { endStream: ex.body === null && ex.upgrade === undefined })
+    up = session.request(headers, { endStream: ex.body === null && ex.upgrade === undefined, signal: cancel.signal, waitForTrailers: ex.body !== null })
   } catch (err) {
     const e = err as NodeJS.ErrnoException
     if (e.code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || e.code === 'ERR_INVALID_HTTP_TOKEN' || e.code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || e.code === 'ERR_INVALID_CHAR') {
@@ -59,12 +76,19 @@ export function relayOverH2 (
   }
 
   if (ex.body !== null) {
-    ex.body.pipe(up)
+    // Request trailers: an h2 caller's arrive as 'trailers'; an HTTP/1.1 caller's land on req.trailers.
+    let bodyTrailers: Headers | undefined
+    ex.body.once('trailers', (raw: IncomingHttpHeaders) => { bodyTrailers = forwardable(raw, true) })
+    up.once('wantTrailers', () => {
+      const h1 = (ex.body as { trailers?: IncomingHttpHeaders } | null)?.trailers
+      if (!up.closed) up.sendTrailers(bodyTrailers ?? forwardable(h1 ?? {}, true))
+    })
+    pipeBody(ex.body, up)
     countBytes(ex.body, (n) => { record.bytesIn += n })
   }
 
   sink.onClose((completed) => {
-    if (!completed && !up.closed) up.close(h2c.NGHTTP2_CANCEL)
+    if (!completed && !up.closed) cancel.abort()
   })
 
   up.on('response', (raw, flags) => {

@@ -32,7 +32,7 @@ export function respondError (sink: ResponseSink, reason: ProxyErrorReason, ctx:
     sink.respond(200, {
       'content-type': 'application/grpc',
       'grpc-status': String(reason.grpcStatus),
-      'grpc-message': encodeURIComponent(message).replace(/%20/g, ' '),
+      'grpc-message': grpcMessage(message),
       [MeshHeader.proxyError]: reason.reason,
     }, true)
     return
@@ -45,6 +45,19 @@ export function respondError (sink: ResponseSink, reason: ProxyErrorReason, ctx:
   }, false)
   sink.body.write(body)
   sink.finish()
+}
+
+/**
+ * grpc-message percent-encoding (gRPC over HTTP/2 spec): only '%' and bytes outside 0x20-0x7E are
+ * escaped. encodeURIComponent would also escape ':' and '/', which decoders (grpc-js uses
+ * decodeURI) leave as `%3A`, so every proxy detail would arrive mangled.
+ */
+function grpcMessage (message: string): string {
+  let out = ''
+  for (const byte of Buffer.from(message, 'utf8')) {
+    out += byte >= 0x20 && byte <= 0x7e && byte !== 0x25 ? String.fromCharCode(byte) : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`
+  }
+  return out
 }
 
 export class H1Sink implements ResponseSink {
@@ -85,7 +98,13 @@ export class H2Sink implements ResponseSink {
   #trailers: Headers | undefined
   #sent = false
   status = 0
-  constructor (stream: ServerHttp2Stream) { this.#stream = stream }
+  constructor (stream: ServerHttp2Stream) {
+    this.#stream = stream
+    // A reset from the caller (other than CANCEL) is an 'error'; unheard, it is thrown and 'close'
+    // never comes, so the upstream request is never cancelled. onClose reads rstCode instead.
+    stream.on('error', () => {})
+  }
+
   get headersSent (): boolean { return this.#sent || this.#stream.headersSent }
   get body (): Writable { return this.#stream }
 
@@ -112,7 +131,9 @@ export class H2Sink implements ResponseSink {
   upgrade (headers: Headers, tunnel: Duplex): void {
     this.#sent = true
     this.status = 101
-    this.#stream.respond({ ...headers, ':status': 200, [MeshHeader.upgradeStatus]: '101' })
+    // `upgrade` is a connection header h2 forbids (respond() throws); it travels as a mesh header.
+    const { upgrade, ...rest } = headers
+    this.#stream.respond({ ...rest, ':status': 200, [MeshHeader.upgradeStatus]: '101', ...(upgrade === undefined ? {} : { [MeshHeader.upgrade]: upgrade }) })
     splice(this.#stream, tunnel)
   }
 

@@ -1,12 +1,19 @@
 // Forwards an exchange to the local app over HTTP/1.1 through an undici connection pool.
-import { PassThrough } from 'node:stream'
+import { PassThrough, type Readable } from 'node:stream'
 import { Agent, type Dispatcher } from 'undici'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from '../http/exchange.ts'
 import { bodyless, forwardable, type Headers } from '../http/headers.ts'
-import { classify, APP_REASONS } from '../http/relay-h2.ts'
+import { classify, pipeBody, APP_REASONS } from '../http/relay-h2.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import { countBytes } from '../http/count-bytes.ts'
+
+/** The caller's body as a stream undici may destroy; a caller's reset never ends it cleanly. */
+function relayed (body: Readable): PassThrough {
+  const through = new PassThrough({ highWaterMark: 64 * 1024 })
+  pipeBody(body, through)
+  return through
+}
 
 export class AppHttp1 {
   readonly #agent: Agent
@@ -35,7 +42,7 @@ export class AppHttp1 {
       path: ex.path,
       headers: { ...headers, host: ex.authority },
       // undici destroys a body stream when done with it; the caller's stream must outlive that.
-      body: ex.body === null ? undefined : ex.body.pipe(new PassThrough({ highWaterMark: 64 * 1024 })),
+      body: ex.body === null ? undefined : relayed(ex.body),
       signal: abort.signal,
     }).then(({ statusCode, headers: raw, body, trailers }) => {
       const out = forwardable(raw as Headers, false)

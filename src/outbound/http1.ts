@@ -48,13 +48,17 @@ function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, up
   let authority: string | undefined
   let path = url
   if (url.startsWith('http://')) {
+    // Only the authority goes through URL: it would resolve %2e%2e segments and re-encode the path,
+    // and the app gets the path byte for byte and the Host the client named (`web`, not `web:80`).
+    const [, host = '', rest = ''] = /^http:\/\/([^/?]*)(.*)$/s.exec(url) ?? []
     try {
-      const u = new URL(url)
-      authority = u.port === '' ? `${u.hostname}:80` : u.host
-      path = u.pathname + u.search
+      authority = new URL(`http://${host}`).host
+      path = rest.startsWith('/') ? rest : `/${rest}`
     } catch { authority = undefined }
   } else if (url.startsWith('/') || url === '*') {
-    authority = ctx.tunnels.authorityOf(req.socket) ?? req.headers.host
+    // The request's own Host wins (the app must see what the client sent); a CONNECT tunnel's
+    // target stands in only for a request without one.
+    authority = req.headers.host ?? ctx.tunnels.authorityOf(req.socket)
   }
   const method = req.method ?? 'GET'
   const record = ctx.begin('outbound', method, authority ?? '', path, 'HTTP/1.1', sink)

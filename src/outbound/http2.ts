@@ -13,7 +13,7 @@ export function createOutboundHttp2 (ctx: ProxyContext): http2.Http2Server {
     const sink = new H2Sink(stream)
     const method = headers[':method'] ?? 'GET'
     const path = headers[':path'] ?? '/'
-    const authority = ctx.tunnels.authorityOf(stream.session?.socket) ?? headers[':authority'] ?? (headers.host as string | undefined) ?? ''
+    const authority = headers[':authority'] ?? (headers.host as string | undefined) ?? ctx.tunnels.authorityOf(stream.session?.socket) ?? ''
     const record = ctx.begin('outbound', method, authority, path, 'HTTP/2', sink)
     const grpc = isGrpc(headers)
     if (authority === '' || method === 'CONNECT') {
