@@ -48,6 +48,18 @@ export const ProxyErrors = Object.freeze({
     reason: 'app reset', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
     hint: 'The local app closed the connection before answering. Check the app logs.',
   }),
+  timeout: reason({
+    reason: 'timeout', status: 504, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED,
+    hint: "The upstream did not answer within the request timeout (the service's `timeout`, or the gRPC deadline). Raise it or look at why the upstream is slow.",
+  }),
+  overloaded: reason({
+    reason: 'overloaded', status: 503, grpcStatus: GrpcStatus.RESOURCE_EXHAUSTED,
+    hint: 'Too many requests in flight and the queue is full, so this one was shed at once. Retry later, or raise `limits` for the service or the inbound port.',
+  }),
+  rateLimited: reason({
+    reason: 'rate limited', status: 429, grpcStatus: GrpcStatus.RESOURCE_EXHAUSTED,
+    hint: "The inbound port's local rate limit is used up. Slow down, or raise `inbound.rateLimit` for the workload.",
+  }),
   targetPortRefused: reason({
     reason: 'target port not allowed', status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED,
     hint: 'The request named an app port this workload does not declare. Check the workload ports in the mesh file.',

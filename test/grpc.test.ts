@@ -67,7 +67,7 @@ function echoed (md: grpc.Metadata, prefix: string): grpc.Metadata {
 function initialMetadata (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown> | grpc.ServerReadableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>): grpc.Metadata {
   const md = echoed(call.metadata, 'echo-')
   md.set('seen-authority', call.getHost())
-  md.set('seen-mesh-headers', Object.keys(call.metadata.getMap()).filter((k) => k.startsWith('remora-')).join(',') || 'none')
+  md.set('seen-mesh-headers', Object.keys(call.metadata.getMap()).filter((k) => k.startsWith('remora-') && k !== 'remora-attempt').join(',') || 'none')
   return md
 }
 

@@ -61,7 +61,7 @@ function h1Handler (req: http.IncomingMessage, res: http.ServerResponse): void {
       'content-type': 'application/json',
       'x-app-http-version': req.httpVersion,
       'x-app-host': req.headers.host ?? '',
-      'x-app-mesh-headers': Object.keys(req.headers).filter((k) => k.startsWith('remora-')).join(',') || 'none',
+      'x-app-mesh-headers': Object.keys(req.headers).filter((k) => k.startsWith('remora-') && k !== 'remora-attempt').join(',') || 'none',
     })
     res.end(JSON.stringify({ method: req.method, url: req.url, length: body.length, sha: sha256(body), echo: body.length <= 1024 ? body.toString() : '' }))
   })
@@ -109,7 +109,7 @@ function h2Handler (stream: http2.ServerHttp2Stream, headers: IncomingHttpHeader
       ':status': 200,
       'content-type': 'application/octet-stream',
       'x-app-authority': headers[':authority'] ?? '',
-      'x-app-mesh-headers': Object.keys(headers).filter((k) => k.startsWith('remora-')).join(',') || 'none',
+      'x-app-mesh-headers': Object.keys(headers).filter((k) => k.startsWith('remora-') && k !== 'remora-attempt').join(',') || 'none',
       'x-app-method': headers[':method'] ?? '',
     }, { waitForTrailers: true })
     stream.once('wantTrailers', () => stream.sendTrailers({

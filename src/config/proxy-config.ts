@@ -3,6 +3,7 @@ import { RemoraError } from '../errors.ts'
 import { deepFreeze } from './deep-freeze.ts'
 import { isExplicit, ProxySettings, readSettings, type Environment, type HostPort, type LogLevel } from './env.ts'
 import { readMeshFile, type AppPort, type MeshConfig, type Workload } from './mesh-file.ts'
+import { DEFAULT_INBOUND_POLICY, type InboundPolicy } from '../resilience/policy.ts'
 
 export interface ProxyConfig {
   readonly meshFile: string
@@ -17,6 +18,8 @@ export interface ProxyConfig {
   readonly accessLog: boolean
   readonly connectTimeout: number
   readonly shutdownGrace: number
+  /** Inbound protection: concurrency limit and optional rate limit per app port. */
+  readonly inbound: InboundPolicy
 }
 
 export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): { config: ProxyConfig, mesh: MeshConfig } {
@@ -50,6 +53,7 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     accessLog: s.accessLog as boolean,
     connectTimeout: s.connectTimeout as number,
     shutdownGrace: s.shutdownGrace as number,
+    inbound: workload?.inbound ?? DEFAULT_INBOUND_POLICY,
   }
   return { config: deepFreeze(config), mesh }
 }

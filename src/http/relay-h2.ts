@@ -40,68 +40,103 @@ export function pipeBody (body: Readable, dest: Writable): void {
   })
 }
 
+/** One attempt in flight; the caller may cancel it (timeout, caller gone, retry elsewhere). */
+export interface Attempt { cancel (): void }
+
+/** How a caller with retries takes part in an attempt; without hooks the relay answers everything itself. */
+export interface AttemptHooks {
+  /** The response head arrived; return false to drop it (the stream is cancelled) and retry. */
+  readonly onResponse?: (status: number, headers: Headers, endStream: boolean) => boolean
+  /**
+   * Failed before any response reached the caller. `unprocessed`: the request surely never reached
+   * the app (connection refused, REFUSED_STREAM, GOAWAY). Return true when the caller retries.
+   */
+  readonly onFailure?: (reason: ProxyErrorReason, detail: string, unprocessed: boolean) => boolean
+  /** The upstream stream is gone, however it ended. */
+  readonly onClose?: () => void
+  /** Reset a stream that moves no bytes either way for this long (0 = never). */
+  readonly idleTimeoutMs?: number
+}
+
+const NEVER_SENT = new Set(['ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION', 'ERR_HTTP2_OUT_OF_STREAMS'])
+const MALFORMED = new Set(['ERR_HTTP2_INVALID_HEADER_VALUE', 'ERR_INVALID_HTTP_TOKEN', 'ERR_HTTP2_INVALID_CONNECTION_HEADERS', 'ERR_INVALID_CHAR', 'ERR_HTTP2_HEADER_SINGLE_VALUE', 'ERR_HTTP2_INVALID_PSEUDOHEADER'])
+
 export function relayOverH2 (
   session: ClientHttp2Session,
   headers: OutgoingHttpHeaders,
   ex: Exchange,
+  body: Readable | null,
   sink: ResponseSink,
   reasons: RelayReasons,
-): void {
+  hooks: AttemptHooks = {},
+): Attempt {
   const record = ex.record
   let up: ReturnType<ClientHttp2Session['request']>
-  // close(CANCEL) half-closes first: the peer can see END_STREAM before the reset and take a cut-off
-  // upload for a whole (shorter) body. Aborting the signal resets with CANCEL and sends nothing more.
-  const cancel = new AbortController()
-  try {
-    up = session.request(headers, { endStream: ex.body === null && ex.upgrade === undefined, signal: cancel.signal, waitForTrailers: ex.body !== null })
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException
-    if (e.code === 'ERR_HTTP2_INVALID_HEADER_VALUE' || e.code === 'ERR_INVALID_HTTP_TOKEN' || e.code === 'ERR_HTTP2_INVALID_CONNECTION_HEADERS' || e.code === 'ERR_INVALID_CHAR') {
-      fail(ProxyErrors.malformedRequest, e.message)
-    } else {
-      fail(classify(e, reasons), e.message)
-    }
-    ex.body?.resume()
-    return
-  }
-
   let finished = false
   let trailers: Headers | undefined
+  let idle = false
 
-  function fail (reason: ProxyErrorReason, detail?: string): void {
+  function fail (reason: ProxyErrorReason, detail: string, unprocessed: boolean): void {
     if (finished) return
     finished = true
+    if (hooks.onFailure?.(reason, detail, unprocessed) === true) return
     record.error = reason.reason
     respondError(sink, reason, { grpc: ex.grpc, detail })
   }
 
-  if (ex.body !== null) {
+  // close(CANCEL) half-closes first: the peer can see END_STREAM before the reset and take a cut-off
+  // upload for a whole (shorter) body. Aborting the signal resets with CANCEL and sends nothing more.
+  const cancel = new AbortController()
+  try {
+    up = session.request(headers, { endStream: body === null && ex.upgrade === undefined, signal: cancel.signal, waitForTrailers: body !== null })
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException
+    if (MALFORMED.has(e.code ?? '')) fail(ProxyErrors.malformedRequest, e.message, false)
+    else fail(classify(e, reasons), e.message, NEVER_SENT.has(e.code ?? ''))
+    if (!finished || hooks.onFailure === undefined) body?.resume()
+    hooks.onClose?.()
+    return { cancel: () => {} }
+  }
+
+  if (body !== null) {
     // Request trailers: an h2 caller's arrive as 'trailers'; an HTTP/1.1 caller's land on req.trailers.
     let bodyTrailers: Headers | undefined
-    ex.body.once('trailers', (raw: IncomingHttpHeaders) => { bodyTrailers = forwardable(raw, true) })
+    ex.body?.once('trailers', (raw: IncomingHttpHeaders) => { bodyTrailers = forwardable(raw, true) })
     up.once('wantTrailers', () => {
       const h1 = (ex.body as { trailers?: IncomingHttpHeaders } | null)?.trailers
       if (!up.closed) up.sendTrailers(bodyTrailers ?? forwardable(h1 ?? {}, true))
     })
-    pipeBody(ex.body, up)
-    countBytes(ex.body, (n) => { record.bytesIn += n })
+    pipeBody(body, up)
+    if (body === ex.body) countBytes(body, (n) => { record.bytesIn += n })
+  }
+  if (hooks.idleTimeoutMs !== undefined && hooks.idleTimeoutMs > 0) {
+    up.setTimeout(hooks.idleTimeoutMs, () => { idle = true; cancel.abort() })
   }
 
+  let sinkGone = false
   sink.onClose((completed) => {
+    sinkGone = true
     if (!completed && !up.closed) cancel.abort()
   })
 
   up.on('response', (raw, flags) => {
+    if (finished) return
     const status = Number(raw[':status'])
     const out = forwardable(raw, false)
     if (ex.upgrade !== undefined && raw[MeshHeader.upgradeStatus] === '101') {
       finished = true
+      hooks.onResponse?.(101, out, false)
       sink.upgrade(out, up)
       countBytes(up, (n) => { record.bytesOut += n })
       return
     }
     delete out[MeshHeader.upgradeStatus]
     const end = (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0 || bodyless(ex.method, status)
+    if (hooks.onResponse?.(status, out, end) === false) {
+      finished = true
+      cancel.abort()
+      return
+    }
     if (out['grpc-status'] !== undefined) record.grpcStatus = String(out['grpc-status'])
     sink.respond(status, out, end)
     if (end) { finished = true; up.resume(); return }
@@ -121,15 +156,22 @@ export function relayOverH2 (
   })
   up.on('error', () => { /* handled on close, where rstCode is known */ })
   up.on('close', () => {
+    hooks.onClose?.()
     if (finished) return
     if (!sink.headersSent) {
+      if (idle) { fail(ProxyErrors.timeout, `no bytes either way for ${hooks.idleTimeoutMs} ms (idle timeout)`, false); return }
+      if (cancel.signal.aborted && sinkGone) return
       const err = (up as unknown as { errored?: NodeJS.ErrnoException }).errored ?? undefined
       const cause = err?.cause as NodeJS.ErrnoException | undefined
-      fail(classify(cause?.code !== undefined ? cause : err, reasons), err?.message ?? `stream reset (code ${up.rstCode})`)
+      const real = cause?.code !== undefined ? cause : err
+      const unprocessed = up.rstCode === h2c.NGHTTP2_REFUSED_STREAM || real?.code === 'ECONNREFUSED' || real?.code === 'ETIMEDOUT'
+      fail(classify(real, reasons), err?.message ?? `stream reset (code ${up.rstCode})`, unprocessed)
       return
     }
     finished = true
-    record.error = reasons.reset.reason
+    record.error = idle ? ProxyErrors.timeout.reason : reasons.reset.reason
     sink.abort(up.rstCode === h2c.NGHTTP2_CANCEL ? h2c.NGHTTP2_CANCEL : h2c.NGHTTP2_INTERNAL_ERROR)
   })
+  // A cancel from the caller (deadline, retry elsewhere) is silent: the caller answers, not the relay.
+  return { cancel: () => { finished = true; if (!up.closed) cancel.abort() } }
 }

@@ -26,12 +26,16 @@ export function createInboundHttp2 (ctx: ProxyContext): http2.Http2Server {
       stream.resume()
       return
     }
+    const forwarded = forwardable(headers, true)
+    // The one mesh header the app may see: which attempt this is, when the caller's sidecar retries.
+    const attempt = first(headers[MeshHeader.attempt])
+    if (attempt !== undefined) forwarded[MeshHeader.attempt] = attempt
     routeInbound(ctx, {
       method,
       path,
       authority,
       origProto,
-      headers: forwardable(headers, true),
+      headers: forwarded,
       body: stream.endAfterHeaders ? null : stream,
       upgrade: first(headers[MeshHeader.upgrade]),
       grpc,

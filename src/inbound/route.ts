@@ -1,7 +1,8 @@
 // Inbound routing: an exchange for one of this workload's app ports → the local app, in the
 // protocol the app speaks (restoring HTTP/1.1 for requests that crossed the mesh as h2 streams).
 import type { OutgoingHttpHeaders } from 'node:http2'
-import { ProxyErrors } from '../errors.ts'
+import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
+import type { AppPort } from '../config/mesh-file.ts'
 import type { Exchange } from '../http/exchange.ts'
 import type { Headers } from '../http/headers.ts'
 import { APP_REASONS, relayOverH2 } from '../http/relay-h2.ts'
@@ -18,8 +19,33 @@ export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | un
     ex.body?.resume()
     return
   }
-  ex.record.metricAuthority = `:${appPort.port}`
+  const label = `:${appPort.port}`
+  ex.record.metricAuthority = label
   ex.record.endpoint = `127.0.0.1:${appPort.port}`
+  if (!ctx.inboundLimits.allow(appPort.port)) {
+    shed(ctx, ex, sink, ProxyErrors.rateLimited, label, `${ctx.inboundLimits.policy.rateLimit?.requestsPerSecond ?? 0} requests/s on port ${appPort.port}`)
+    return
+  }
+  const queued = ctx.inboundLimits.concurrency(appPort.port).acquire((release) => {
+    sink.onClose(release)
+    forward(ctx, ex, appPort, sink)
+  })
+  if (queued === false) {
+    const { maxConcurrent, maxQueued } = ctx.inboundLimits.policy.limits
+    shed(ctx, ex, sink, ProxyErrors.overloaded, label, `port ${appPort.port}: ${maxConcurrent} in flight and ${maxQueued} queued`)
+    return
+  }
+  sink.onClose(queued)
+}
+
+function shed (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, reason: ProxyErrorReason, label: string, detail: string): void {
+  ctx.metrics.shed.inc({ direction: 'inbound', authority: label, reason: reason.reason })
+  ex.record.error = reason.reason
+  respondError(sink, reason, { grpc: ex.grpc, detail })
+  ex.body?.resume()
+}
+
+function forward (ctx: ProxyContext, ex: Exchange, appPort: AppPort, sink: ResponseSink): void {
   const headers: Headers = ex.headers
   if (ex.upgrade !== undefined) {
     upgradeToApp(appPort.port, ex, headers, sink, ctx.config.connectTimeout)
@@ -37,5 +63,5 @@ export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | un
     ':authority': ex.authority,
     ':scheme': 'http',
   }
-  relayOverH2(ctx.appH2.get({ host: '127.0.0.1', port: appPort.port }), h2headers, ex, sink, APP_REASONS)
+  relayOverH2(ctx.appH2.get({ host: '127.0.0.1', port: appPort.port }), h2headers, ex, ex.body, sink, APP_REASONS)
 }

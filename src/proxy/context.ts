@@ -2,7 +2,10 @@
 import type { Logger } from 'pino'
 import type { ProxyConfig } from '../config/proxy-config.ts'
 import type { EndpointTable } from '../discovery/endpoint-table.ts'
-import type { Balancer } from '../balancer/round-robin.ts'
+import type { EndpointStates } from '../balancer/endpoint-state.ts'
+import type { BalancerName, BalancerPolicy } from '../balancer/policy.ts'
+import type { ServiceStates } from '../outbound/service-state.ts'
+import type { InboundLimits } from '../inbound/limits.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
 import type { AppHttp1 } from '../inbound/app-http1.ts'
 import type { Tunnels } from '../outbound/tunnel.ts'
@@ -15,7 +18,10 @@ export class ProxyContext {
   readonly log: Logger
   readonly metrics: ProxyMetrics
   readonly table: EndpointTable
-  readonly balancer: Balancer
+  readonly endpoints: EndpointStates
+  readonly policies: Readonly<Record<BalancerName, BalancerPolicy>>
+  readonly services: ServiceStates
+  readonly inboundLimits: InboundLimits
   /** One h2 connection per peer sidecar. */
   readonly peers: H2Sessions
   /** One h2 connection per local h2 app port. */
@@ -31,7 +37,10 @@ export class ProxyContext {
     this.log = init.log
     this.metrics = init.metrics
     this.table = init.table
-    this.balancer = init.balancer
+    this.endpoints = init.endpoints
+    this.policies = init.policies
+    this.services = init.services
+    this.inboundLimits = init.inboundLimits
     this.peers = init.peers
     this.appH2 = init.appH2
     this.appH1 = init.appH1

@@ -6,7 +6,10 @@ import type { HostPort } from '../config/env.ts'
 import { RemoraError } from '../errors.ts'
 import type { ProxyConfig } from '../config/proxy-config.ts'
 import { createAdminServer } from '../admin/server.ts'
-import { RoundRobin } from '../balancer/round-robin.ts'
+import { EndpointStates } from '../balancer/endpoint-state.ts'
+import { createPolicies } from '../balancer/policy.ts'
+import { ServiceStates } from '../outbound/service-state.ts'
+import { InboundLimits } from '../inbound/limits.ts'
 import { EndpointTable } from '../discovery/endpoint-table.ts'
 import { MeshFileSource } from '../discovery/file-source.ts'
 import { AppHttp1 } from '../inbound/app-http1.ts'
@@ -32,12 +35,16 @@ export interface Sidecar {
 export async function startSidecar (config: ProxyConfig, log: Logger): Promise<Sidecar> {
   const metrics = new ProxyMetrics()
   const table = new EndpointTable()
+  const endpoints = new EndpointStates()
   const ctx = new ProxyContext({
     config,
     log,
     metrics,
     table,
-    balancer: new RoundRobin(),
+    endpoints,
+    policies: createPolicies(endpoints),
+    services: new ServiceStates(),
+    inboundLimits: new InboundLimits(config.inbound),
     peers: new H2Sessions(log, config.connectTimeout),
     appH2: new H2Sessions(log, config.connectTimeout),
     appH1: new AppHttp1(config.connectTimeout),
@@ -47,6 +54,8 @@ export async function startSidecar (config: ProxyConfig, log: Logger): Promise<S
     metrics.tableVersion.set(state.version)
     metrics.endpoints.reset()
     for (const s of state.services) metrics.endpoints.set({ authority: s.authorities[1] }, s.endpoints.length)
+    // Endpoints that left the table lose their health state; their in-flight requests finish.
+    endpoints.retain(new Set(state.services.flatMap((s) => s.endpoints.map((e) => e.key))))
   })
   const source = new MeshFileSource(config.meshFile, log)
   await source.start(table)

@@ -19,6 +19,9 @@ export class AccessRecord {
   bytesOut = 0
   endpoint: string | undefined
   error: string | undefined
+  /** Attempts made (retries + 1), and why each retried attempt failed. */
+  attempts = 1
+  readonly retried: string[] = []
   #done = false
 
   constructor (direction: Direction, method: string, authority: string, path: string, proto: string) {
@@ -56,6 +59,8 @@ export class AccessRecord {
       bytes_out: this.bytesOut,
       endpoint: this.endpoint,
       error: this.error,
+      attempts: this.attempts,
+      retried: this.retried.length > 0 ? this.retried : undefined,
     })
   }
 }

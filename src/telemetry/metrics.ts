@@ -31,6 +31,34 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly retries = new Counter({
+    name: 'remora_retries_total',
+    help: 'Attempts retried, by destination and why the attempt failed.',
+    labelNames: ['authority', 'reason'] as const,
+    registers: [this.registry],
+  })
+
+  readonly timeouts = new Counter({
+    name: 'remora_timeouts_total',
+    help: 'Requests answered with a timeout (request timeout or gRPC deadline).',
+    labelNames: ['direction', 'authority'] as const,
+    registers: [this.registry],
+  })
+
+  readonly ejections = new Counter({
+    name: 'remora_endpoint_ejections_total',
+    help: 'Endpoints taken out of rotation by failure accrual.',
+    labelNames: ['authority'] as const,
+    registers: [this.registry],
+  })
+
+  readonly shed = new Counter({
+    name: 'remora_requests_shed_total',
+    help: 'Requests refused at once because the concurrency limit and its queue were full, or the rate limit was used up.',
+    labelNames: ['direction', 'authority', 'reason'] as const,
+    registers: [this.registry],
+  })
+
   readonly inflight = new Gauge({
     name: 'remora_requests_in_flight',
     help: 'Requests being proxied right now.',

@@ -1,0 +1,184 @@
+// One call to a service across attempts (Concrete → Endpoint): the deadline, the choice of
+// endpoint, failure accrual, and retries within the budget with backoff — the app sees one answer.
+import type { OutgoingHttpHeaders } from 'node:http2'
+import type { Readable } from 'node:stream'
+import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
+import type { Endpoint, Service } from '../discovery/service.ts'
+import type { Exchange } from '../http/exchange.ts'
+import { first, MeshHeader } from '../http/headers.ts'
+import { PEER_REASONS, relayOverH2, type Attempt } from '../http/relay-h2.ts'
+import { ReplayBody } from '../http/replay-body.ts'
+import { respondError, type ResponseSink } from '../http/response-sink.ts'
+import { countBytes } from '../http/count-bytes.ts'
+import { backoffMs } from '../resilience/backoff.ts'
+import { formatGrpcTimeout, parseGrpcTimeout } from '../resilience/deadline.ts'
+import { IDEMPOTENT, retriableResponse } from '../resilience/policy.ts'
+import type { ProxyContext } from '../proxy/context.ts'
+import type { ServiceState } from './service-state.ts'
+
+export class OutboundCall {
+  readonly #ctx: ProxyContext
+  readonly #ex: Exchange
+  readonly #service: Service
+  readonly #state: ServiceState
+  readonly #sink: ResponseSink
+  readonly #tried = new Set<string>()
+  #attempt = 0
+  #current: Attempt | undefined
+  #replay: ReplayBody | undefined
+  #deadline: number | undefined
+  #deadlineTimer: NodeJS.Timeout | undefined
+  #backoffTimer: NodeJS.Timeout | undefined
+  #over = false
+
+  constructor (ctx: ProxyContext, ex: Exchange, service: Service, state: ServiceState, sink: ResponseSink) {
+    this.#ctx = ctx
+    this.#ex = ex
+    this.#service = service
+    this.#state = state
+    this.#sink = sink
+  }
+
+  start (): void {
+    const { requestTimeoutMs, retry } = this.#state.policy
+    const now = Date.now()
+    this.#state.budget.request(now)
+    const grpcTimeout = this.#ex.grpc ? parseGrpcTimeout(first(this.#ex.headers['grpc-timeout'])) : undefined
+    const limits = [requestTimeoutMs > 0 ? requestTimeoutMs : undefined, grpcTimeout].filter((v): v is number => v !== undefined)
+    if (limits.length > 0) {
+      this.#deadline = now + Math.min(...limits)
+      this.#deadlineTimer = setTimeout(() => this.#expire(), this.#deadline - now)
+    }
+    this.#sink.onClose(() => {
+      this.#over = true
+      clearTimeout(this.#deadlineTimer)
+      clearTimeout(this.#backoffTimer)
+    })
+    const body = this.#ex.body
+    if (body !== null) {
+      countBytes(body, (n) => { this.#ex.record.bytesIn += n })
+      if (retry.attempts > 1) this.#replay = new ReplayBody(body, retry.maxReplayBytes)
+    }
+    this.#try()
+  }
+
+  #try (): void {
+    this.#attempt++
+    const now = Date.now()
+    const endpoint = this.#pick(now)
+    if (endpoint === undefined) {
+      this.#answer(ProxyErrors.noEndpoints, this.#service.authorities[1])
+      return
+    }
+    this.#tried.add(endpoint.key)
+    const state = this.#ctx.endpoints.get(endpoint)
+    state.inflight++
+    const ex = this.#ex
+    ex.record.endpoint = endpoint.key
+    ex.record.attempts = this.#attempt
+    const headers: OutgoingHttpHeaders = {
+      ...ex.headers,
+      ':method': ex.method,
+      ':path': ex.path,
+      ':authority': ex.authority,
+      ':scheme': 'http',
+      [MeshHeader.targetPort]: String(endpoint.targetPort),
+      [MeshHeader.attempt]: String(this.#attempt),
+    }
+    if (ex.origProto === 'HTTP/1.1') headers[MeshHeader.origProto] = 'HTTP/1.1'
+    if (ex.upgrade !== undefined) headers[MeshHeader.upgrade] = ex.upgrade
+    if (this.#deadline !== undefined && ex.grpc) headers['grpc-timeout'] = formatGrpcTimeout(this.#deadline - now)
+    const body: Readable | null = this.#replay?.next() ?? ex.body
+    const started = performance.now()
+    let observed = false
+    const observe = (failure: boolean): void => {
+      if (observed) return
+      observed = true
+      this.#observe(endpoint, failure, performance.now() - started)
+    }
+
+    this.#current = relayOverH2(this.#ctx.peers.get(endpoint.address), headers, ex, body, this.#sink, PEER_REASONS, {
+      idleTimeoutMs: this.#state.policy.idleTimeoutMs,
+      onResponse: (status, h) => {
+        const grpcStatus = h['grpc-status'] === undefined ? undefined : Number(first(h['grpc-status']))
+        const failure = status >= 500 || grpcStatus === 14
+        observe(failure)
+        if (failure && retriableResponse(this.#state.policy.retry.on, ex.method, ex.grpc, status, grpcStatus) && this.#canRetry()) {
+          this.#retryLater(endpoint, grpcStatus !== undefined ? `grpc-status ${grpcStatus}` : `status ${status}`)
+          return false
+        }
+        return true
+      },
+      onFailure: (reason, _detail, unprocessed) => {
+        observe(true)
+        const safe = unprocessed || (this.#state.policy.retry.on.includes('reset') && IDEMPOTENT.has(ex.method) && !ex.grpc)
+        if (safe && this.#canRetry()) {
+          this.#retryLater(endpoint, reason.reason)
+          return true
+        }
+        return false
+      },
+      onClose: () => { state.inflight-- },
+    })
+  }
+
+  /** Endpoints in rotation; if failure accrual took out every one, all of them (better than nothing). */
+  #pick (now: number): Endpoint | undefined {
+    const live = this.#service.endpoints.filter((e) => e.weight > 0)
+    if (live.length === 0) return undefined
+    const available = this.#ctx.endpoints.available(live, now)
+    return this.#ctx.policies[this.#state.policy.balancer].pick(this.#service.authorities[1], available.length > 0 ? available : live, this.#tried)
+  }
+
+  #canRetry (): boolean {
+    if (this.#over || this.#ex.upgrade !== undefined) return false
+    if (this.#attempt >= this.#state.policy.retry.attempts) return false
+    if (this.#ex.body !== null && this.#replay?.replayable !== true) return false
+    if (this.#deadline !== undefined && this.#deadline - Date.now() < 5) return false
+    return this.#state.budget.tryRetry()
+  }
+
+  #retryLater (endpoint: Endpoint, why: string): void {
+    const { retry } = this.#state.policy
+    this.#ex.record.retried.push(`${endpoint.key}: ${why}`)
+    this.#ctx.metrics.retries.inc({ authority: this.#service.authorities[1], reason: why })
+    const delay = backoffMs(this.#attempt, retry.backoffBaseMs, retry.backoffMaxMs)
+    this.#backoffTimer = setTimeout(() => { if (!this.#over) this.#try() }, delay)
+  }
+
+  #observe (endpoint: Endpoint, failure: boolean, ms: number): void {
+    const change = this.#ctx.endpoints.record(endpoint, this.#service.endpoints, failure ? 'failure' : 'success', ms, Date.now(), this.#state.policy.circuit)
+    if (change === undefined) return
+    const authority = this.#service.authorities[1]
+    const s = this.#ctx.endpoints.get(endpoint)
+    if (change === 'ejected') {
+      this.#ctx.metrics.ejections.inc({ authority })
+      this.#ctx.log.info({ authority, endpoint: endpoint.key, consecutive_failures: s.consecutiveFailures, ejected_for_ms: Math.round(s.ejectedUntil - Date.now()), ejections: s.ejections }, 'endpoint ejected after consecutive failures')
+    } else {
+      this.#ctx.log.info({ authority, endpoint: endpoint.key }, 'endpoint restored after a successful probe')
+    }
+  }
+
+  #expire (): void {
+    if (this.#over) return
+    clearTimeout(this.#backoffTimer)
+    this.#current?.cancel()
+    this.#ctx.metrics.timeouts.inc({ direction: 'outbound', authority: this.#service.authorities[1] })
+    const detail = `deadline reached after ${this.#attempt} attempt(s)`
+    if (this.#sink.headersSent && this.#ex.grpc) {
+      // The response had begun: a gRPC caller still gets a status it can read, in the trailers.
+      this.#over = true
+      this.#ex.record.error = ProxyErrors.timeout.reason
+      this.#sink.finish({ 'grpc-status': String(ProxyErrors.timeout.grpcStatus), 'grpc-message': `timeout: ${detail}`, [MeshHeader.proxyError]: ProxyErrors.timeout.reason })
+      return
+    }
+    this.#answer(ProxyErrors.timeout, detail)
+  }
+
+  #answer (reason: ProxyErrorReason, detail: string): void {
+    this.#over = true
+    this.#ex.record.error = reason.reason
+    respondError(this.#sink, reason, { grpc: this.#ex.grpc, detail })
+    this.#ex.body?.resume()
+  }
+}
