@@ -102,6 +102,9 @@ export class EndpointStates {
       return wasProbing ? 'restored' : undefined
     }
     s.consecutiveFailures++
+    // Attempts sent before the ejection ended (in flight when it began) are old news: only the
+    // probe may extend an ejection, else a burst of in-flight failures doubles the backoff each.
+    if (s.ejections > 0 && now - latencyMs < s.ejectedUntil) return undefined
     const probeFailed = s.ejections > 0 && s.probing
     if (!probeFailed && s.consecutiveFailures < policy.consecutiveFailures) return undefined
     const ejectedNow = all.filter((e) => e.key !== endpoint.key && this.get(e).isEjected(now)).length

@@ -19,4 +19,6 @@ export interface Exchange {
   readonly upgrade?: string
   readonly grpc: boolean
   readonly record: AccessRecord
+  /** The caller's address as this sidecar saw it (inbound). */
+  readonly peerAddress?: string
 }

@@ -107,7 +107,6 @@ export function relayOverH2 (
       if (!up.closed) up.sendTrailers(bodyTrailers ?? forwardable(h1 ?? {}, true))
     })
     pipeBody(body, up)
-    if (body === ex.body) countBytes(body, (n) => { record.bytesIn += n })
   }
   if (hooks.idleTimeoutMs !== undefined && hooks.idleTimeoutMs > 0) {
     up.setTimeout(hooks.idleTimeoutMs, () => { idle = true; cancel.abort() })
@@ -156,7 +155,14 @@ export function relayOverH2 (
   })
   up.on('error', () => { /* handled on close, where rstCode is known */ })
   up.on('close', () => {
-    hooks.onClose?.()
+    try {
+      settle()
+    } finally {
+      // After the outcome is known, so the caller sees why the attempt ended.
+      hooks.onClose?.()
+    }
+  })
+  function settle (): void {
     if (finished) return
     if (!sink.headersSent) {
       if (idle) { fail(ProxyErrors.timeout, `no bytes either way for ${hooks.idleTimeoutMs} ms (idle timeout)`, false); return }
@@ -171,7 +177,7 @@ export function relayOverH2 (
     finished = true
     record.error = idle ? ProxyErrors.timeout.reason : reasons.reset.reason
     sink.abort(up.rstCode === h2c.NGHTTP2_CANCEL ? h2c.NGHTTP2_CANCEL : h2c.NGHTTP2_INTERNAL_ERROR)
-  })
+  }
   // A cancel from the caller (deadline, retry elsewhere) is silent: the caller answers, not the relay.
   return { cancel: () => { finished = true; if (!up.closed) cancel.abort() } }
 }

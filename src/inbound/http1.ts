@@ -38,5 +38,6 @@ function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, up
     upgrade,
     grpc: isGrpc(req.headers),
     record,
+    peerAddress: req.socket.remoteAddress,
   }, undefined, sink)
 }

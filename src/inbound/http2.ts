@@ -40,6 +40,7 @@ export function createInboundHttp2 (ctx: ProxyContext): http2.Http2Server {
       upgrade: first(headers[MeshHeader.upgrade]),
       grpc,
       record,
+      peerAddress: stream.session?.socket?.remoteAddress,
     }, port, sink)
   })
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))

@@ -9,8 +9,16 @@ import { APP_REASONS, relayOverH2 } from '../http/relay-h2.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { upgradeToApp } from './app-upgrade.ts'
+import { countBytes } from '../http/count-bytes.ts'
+import { endSpan, startServerSpan } from '../telemetry/spans.ts'
+import { logIds } from '../telemetry/tracing.ts'
 
 export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | undefined, sink: ResponseSink): void {
+  const span = startServerSpan(ctx.tracing, ex, ex.peerAddress, ctx.config.workload)
+  if (span !== undefined) {
+    ex.record.traceIds = logIds(span)
+    sink.onClose(() => endSpan(span, 'server', sink.status, ex.record.grpcStatus, ex.record.error))
+  }
   const appPort = port === undefined ? ctx.config.appPorts[0] : ctx.config.appPorts.find((p) => p.port === port)
   if (appPort === undefined) {
     const reason = ProxyErrors.targetPortRefused
@@ -63,5 +71,6 @@ function forward (ctx: ProxyContext, ex: Exchange, appPort: AppPort, sink: Respo
     ':authority': ex.authority,
     ':scheme': 'http',
   }
+  if (ex.body !== null) countBytes(ex.body, (n) => { ex.record.bytesIn += n })
   relayOverH2(ctx.appH2.get({ host: '127.0.0.1', port: appPort.port }), h2headers, ex, ex.body, sink, APP_REASONS)
 }

@@ -15,6 +15,10 @@ import { formatGrpcTimeout, parseGrpcTimeout } from '../resilience/deadline.ts'
 import { IDEMPOTENT, retriableResponse } from '../resilience/policy.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import type { ServiceState } from './service-state.ts'
+import type { Context } from '@opentelemetry/api'
+import type { Headers } from '../http/headers.ts'
+import { endSpan, startClientSpan } from '../telemetry/spans.ts'
+import { logIds, type Span } from '../telemetry/tracing.ts'
 
 export class OutboundCall {
   readonly #ctx: ProxyContext
@@ -30,6 +34,9 @@ export class OutboundCall {
   #deadlineTimer: NodeJS.Timeout | undefined
   #backoffTimer: NodeJS.Timeout | undefined
   #over = false
+  /** The app's trace context (from its traceparent / b3), parent of every attempt's span. */
+  #parent: Context | undefined
+  #span: Span | undefined
 
   constructor (ctx: ProxyContext, ex: Exchange, service: Service, state: ServiceState, sink: ResponseSink) {
     this.#ctx = ctx
@@ -43,6 +50,7 @@ export class OutboundCall {
     const { requestTimeoutMs, retry } = this.#state.policy
     const now = Date.now()
     this.#state.budget.request(now)
+    if (this.#ctx.tracing.enabled) this.#parent = this.#ctx.tracing.extract(this.#ex.headers)
     const grpcTimeout = this.#ex.grpc ? parseGrpcTimeout(first(this.#ex.headers['grpc-timeout'])) : undefined
     const limits = [requestTimeoutMs > 0 ? requestTimeoutMs : undefined, grpcTimeout].filter((v): v is number => v !== undefined)
     if (limits.length > 0) {
@@ -88,8 +96,21 @@ export class OutboundCall {
     if (ex.origProto === 'HTTP/1.1') headers[MeshHeader.origProto] = 'HTTP/1.1'
     if (ex.upgrade !== undefined) headers[MeshHeader.upgrade] = ex.upgrade
     if (this.#deadline !== undefined && ex.grpc) headers['grpc-timeout'] = formatGrpcTimeout(this.#deadline - now)
+    const span = this.#parent === undefined
+      ? undefined
+      : startClientSpan(this.#ctx.tracing, ex, this.#parent, this.#attempt, { host: endpoint.address.host, port: endpoint.address.port, key: endpoint.key, identity: endpoint.identity })
+    if (span !== undefined) {
+      this.#span = span
+      this.#ctx.tracing.inject(span, headers as Headers)
+      ex.record.traceIds = logIds(span)
+    }
+    let outcome: { status: number, grpc?: string, error?: string } = { status: 0 }
     const body: Readable | null = this.#replay?.next() ?? ex.body
-    const started = performance.now()
+    const session = this.#ctx.peers.get(endpoint.address)
+    // The endpoint's latency, not the handshake's: a new connection's setup would stick as its
+    // peak EWMA and starve it for seconds (one gRPC channel then favours whoever connected first).
+    let started = performance.now()
+    if (session.connecting) session.once('connect', () => { started = performance.now() })
     let observed = false
     const observe = (failure: boolean): void => {
       if (observed) return
@@ -97,28 +118,33 @@ export class OutboundCall {
       this.#observe(endpoint, failure, performance.now() - started)
     }
 
-    this.#current = relayOverH2(this.#ctx.peers.get(endpoint.address), headers, ex, body, this.#sink, PEER_REASONS, {
+    const attempt = this.#current = relayOverH2(session, headers, ex, body, this.#sink, PEER_REASONS, {
       idleTimeoutMs: this.#state.policy.idleTimeoutMs,
       onResponse: (status, h) => {
         const grpcStatus = h['grpc-status'] === undefined ? undefined : Number(first(h['grpc-status']))
         const failure = status >= 500 || grpcStatus === 14
+        outcome = { status, grpc: grpcStatus === undefined ? undefined : String(grpcStatus) }
         observe(failure)
         if (failure && retriableResponse(this.#state.policy.retry.on, ex.method, ex.grpc, status, grpcStatus) && this.#canRetry()) {
-          this.#retryLater(endpoint, grpcStatus !== undefined ? `grpc-status ${grpcStatus}` : `status ${status}`)
+          this.#retryLater(endpoint, grpcStatus !== undefined ? `grpc-status ${grpcStatus}` : `status ${status}`, span)
           return false
         }
         return true
       },
       onFailure: (reason, _detail, unprocessed) => {
+        outcome = { status: 0, error: reason.reason }
         observe(true)
         const safe = unprocessed || (this.#state.policy.retry.on.includes('reset') && IDEMPOTENT.has(ex.method) && !ex.grpc)
         if (safe && this.#canRetry()) {
-          this.#retryLater(endpoint, reason.reason)
+          this.#retryLater(endpoint, reason.reason, span)
           return true
         }
         return false
       },
-      onClose: () => { state.inflight-- },
+      onClose: () => {
+        state.inflight--
+        endSpan(span, 'client', outcome.status, outcome.grpc ?? ex.record.grpcStatus, outcome.error ?? (this.#current === attempt ? ex.record.error : undefined))
+      },
     })
   }
 
@@ -138,8 +164,9 @@ export class OutboundCall {
     return this.#state.budget.tryRetry()
   }
 
-  #retryLater (endpoint: Endpoint, why: string): void {
+  #retryLater (endpoint: Endpoint, why: string, span: Span | undefined): void {
     const { retry } = this.#state.policy
+    span?.addEvent('retry', { 'remora.retry.reason': why, 'remora.attempt': this.#attempt })
     this.#ex.record.retried.push(`${endpoint.key}: ${why}`)
     this.#ctx.metrics.retries.inc({ authority: this.#service.authorities[1], reason: why })
     const delay = backoffMs(this.#attempt, retry.backoffBaseMs, retry.backoffMaxMs)
@@ -152,6 +179,7 @@ export class OutboundCall {
     const authority = this.#service.authorities[1]
     const s = this.#ctx.endpoints.get(endpoint)
     if (change === 'ejected') {
+      this.#span?.addEvent('endpoint ejected', { 'remora.endpoint': endpoint.key, 'remora.ejected_for_ms': Math.round(s.ejectedUntil - Date.now()) })
       this.#ctx.metrics.ejections.inc({ authority })
       this.#ctx.log.info({ authority, endpoint: endpoint.key, consecutive_failures: s.consecutiveFailures, ejected_for_ms: Math.round(s.ejectedUntil - Date.now()), ejections: s.ejections }, 'endpoint ejected after consecutive failures')
     } else {
@@ -162,6 +190,7 @@ export class OutboundCall {
   #expire (): void {
     if (this.#over) return
     clearTimeout(this.#backoffTimer)
+    this.#span?.addEvent('timeout', { 'remora.attempts': this.#attempt })
     this.#current?.cancel()
     this.#ctx.metrics.timeouts.inc({ direction: 'outbound', authority: this.#service.authorities[1] })
     const detail = `deadline reached after ${this.#attempt} attempt(s)`

@@ -6,6 +6,7 @@ import type { EndpointStates } from '../balancer/endpoint-state.ts'
 import type { BalancerName, BalancerPolicy } from '../balancer/policy.ts'
 import type { ServiceStates } from '../outbound/service-state.ts'
 import type { InboundLimits } from '../inbound/limits.ts'
+import type { Tracing } from '../telemetry/tracing.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
 import type { AppHttp1 } from '../inbound/app-http1.ts'
 import type { Tunnels } from '../outbound/tunnel.ts'
@@ -22,6 +23,7 @@ export class ProxyContext {
   readonly policies: Readonly<Record<BalancerName, BalancerPolicy>>
   readonly services: ServiceStates
   readonly inboundLimits: InboundLimits
+  readonly tracing: Tracing
   /** One h2 connection per peer sidecar. */
   readonly peers: H2Sessions
   /** One h2 connection per local h2 app port. */
@@ -41,6 +43,7 @@ export class ProxyContext {
     this.policies = init.policies
     this.services = init.services
     this.inboundLimits = init.inboundLimits
+    this.tracing = init.tracing
     this.peers = init.peers
     this.appH2 = init.appH2
     this.appH1 = init.appH1

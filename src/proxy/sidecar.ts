@@ -2,7 +2,8 @@
 import type http from 'node:http'
 import type http2 from 'node:http2'
 import type { Logger } from 'pino'
-import type { HostPort } from '../config/env.ts'
+import type { Environment, HostPort } from '../config/env.ts'
+import { Tracing } from '../telemetry/tracing.ts'
 import { RemoraError } from '../errors.ts'
 import type { ProxyConfig } from '../config/proxy-config.ts'
 import { createAdminServer } from '../admin/server.ts'
@@ -32,8 +33,9 @@ export interface Sidecar {
   readonly stopped: Promise<void>
 }
 
-export async function startSidecar (config: ProxyConfig, log: Logger): Promise<Sidecar> {
+export async function startSidecar (config: ProxyConfig, log: Logger, env: Environment = process.env): Promise<Sidecar> {
   const metrics = new ProxyMetrics()
+  const tracing = Tracing.start({ serviceName: config.workload ?? 'remora-proxy', namespace: config.namespace, identity: config.identity, env, metrics, log })
   const table = new EndpointTable()
   const endpoints = new EndpointStates()
   const ctx = new ProxyContext({
@@ -45,6 +47,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger): Promise<S
     policies: createPolicies(endpoints),
     services: new ServiceStates(),
     inboundLimits: new InboundLimits(config.inbound),
+    tracing,
     peers: new H2Sessions(log, config.connectTimeout),
     appH2: new H2Sessions(log, config.connectTimeout),
     appH1: new AppHttp1(config.connectTimeout),
@@ -108,6 +111,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger): Promise<S
       ctx.peers.destroy()
       ctx.appH2.destroy()
       ctx.appH1.destroy()
+      await Promise.race([tracing.shutdown(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
       outbound.destroyAll()
       inbound.destroyAll()
       admin.close()

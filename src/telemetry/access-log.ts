@@ -20,6 +20,8 @@ export class AccessRecord {
   endpoint: string | undefined
   error: string | undefined
   /** Attempts made (retries + 1), and why each retried attempt failed. */
+  /** Ids of the span this request was traced under (sampled only), for log correlation. */
+  traceIds: { trace_id?: string, span_id?: string } = {}
   attempts = 1
   readonly retried: string[] = []
   #done = false
@@ -61,6 +63,7 @@ export class AccessRecord {
       error: this.error,
       attempts: this.attempts,
       retried: this.retried.length > 0 ? this.retried : undefined,
+      ...this.traceIds,
     })
   }
 }

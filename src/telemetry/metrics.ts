@@ -59,6 +59,19 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly spansExported = new Counter({
+    name: 'remora_spans_exported_total',
+    help: 'Spans the collector accepted.',
+    registers: [this.registry],
+  })
+
+  readonly spansDropped = new Counter({
+    name: 'remora_spans_dropped_total',
+    help: 'Spans lost instead of slowing traffic: the export queue was full or the collector failed.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  })
+
   readonly inflight = new Gauge({
     name: 'remora_requests_in_flight',
     help: 'Requests being proxied right now.',

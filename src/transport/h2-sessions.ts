@@ -11,6 +11,8 @@ export const H2_SETTINGS: http2.Settings = Object.freeze({
   maxHeaderListSize: 256 * 1024,
 })
 export const SESSION_WINDOW = 16 * 1024 * 1024
+/** A connection with no streams and no frames for this long is closed (Envoy's idle_timeout idea). */
+export const CONNECTION_IDLE_MS = 10 * 60_000
 
 export class ConnectTimeoutError extends Error {
   readonly code = 'ETIMEDOUT'
@@ -46,6 +48,7 @@ export class H2Sessions {
       clearTimeout(timer)
       session.setLocalWindowSize(SESSION_WINDOW)
     })
+    session.setTimeout(CONNECTION_IDLE_MS, () => { forget(); session.close() })
     // After GOAWAY, streams already accepted finish on this session; new ones go to a new one.
     session.once('goaway', () => forget())
     session.once('close', () => { clearTimeout(timer); forget() })

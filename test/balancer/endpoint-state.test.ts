@@ -43,3 +43,16 @@ t.test('peak EWMA: slow samples count at once, fast ones decay it', async (t) =>
   s.observe(5, 20_000)
   t.ok(s.rttMs < 30, `decayed to ${s.rttMs.toFixed(1)} ms`)
 })
+
+t.test('failures of attempts already in flight when the endpoint was ejected do not extend the ejection', async (t) => {
+  const states = new EndpointStates(() => 0.5)
+  const all = [ep(1), ep(2), ep(3)]
+  for (let i = 0; i < 2; i++) states.record(all[0], all, 'failure', 5, 100, policy)
+  t.equal(states.record(all[0], all, 'failure', 5, 100, policy), 'ejected')
+  const until = states.get(all[0]).ejectedUntil
+  for (let i = 0; i < 10; i++) t.equal(states.record(all[0], all, 'failure', 50, 120, policy), undefined, 'sent before the ejection')
+  t.equal(states.get(all[0]).ejectedUntil, until, 'the backoff is unchanged')
+  t.equal(states.record(all[0], all, 'failure', 1500, until + 10, policy), undefined, 'a slow one ending after the ejection is not the probe either')
+  t.equal(states.record(all[0], all, 'failure', 5, until + 20, policy), 'ejected', 'the probe failing ejects again')
+  t.ok(states.get(all[0]).ejectedUntil - (until + 20) >= 2000, 'with a doubled backoff')
+})

@@ -1,35 +1,62 @@
 // Test harness: writes a mesh file, starts real `remora proxy` child processes, waits for /ready,
 // and tears everything down. Every test that crosses sidecars builds on this.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stringify } from 'yaml'
+import type { RawInboundPolicy, RawServicePolicy } from '../../src/resilience/policy-file.ts'
 
 export const ROOT = new URL('../..', import.meta.url).pathname
 export const CLI = join(ROOT, 'src/cli.ts')
 
-/** A port the kernel just handed out and released; fine for tests that bind it right away. */
-export async function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * Ports handed out below the kernel's ephemeral range (Linux: ip_local_port_range), so the local
+ * end of some outgoing connection cannot take one between freePort() and the bind; under load
+ * (thousands of connections, two test files at once) port 0's picks did collide.
+ */
+function candidatePort (): number {
+  try {
+    const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
+    if (low > 12_000) return 10_000 + Math.floor(Math.random() * (low - 10_000))
+  } catch { /* not Linux: let the kernel choose */ }
+  return 0
+}
+
+function tryListen (port: number): Promise<number | undefined> {
+  return new Promise((resolve) => {
     const s = net.createServer()
     s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo
-      s.close(() => resolve(port))
+    s.once('error', () => resolve(undefined))
+    s.listen(port, '127.0.0.1', () => {
+      const got = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(got))
     })
   })
+}
+
+/** A port nothing listens on right now; fine for tests that bind it right away. */
+export async function freePort (): Promise<number> {
+  for (let i = 0; i < 20; i++) {
+    const port = await tryListen(candidatePort())
+    if (port !== undefined) return port
+  }
+  const port = await tryListen(0)
+  if (port === undefined) throw new Error('no free port')
+  return port
 }
 
 export interface WorkloadSpec {
   appPorts: Array<number | { port: number, protocol: 'auto' | 'http1' | 'http2' | 'grpc' }>
   namespace?: string
+  /** Inbound protection of the app (docs/mesh-file.md, "Resilience policy"); written as is. */
+  inbound?: RawInboundPolicy
 }
 
-export interface ServiceSpec {
+/** A service with its optional policy keys (balancer, timeout, retry, …), written as is. */
+export interface ServiceSpec extends RawServicePolicy {
   name: string
   port: number
   namespace?: string
@@ -136,6 +163,7 @@ export class Mesh {
           inbound: `127.0.0.1:${ports.inbound}`,
           admin: `127.0.0.1:${ports.admin}`,
         },
+        ...(w.inbound === undefined ? {} : { inbound: w.inbound }),
       }
     }
     const services = spec.services.map((s) => ({ namespace: 'test', ...s }))

@@ -1,0 +1,86 @@
+// The spans of one hop, with OpenTelemetry semantic-convention attributes for HTTP and gRPC.
+import type { Attributes, Context } from '@opentelemetry/api'
+import type { Exchange } from '../http/exchange.ts'
+import { logIds, SpanKind, SpanStatusCode, type Span, type Tracing } from './tracing.ts'
+
+/** "/pkg.Service/Method" → ["pkg.Service", "Method"] */
+function grpcParts (path: string): [string, string] | undefined {
+  const m = /^\/([^/]+)\/([^/?]+)$/.exec(path)
+  return m === null ? undefined : [m[1], m[2]]
+}
+
+function splitAuthority (authority: string): [string, number | undefined] {
+  const m = /^(.*?)(?::(\d+))?$/.exec(authority)
+  return [m?.[1] ?? authority, m?.[2] === undefined ? undefined : Number(m[2])]
+}
+
+function baseAttributes (ex: Exchange): { name: string, attributes: Attributes } {
+  const [host, port] = splitAuthority(ex.authority)
+  const queryAt = ex.path.indexOf('?')
+  const attributes: Attributes = {
+    'http.request.method': ex.method,
+    'url.path': queryAt < 0 ? ex.path : ex.path.slice(0, queryAt),
+    'url.scheme': 'http',
+    'server.address': host,
+    'network.protocol.name': 'http',
+    'network.protocol.version': ex.origProto === 'HTTP/1.1' ? '1.1' : '2',
+  }
+  if (port !== undefined) attributes['server.port'] = port
+  const rpc = ex.grpc ? grpcParts(ex.path) : undefined
+  if (rpc !== undefined) {
+    attributes['rpc.system'] = 'grpc'
+    attributes['rpc.service'] = rpc[0]
+    attributes['rpc.method'] = rpc[1]
+    return { name: `${rpc[0]}/${rpc[1]}`, attributes }
+  }
+  return { name: ex.method, attributes }
+}
+
+/** The inbound sidecar's SERVER span; the app's request carries it as the parent from here on. */
+export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: string | undefined, workload: string | undefined): Span | undefined {
+  if (!tracing.enabled) return undefined
+  const { name, attributes } = baseAttributes(ex)
+  if (peerAddress !== undefined) attributes['network.peer.address'] = peerAddress
+  if (workload !== undefined) attributes['remora.workload'] = workload
+  const span = tracing.start(name, SpanKind.SERVER, tracing.extract(ex.headers), attributes)
+  tracing.inject(span, ex.headers)
+  return span
+}
+
+/** One outbound attempt's CLIENT span, child of the app's context; the peer gets it as parent. */
+export function startClientSpan (tracing: Tracing, ex: Exchange, parent: Context, attempt: number, endpoint: { host: string, port: number, key: string, identity: string }): Span | undefined {
+  if (!tracing.enabled) return undefined
+  const { name, attributes } = baseAttributes(ex)
+  attributes['network.peer.address'] = endpoint.host
+  attributes['network.peer.port'] = endpoint.port
+  attributes['remora.endpoint'] = endpoint.key
+  attributes['remora.peer.identity'] = endpoint.identity
+  if (attempt > 1) attributes['http.request.resend_count'] = attempt - 1
+  return tracing.start(name, SpanKind.CLIENT, parent, attributes)
+}
+
+/** Sets the outcome and ends the span: errors are 5xx, gRPC non-OK (on CLIENT spans), or a proxy reason. */
+export function endSpan (span: Span | undefined, kind: 'server' | 'client', status: number, grpcStatus: string | undefined, error: string | undefined): void {
+  if (span === undefined) return
+  if (status > 0) span.setAttribute('http.response.status_code', status)
+  if (grpcStatus !== undefined) span.setAttribute('rpc.grpc.status_code', Number(grpcStatus))
+  const grpcFailed = grpcStatus !== undefined && grpcStatus !== '0' && (kind === 'client' || ['2', '4', '12', '13', '14', '15'].includes(grpcStatus))
+  if (error !== undefined) {
+    span.setAttribute('error.type', error)
+    span.setAttribute('remora.proxy_error', error)
+  }
+  if (status >= 500 || (kind === 'client' && status >= 400) || grpcFailed || error !== undefined) {
+    span.setStatus({ code: SpanStatusCode.ERROR, message: error ?? (grpcStatus !== undefined && grpcStatus !== '0' ? `grpc-status ${grpcStatus}` : `HTTP ${status}`) })
+    if (error === undefined) span.setAttribute('error.type', grpcStatus !== undefined && grpcStatus !== '0' ? grpcStatus : String(status))
+  }
+  span.end()
+}
+
+/** A request the outbound sidecar refused before any attempt (unknown authority, overloaded): still a CLIENT span, in error. */
+export function refusedSpan (tracing: Tracing, ex: Exchange, status: number, reason: string): void {
+  if (!tracing.enabled) return
+  const { name, attributes } = baseAttributes(ex)
+  const span = tracing.start(name, SpanKind.CLIENT, tracing.extract(ex.headers), attributes)
+  ex.record.traceIds = logIds(span)
+  endSpan(span, 'client', status, undefined, reason)
+}

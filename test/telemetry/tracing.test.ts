@@ -1,0 +1,165 @@
+// Traces a user sees in Jaeger: one trace across three workloads with the right parent/child
+// links, service names and attributes; retries as attempts; W3C, B3 and no-context callers;
+// sampled and unsampled; a dead or slow collector never touches traffic.
+import t from 'tap'
+import http from 'node:http'
+import { request } from 'undici'
+import { eventually, startMesh, type Mesh, type Teardown } from '../harness/mesh.ts'
+import { startApp } from '../harness/apps.ts'
+import { startReceiver, type ReceivedSpan } from '../harness/otlp.ts'
+
+const SERVER = 2
+const CLIENT = 3
+const TRACE_HEADERS = ['traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled']
+
+/** An app that forwards the trace headers (and nothing else of the mesh) to `next` through its own sidecar. */
+function forwarder (name: string, next: () => { via: number, host: string } | undefined, seen: http.IncomingHttpHeaders[]): http.RequestListener {
+  return (req, res) => {
+    seen.push(req.headers)
+    const hop = next()
+    if (hop === undefined) { res.end(name); return }
+    const headers: Record<string, string> = { host: hop.host }
+    for (const h of TRACE_HEADERS) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h]
+    request(`http://127.0.0.1:${hop.via}${req.url ?? '/'}`, { headers }).then(async (r) => {
+      res.writeHead(r.statusCode).end(`${name}>${await r.body.text()}`)
+    }, (err: Error) => res.writeHead(500).end(err.message))
+  }
+}
+
+async function chain (t: Teardown, env: Record<string, string>): Promise<{ mesh: Mesh, seen: Record<string, http.IncomingHttpHeaders[]> }> {
+  const seen: Record<string, http.IncomingHttpHeaders[]> = { a: [], b: [], c: [] }
+  // The apps learn their sidecar's outbound port once the mesh is up.
+  const ref: { mesh?: Mesh } = {}
+  const c = await startApp(t, forwarder('c', () => undefined, seen.c))
+  const b = await startApp(t, forwarder('b', () => ({ via: ref.mesh?.sidecar('b').ports.outbound ?? 0, host: 'c' }), seen.b))
+  const a = await startApp(t, forwarder('a', () => ({ via: ref.mesh?.sidecar('a').ports.outbound ?? 0, host: 'b' }), seen.a))
+  const mesh = ref.mesh = await startMesh(t, {
+    workloads: { edge: { appPorts: [1] }, a: { appPorts: [a.port] }, b: { appPorts: [b.port] }, c: { appPorts: [c.port] }, gone: { appPorts: [9] } },
+    services: [
+      { name: 'a', port: 80, endpoints: [{ workload: 'a', targetPort: a.port }] },
+      { name: 'b', port: 80, endpoints: [{ workload: 'b', targetPort: b.port }] },
+      { name: 'c', port: 80, endpoints: [{ workload: 'c', targetPort: c.port }] },
+      // one endpoint whose sidecar never runs: connection refused, retried on the other
+      { name: 'flaky', port: 80, balancer: 'round-robin', endpoints: [{ workload: 'gone', targetPort: 9 }, { workload: 'c', targetPort: c.port }] },
+    ],
+  }, { env: { OTEL_BSP_SCHEDULE_DELAY: '100', ...env }, only: ['edge', 'a', 'b', 'c'] })
+  return { mesh, seen }
+}
+
+const byTrace = (spans: ReceivedSpan[], traceId: string): ReceivedSpan[] => spans.filter((s) => s.traceId === traceId)
+
+t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER span, linked, named, attributed', async (t) => {
+  const receiver = await startReceiver(t)
+  const { mesh, seen } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
+  const root = '00f067aa0ba902b7'
+  const res = await request(`${mesh.sidecar('edge').proxyUrl}/orders/42?x=1`, { headers: { host: 'a', traceparent: `00-${traceId}-${root}-01` } })
+  t.equal(await res.body.text(), 'a>b>c')
+  await eventually(() => byTrace(receiver.spans, traceId).length >= 6, 10_000, 'six spans exported')
+  const spans = byTrace(receiver.spans, traceId)
+  const one = (service: string, kind: number): ReceivedSpan => {
+    const found = spans.filter((s) => s.service === service && s.kind === kind)
+    t.equal(found.length, 1, `one ${kind === SERVER ? 'SERVER' : 'CLIENT'} span from ${service}`)
+    return found[0]
+  }
+  const edgeClient = one('edge', CLIENT)
+  const aServer = one('a', SERVER)
+  const aClient = one('a', CLIENT)
+  const bServer = one('b', SERVER)
+  const bClient = one('b', CLIENT)
+  const cServer = one('c', SERVER)
+  t.equal(edgeClient.parentSpanId, root, "the first sidecar's span is a child of the caller's span")
+  t.equal(aServer.parentSpanId, edgeClient.spanId, 'a SERVER ← edge CLIENT')
+  t.equal(aClient.parentSpanId, aServer.spanId, 'a CLIENT ← a SERVER (through the app forwarding traceparent)')
+  t.equal(bServer.parentSpanId, aClient.spanId)
+  t.equal(bClient.parentSpanId, bServer.spanId)
+  t.equal(cServer.parentSpanId, bClient.spanId)
+  t.match(edgeClient.attributes, { 'http.request.method': 'GET', 'url.path': '/orders/42', 'server.address': 'a', 'http.response.status_code': 200, 'network.peer.address': '127.0.0.1', 'remora.peer.identity': 'spiffe://cluster.local/ns/test/sa/a' })
+  t.match(cServer.attributes, { 'http.request.method': 'GET', 'http.response.status_code': 200, 'network.peer.address': '127.0.0.1' })
+  t.equal(edgeClient.name, 'GET')
+  t.ok(spans.every((s) => s.status.code !== 2), 'no span in error')
+  t.equal(seen.c[0].traceparent, `00-${traceId}-${cServer.spanId}-01`, 'the app sees the SERVER span as its parent')
+  t.equal(seen.c[0]['x-b3-spanid'], cServer.spanId, 'and the same context in B3')
+
+  const access = mesh.sidecar('edge').logs().find((l) => l.access === 'outbound' && l.path === '/orders/42?x=1')
+  t.equal(access?.trace_id, traceId, 'the access log line carries trace_id')
+  t.equal(access?.span_id, edgeClient.spanId, 'and span_id')
+})
+
+t.test('a retried request shows each attempt; B3 callers, callers with no context, unsampled callers', async (t) => {
+  const receiver = await startReceiver(t)
+  const { mesh, seen } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })
+  const edge = mesh.sidecar('edge')
+
+  const retryTrace = '11111111111111111111111111111111'
+  const r = await request(`${edge.proxyUrl}/retry`, { headers: { host: 'flaky', traceparent: `00-${retryTrace}-2222222222222222-01` } })
+  t.equal(r.statusCode, 200)
+  await r.body.text()
+  await eventually(() => byTrace(receiver.spans, retryTrace).filter((s) => s.service === 'edge').length >= 2, 10_000, 'two attempts exported')
+  const attempts = byTrace(receiver.spans, retryTrace).filter((s) => s.service === 'edge' && s.kind === CLIENT)
+  t.equal(attempts.length, 2, 'one CLIENT span per attempt')
+  const [failed, retried] = attempts.sort((x, y) => Number(x.attributes['http.request.resend_count'] ?? 0) - Number(y.attributes['http.request.resend_count'] ?? 0))
+  t.equal(failed.status.code, 2, 'the failed attempt is in error')
+  t.equal(failed.attributes['error.type'], 'connect refused')
+  t.ok(failed.events.some((e) => e.name === 'retry' && e.attributes['remora.retry.reason'] === 'connect refused'), 'with a retry event and its reason')
+  t.equal(retried.attributes['http.request.resend_count'], 1)
+  t.equal(retried.parentSpanId, failed.parentSpanId, 'both attempts are children of the caller')
+  await eventually(() => byTrace(receiver.spans, retryTrace).some((s) => s.service === 'c' && s.kind === SERVER), 10_000, 'peer span exported')
+  t.ok(byTrace(receiver.spans, retryTrace).some((s) => s.service === 'c' && s.kind === SERVER && s.parentSpanId === retried.spanId), 'the peer continues the successful attempt')
+
+  const b3Trace = 'a0000000000000000000000000000001'
+  await (await request(`${edge.proxyUrl}/b3`, { headers: { host: 'c', b3: `${b3Trace}-b000000000000001-1` } })).body.text()
+  const multiTrace = 'a0000000000000000000000000000002'
+  await (await request(`${edge.proxyUrl}/b3multi`, { headers: { host: 'c', 'x-b3-traceid': multiTrace, 'x-b3-spanid': 'b000000000000002', 'x-b3-sampled': '1' } })).body.text()
+  await eventually(() => byTrace(receiver.spans, b3Trace).length >= 2 && byTrace(receiver.spans, multiTrace).length >= 2, 10_000, 'B3 traces exported')
+  t.equal(byTrace(receiver.spans, b3Trace).find((s) => s.service === 'edge')?.parentSpanId, 'b000000000000001', 'B3 single header is read')
+  t.equal(byTrace(receiver.spans, multiTrace).find((s) => s.service === 'edge')?.parentSpanId, 'b000000000000002', 'B3 multi header is read')
+
+  const before = seen.c.length
+  await (await request(`${edge.proxyUrl}/fresh`, { headers: { host: 'c' } })).body.text()
+  const fresh = String(seen.c[before].traceparent)
+  const freshTrace = fresh.split('-')[1]
+  t.match(fresh, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'no context: a new sampled trace starts (parent-based, root always on)')
+  await eventually(() => byTrace(receiver.spans, freshTrace).length >= 2, 10_000, 'fresh trace exported')
+  t.equal(byTrace(receiver.spans, freshTrace).find((s) => s.service === 'edge')?.parentSpanId, '', 'the edge CLIENT span is the root')
+
+  const unsampled = 'c0000000000000000000000000000003'
+  await (await request(`${edge.proxyUrl}/unsampled`, { headers: { host: 'c', traceparent: `00-${unsampled}-d000000000000003-00` } })).body.text()
+  t.match(String(seen.c.at(-1)?.traceparent), new RegExp(`^00-${unsampled}-[0-9a-f]{16}-00$`), 'unsampled context still reaches the app, unsampled')
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  t.equal(byTrace(receiver.spans, unsampled).length, 0, 'nothing exported for an unsampled trace')
+  const line = edge.logs().find((l) => l.path === '/unsampled')
+  t.equal(line?.trace_id, undefined, 'and no trace_id on its log line')
+})
+
+t.test('a dead collector: traffic unaffected, failed exports counted', async (t) => {
+  const { mesh } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '500' })
+  const edge = mesh.sidecar('edge')
+  let ok = 0
+  for (let i = 0; i < 20; i++) {
+    const r = await request(`${edge.proxyUrl}/${i}`, { headers: { host: 'c' } })
+    if (r.statusCode === 200) ok++
+    await r.body.text()
+  }
+  t.equal(ok, 20, 'every request succeeded')
+  await eventually(async () => /remora_spans_dropped_total\{reason="export failed"\} [1-9]/.test(await (await request(`${edge.adminUrl}/metrics`)).body.text()), 10_000, 'export failures counted')
+})
+
+t.test('a collector that never answers: traffic unaffected, spans beyond the queue dropped and counted', async (t) => {
+  const receiver = await startReceiver(t)
+  receiver.delayMs = 60_000
+  const { mesh } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_MAX_QUEUE_SIZE: '8', OTEL_EXPORTER_OTLP_TIMEOUT: '30000' })
+  const edge = mesh.sidecar('edge')
+  let ok = 0
+  await Promise.all(Array.from({ length: 4 }, async (_, w) => {
+    for (let i = 0; i < 15; i++) {
+      const r = await request(`${edge.proxyUrl}/${w}/${i}`, { headers: { host: 'c' } })
+      if (r.statusCode === 200) ok++
+      await r.body.text()
+    }
+  }))
+  t.equal(ok, 60, 'every request succeeded while the collector hangs')
+  const metrics = await (await request(`${edge.adminUrl}/metrics`)).body.text()
+  const dropped = Number(/remora_spans_dropped_total\{reason="queue full"\} (\d+)/.exec(metrics)?.[1] ?? 0)
+  t.ok(dropped >= 60 - 8, `spans beyond the 8-span queue are dropped and counted (${dropped})`)
+})
