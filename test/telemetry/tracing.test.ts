@@ -7,32 +7,60 @@ import { request } from 'undici'
 import { eventually, startMesh, type Mesh, type Teardown } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { startReceiver, type ReceivedSpan } from '../harness/otlp.ts'
+import { ROOT_CONTEXT, SpanKind, trace, type Tracer } from '@opentelemetry/api'
+import { W3CTraceContextPropagator } from '@opentelemetry/core'
+import { resourceFromAttributes } from '@opentelemetry/resources'
+import { SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace'
+import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 
 const SERVER = 2
 const CLIENT = 3
 const TRACE_HEADERS = ['traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled']
 
-/** An app that forwards the trace headers (and nothing else of the mesh) to `next` through its own sidecar. */
-function forwarder (name: string, next: () => { via: number, host: string } | undefined, seen: http.IncomingHttpHeaders[]): http.RequestListener {
+/** An instrumented app's own tracer (service "<name>-app"), exporting to the same receiver. */
+function appTracer (t: Teardown, name: string, receiverUrl: string): Tracer {
+  const provider = new TracerProvider({
+    resource: resourceFromAttributes({ 'service.name': `${name}-app` }),
+    spanProcessors: [new SimpleSpanProcessor({ exporter: new OTLPTraceExporter({ url: `${receiverUrl}/v1/traces` }) })],
+  })
+  t.teardown(() => provider.shutdown())
+  return provider.getTracer('test-app')
+}
+
+const w3c = new W3CTraceContextPropagator()
+const carrier = { get: (c: http.IncomingHttpHeaders, k: string) => c[k] as string | undefined, keys: (c: http.IncomingHttpHeaders) => Object.keys(c) }
+
+/**
+ * An app that forwards the trace headers (and nothing else of the mesh) to `next` through its own
+ * sidecar. With a tracer it is an instrumented app: its own span sits between the two sidecar hops.
+ */
+function forwarder (name: string, next: () => { via: number, host: string } | undefined, seen: http.IncomingHttpHeaders[], tracer?: () => Tracer | undefined): http.RequestListener {
   return (req, res) => {
     seen.push(req.headers)
     const hop = next()
-    if (hop === undefined) { res.end(name); return }
+    const appTracer = tracer?.()
+    const span = appTracer?.startSpan(`${name} handler`, { kind: SpanKind.SERVER }, w3c.extract(ROOT_CONTEXT, req.headers, carrier))
+    if (hop === undefined) { span?.end(); res.end(name); return }
     const headers: Record<string, string> = { host: hop.host }
     for (const h of TRACE_HEADERS) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h]
+    if (span !== undefined) {
+      for (const h of TRACE_HEADERS) delete headers[h]
+      w3c.inject(trace.setSpan(ROOT_CONTEXT, span), headers, { set: (c, k, v) => { c[k] = v } })
+    }
     request(`http://127.0.0.1:${hop.via}${req.url ?? '/'}`, { headers }).then(async (r) => {
+      span?.end()
       res.writeHead(r.statusCode).end(`${name}>${await r.body.text()}`)
     }, (err: Error) => res.writeHead(500).end(err.message))
   }
 }
 
-async function chain (t: Teardown, env: Record<string, string>): Promise<{ mesh: Mesh, seen: Record<string, http.IncomingHttpHeaders[]> }> {
+async function chain (t: Teardown, env: Record<string, string>, tracers: Record<string, Tracer> = {}): Promise<{ mesh: Mesh, seen: Record<string, http.IncomingHttpHeaders[]> }> {
   const seen: Record<string, http.IncomingHttpHeaders[]> = { a: [], b: [], c: [] }
   // The apps learn their sidecar's outbound port once the mesh is up.
   const ref: { mesh?: Mesh } = {}
-  const c = await startApp(t, forwarder('c', () => undefined, seen.c))
-  const b = await startApp(t, forwarder('b', () => ({ via: ref.mesh?.sidecar('b').ports.outbound ?? 0, host: 'c' }), seen.b))
-  const a = await startApp(t, forwarder('a', () => ({ via: ref.mesh?.sidecar('a').ports.outbound ?? 0, host: 'b' }), seen.a))
+  const c = await startApp(t, forwarder('c', () => undefined, seen.c, () => tracers.c))
+  const b = await startApp(t, forwarder('b', () => ({ via: ref.mesh?.sidecar('b').ports.outbound ?? 0, host: 'c' }), seen.b, () => tracers.b))
+  const a = await startApp(t, forwarder('a', () => ({ via: ref.mesh?.sidecar('a').ports.outbound ?? 0, host: 'b' }), seen.a, () => tracers.a))
   const mesh = ref.mesh = await startMesh(t, {
     workloads: { edge: { appPorts: [1] }, a: { appPorts: [a.port] }, b: { appPorts: [b.port] }, c: { appPorts: [c.port] }, gone: { appPorts: [9] } },
     services: [
@@ -48,14 +76,15 @@ async function chain (t: Teardown, env: Record<string, string>): Promise<{ mesh:
 
 const byTrace = (spans: ReceivedSpan[], traceId: string): ReceivedSpan[] => spans.filter((s) => s.traceId === traceId)
 
-t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER span, linked, named, attributed', async (t) => {
+t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER span, linked through the apps\' own spans, named, attributed', async (t) => {
   const receiver = await startReceiver(t)
-  const { mesh, seen } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })
+  const tracers = { a: appTracer(t, 'a', receiver.url), b: appTracer(t, 'b', receiver.url) }
+  const { mesh, seen } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, tracers)
   const traceId = '4bf92f3577b34da6a3ce929d0e0e4736'
   const root = '00f067aa0ba902b7'
   const res = await request(`${mesh.sidecar('edge').proxyUrl}/orders/42?x=1`, { headers: { host: 'a', traceparent: `00-${traceId}-${root}-01` } })
   t.equal(await res.body.text(), 'a>b>c')
-  await eventually(() => byTrace(receiver.spans, traceId).length >= 6, 10_000, 'six spans exported')
+  await eventually(() => byTrace(receiver.spans, traceId).length >= 8, 10_000, 'six sidecar and two app spans exported')
   const spans = byTrace(receiver.spans, traceId)
   const one = (service: string, kind: number): ReceivedSpan => {
     const found = spans.filter((s) => s.service === service && s.kind === kind)
@@ -69,10 +98,14 @@ t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER
   const bClient = one('b', CLIENT)
   const cServer = one('c', SERVER)
   t.equal(edgeClient.parentSpanId, root, "the first sidecar's span is a child of the caller's span")
+  const aApp = one('a-app', SERVER)
+  const bApp = one('b-app', SERVER)
   t.equal(aServer.parentSpanId, edgeClient.spanId, 'a SERVER ← edge CLIENT')
-  t.equal(aClient.parentSpanId, aServer.spanId, 'a CLIENT ← a SERVER (through the app forwarding traceparent)')
+  t.equal(aApp.parentSpanId, aServer.spanId, "a's app span ← a's sidecar SERVER span")
+  t.equal(aClient.parentSpanId, aApp.spanId, "a CLIENT ← a's app span (the app sent its own context)")
   t.equal(bServer.parentSpanId, aClient.spanId)
-  t.equal(bClient.parentSpanId, bServer.spanId)
+  t.equal(bApp.parentSpanId, bServer.spanId)
+  t.equal(bClient.parentSpanId, bApp.spanId)
   t.equal(cServer.parentSpanId, bClient.spanId)
   t.match(edgeClient.attributes, { 'http.request.method': 'GET', 'url.path': '/orders/42', 'server.address': 'a', 'http.response.status_code': 200, 'network.peer.address': '127.0.0.1', 'remora.peer.identity': 'spiffe://cluster.local/ns/test/sa/a' })
   t.match(cServer.attributes, { 'http.request.method': 'GET', 'http.response.status_code': 200, 'network.peer.address': '127.0.0.1' })
