@@ -1,0 +1,147 @@
+// Black-box resilience, retries: real apps that fail on purpose behind their own sidecars. A bad
+// endpoint is ejected and its failures retried within the budget; a POST is never replayed after
+// it reached the app, but is after a refused connection; an outage is not multiplied by retries;
+// the access log and /metrics show what happened.
+import t from 'tap'
+import { createHash, randomBytes } from 'node:crypto'
+import { startMesh } from './harness/mesh.ts'
+import { startApp } from './harness/apps.ts'
+import { drive, metric, pool, Seen, tally } from './harness/load.ts'
+
+t.test('one endpoint of three answers 503 to everything: ejected, its failures retried, attempts ≤ 1.2 × requests', async (t) => {
+  const seen = { a: new Seen(), b: new Seen(), c: new Seen() }
+  const ok = (name: 'a' | 'b') => startApp(t, (req, res) => { seen[name].note(req); req.resume(); res.end(name) })
+  const a = await ok('a')
+  const b = await ok('b')
+  const c = await startApp(t, (req, res) => { seen.c.note(req); req.resume(); res.writeHead(503).end('down') })
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, a: { appPorts: [a.port] }, b: { appPorts: [b.port] }, c: { appPorts: [c.port] } },
+    services: [{
+      name: 'web',
+      port: 80,
+      retry: { on: ['gateway-error'] },
+      endpoints: [{ workload: 'a', targetPort: a.port }, { workload: 'b', targetPort: b.port }, { workload: 'c', targetPort: c.port }],
+    }],
+  })
+  const client = mesh.sidecar('client')
+  const N = 2000
+  const outcomes = await drive(pool(t, client.proxyUrl, 20), 'web', N, 20)
+  const okCount = outcomes.filter((o) => o.status === 200).length
+  const attempts = seen.a.requests + seen.b.requests + seen.c.requests
+  t.comment(`outcomes ${JSON.stringify(tally(outcomes))}; attempts a=${seen.a.requests} b=${seen.b.requests} c=${seen.c.requests} total=${attempts} (${(attempts / N).toFixed(3)} × requests)`)
+  t.comment(`remora-attempt at a: ${JSON.stringify(Object.fromEntries(seen.a.attempts))}, b: ${JSON.stringify(Object.fromEntries(seen.b.attempts))}`)
+  t.ok(okCount / N >= 0.999, `${(100 * okCount / N).toFixed(2)} % success seen by the client (≥ 99.9 %)`)
+  t.ok(attempts <= 1.2 * N, `${attempts} upstream attempts ≤ ${1.2 * N}`)
+  t.ok(seen.c.requests < 0.1 * N, `the bad endpoint got ${seen.c.requests} of ${N} attempts once ejected`)
+  const ejections = await metric(client.adminUrl, 'remora_endpoint_ejections_total')
+  t.comment(`remora_endpoint_ejections_total = ${ejections}`)
+  const logged = client.logs().filter((l) => l.msg === 'endpoint ejected after consecutive failures')
+  for (const l of logged) t.comment(`${String(l.time)} ejected for ${String(l.ejected_for_ms)} ms (ejection ${String(l.ejections)}, ${String(l.consecutive_failures)} consecutive failures)`)
+  const times = logged.map((l) => Date.parse(String(l.time)))
+  // Each later ejection follows a failed probe, sent when the previous one ended (≥ 0.75 × 1 s, jittered).
+  t.ok(times.every((at, i) => i === 0 || at - times[i - 1] >= 700), 'failures in flight at the ejection do not extend it; only failed probes do')
+  t.ok(ejections >= 1, 'failure accrual ejected the bad endpoint')
+})
+
+t.test('POST: a 503 from the app is not replayed; a refused connection is, with the body intact', async (t) => {
+  const once = new Seen()
+  const failing = await startApp(t, (req, res) => { once.note(req); req.resume(); req.on('end', () => res.writeHead(503).end('busy')) })
+  const healthySeen = new Seen()
+  const bodies: Array<{ attempt: number, sha: string, bytes: number }> = []
+  const healthy = await startApp(t, (req, res) => {
+    const attempt = healthySeen.note(req)
+    const hash = createHash('sha256')
+    let bytes = 0
+    req.on('data', (c: Buffer) => { hash.update(c); bytes += c.length })
+    req.on('end', () => { const sha = hash.digest('hex'); bodies.push({ attempt, sha, bytes }); res.end(sha) })
+  })
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, failing: { appPorts: [failing.port] }, healthy: { appPorts: [healthy.port] }, ghost: { appPorts: [1] } },
+    services: [
+      { name: 'once', port: 80, retry: { on: ['gateway-error', '5xx', 'reset'] }, endpoints: [{ workload: 'failing', targetPort: failing.port }] },
+      // ghost's sidecar never starts: connecting to it is refused, so the request surely never reached an app.
+      { name: 'web', port: 80, retry: { on: ['gateway-error'] }, endpoints: [{ workload: 'ghost', targetPort: 1 }, { workload: 'healthy', targetPort: healthy.port }] },
+    ],
+  }, { only: ['client', 'failing', 'healthy'] })
+  const client = mesh.sidecar('client')
+  const p = pool(t, client.proxyUrl, 5)
+
+  const posts = await drive(p, 'once', 30, 5, { method: 'POST', body: (i) => `order ${i}` })
+  t.comment(`POST to a 503 endpoint: ${JSON.stringify(tally(posts))}; the app saw ${once.requests} requests, remora-attempt ${JSON.stringify(Object.fromEntries(once.attempts))}`)
+  t.equal(once.requests, 30, 'the app saw exactly one attempt per POST')
+  t.same(Object.fromEntries(once.attempts), { 1: 30 }, 'every one was attempt 1')
+  t.ok(posts.every((o) => o.status === 503 && o.proxyError === undefined && o.body === 'busy'), "the client got the app's own 503")
+
+  const sent = Array.from({ length: 40 }, (_, i) => randomBytes(32 * 1024 + i))
+  const shaOf = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+  const retried = await drive(p, 'web', sent.length, 5, { method: 'POST', body: (i) => sent[i] })
+  const bad = retried.filter((o, i) => o.status !== 200 || o.body !== shaOf(sent[i]))
+  t.comment(`POST with one endpoint refusing connections: ${JSON.stringify(tally(retried))}; healthy app saw remora-attempt ${JSON.stringify(Object.fromEntries(healthySeen.attempts))}`)
+  t.equal(bad.length, 0, 'every POST succeeded and the app hashed exactly the body sent')
+  t.equal(healthySeen.requests, sent.length, 'the healthy app saw each POST once')
+  const replays = bodies.filter((b) => b.attempt > 1)
+  t.ok(replays.length >= 1, `${replays.length} POST(s) were retried after a refused connection (always safe)`)
+  t.ok(replays.every((r) => sent.some((s) => s.length === r.bytes && shaOf(s) === r.sha)), 'replayed bodies arrived whole (32 KiB+, under the 64 KiB replay limit)')
+})
+
+t.test('all endpoints failing: retries stay within the budget, they do not multiply the outage', async (t) => {
+  const seen = new Seen()
+  const apps = await Promise.all(['a', 'b', 'c'].map(() => startApp(t, (req, res) => { seen.note(req); req.resume(); res.writeHead(503).end('down') })))
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, a: { appPorts: [apps[0].port] }, b: { appPorts: [apps[1].port] }, c: { appPorts: [apps[2].port] } },
+    services: [{
+      name: 'web',
+      port: 80,
+      retry: { on: ['gateway-error'], attempts: 3 },
+      endpoints: [{ workload: 'a', targetPort: apps[0].port }, { workload: 'b', targetPort: apps[1].port }, { workload: 'c', targetPort: apps[2].port }],
+    }],
+  })
+  const client = mesh.sidecar('client')
+  const N = 1500
+  const started = performance.now()
+  const outcomes = await drive(pool(t, client.proxyUrl, 20), 'web', N, 20)
+  const seconds = (performance.now() - started) / 1000
+  // The budget: 20 % of the requests plus 10/s, over its 10 s window (the window is at least 1 s).
+  const bound = 1.2 * N + 10 * Math.max(10, Math.ceil(seconds))
+  const retries = await metric(client.adminUrl, 'remora_retries_total')
+  t.comment(`${N} requests in ${seconds.toFixed(2)} s: ${JSON.stringify(tally(outcomes))}; upstream attempts ${seen.requests} (${(seen.requests / N).toFixed(3)} × requests), remora-attempt ${JSON.stringify(Object.fromEntries(seen.attempts))}; remora_retries_total ${retries}; bound ${bound}`)
+  t.ok(seen.requests <= bound, `${seen.requests} attempts ≤ 1.2 × ${N} + 10/s × window = ${bound}`)
+  t.ok(seen.requests < 3 * N * 0.5, 'far fewer than attempts × requests')
+  t.equal(outcomes.filter((o) => o.status === 503).length, N, 'the client sees the 503s, not a hang')
+})
+
+t.test('a retried request: the access log lists attempts and why, /metrics counts retries and ejections', async (t) => {
+  const good = await startApp(t, (req, res) => { req.resume(); res.end('ok') })
+  const bad = await startApp(t, (req, res) => { req.resume(); res.writeHead(503).end('down') })
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, good: { appPorts: [good.port] }, bad: { appPorts: [bad.port] } },
+    services: [{
+      name: 'web',
+      port: 80,
+      retry: { on: ['gateway-error'] },
+      circuitBreaker: { consecutiveFailures: 3 },
+      endpoints: [{ workload: 'good', targetPort: good.port }, { workload: 'bad', targetPort: bad.port }],
+    }],
+  })
+  const client = mesh.sidecar('client')
+  const outcomes = await drive(pool(t, client.proxyUrl, 2), 'web', 60, 2)
+  t.same(tally(outcomes), { 200: 60 }, 'every request succeeded')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const lines = client.logs().filter((l) => l.access === 'outbound' && l.authority === 'web')
+  const retried = lines.filter((l) => typeof l.attempts === 'number' && l.attempts > 1)
+  t.ok(lines.length >= 60, `${lines.length} access log lines`)
+  t.ok(retried.length >= 1, `${retried.length} line(s) of retried requests`)
+  const line = retried[0]
+  t.comment(`access log line of a retried request: ${JSON.stringify(line)}`)
+  t.equal(line?.attempts, 2)
+  t.match(line?.retried, [/^127\.0\.0\.1:\d+\/\d+: status 503$/], 'retried names the endpoint and why it failed')
+  t.equal(line?.status, 200)
+  const ejections = client.logs().filter((l) => l.msg === 'endpoint ejected after consecutive failures')
+  t.comment(`ejection log lines: ${ejections.length} ${JSON.stringify(ejections[0])}`)
+  t.ok(ejections.length >= 1, 'the ejection is logged')
+  const text = await (await fetch(`${client.adminUrl}/metrics`)).text()
+  const shown = text.split('\n').filter((l) => /^remora_(retries|endpoint_ejections)_total\{/.test(l))
+  t.comment(shown.join('\n'))
+  t.ok(await metric(client.adminUrl, 'remora_retries_total', { authority: 'web.test:80' }) >= retried.length, 'remora_retries_total counts the retries')
+  t.ok(await metric(client.adminUrl, 'remora_endpoint_ejections_total') >= 1, 'remora_endpoint_ejections_total counts the ejection')
+})
