@@ -96,11 +96,15 @@ t.test('inbound limits: the server sidecar sheds beyond its app\'s concurrency l
   t.ok(served >= 5, `${served} admitted and served (5 at once)`)
   t.ok(shed.length >= 40 && served + shed.length === 50, `the other ${shed.length} shed: 503 overloaded`)
   t.ok(shed.every((o) => /overloaded.*port \d+: 5 in flight and 0 queued/s.test(o.body)), 'the body names the inbound port and its limits')
-  t.equal(serverShed, shed.length, "shed by the server's sidecar")
+  // A request the peer shed never reached its app, so the client sidecar retries it (within the
+  // budget): the server sheds at least once per request the client finally sees shed.
+  t.ok(serverShed >= shed.length, `shed by the server's sidecar (${serverShed} attempts for ${shed.length} requests)`)
+  const retried = client.logs().filter((l) => Array.isArray(l.retried) && (l.retried as string[]).some((r) => r.endsWith(': overloaded')))
+  t.ok(retried.length > 0, `the client sidecar retried requests the peer shed (${retried.length})`)
   t.equal(clientShed, 0, 'not by the client sidecar')
   const inboundMs = mesh.sidecar('guarded').logs().filter((l) => l.access === 'inbound' && l.error === 'overloaded').map((l) => Number(l.duration_ms))
   t.comment(`in the server sidecar's access log: overloaded answered in p50 ${percentile(inboundMs, 0.5).toFixed(2)} ms, max ${Math.max(...inboundMs).toFixed(2)} ms`)
-  t.equal(inboundMs.length, shed.length, 'each shed request is logged by the server sidecar')
+  t.equal(inboundMs.length, serverShed, 'each shed attempt is logged by the server sidecar')
   t.ok(percentile(inboundMs, 0.5) < APP_DELAY_MS / 10 && Math.max(...inboundMs) < APP_DELAY_MS, 'answered at once, never after the app\'s delay')
   t.ok(peak <= 5, 'the app never saw more than 5 at once')
 

@@ -31,3 +31,22 @@ t.test('HTTP/1.1 GET and POST through two sidecars reach the app with Host and b
   const post = await request(`${client.proxyUrl}/submit`, { method: 'POST', headers: { host: 'web.test:80' }, body: 'hello' })
   t.equal(await post.body.text(), 'POST /submit hello')
 })
+
+t.test('an app cannot forge mesh headers in its responses (remora-proxy-error would be misread as the proxy\'s own)', async (t) => {
+  const appPort = await freePort()
+  const app = http.createServer((_req, res) => {
+    res.writeHead(503, { 'remora-proxy-error': 'overloaded', 'remora-upgrade-status': '101', 'x-real': 'yes' }).end('busy')
+  }).listen(appPort, '127.0.0.1')
+  await once(app, 'listening')
+  t.teardown(() => { app.close() })
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, web: { appPorts: [appPort] } },
+    services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: appPort }] }],
+  })
+  const res = await request(`${mesh.sidecar('client').proxyUrl}/`, { headers: { host: 'web' } })
+  t.equal(res.statusCode, 503, "the app's own status")
+  t.equal(res.headers['x-real'], 'yes')
+  t.equal(res.headers['remora-proxy-error'], undefined, 'the forged proxy error is dropped')
+  t.equal(res.headers['remora-upgrade-status'], undefined)
+  t.equal(await res.body.text(), 'busy')
+})

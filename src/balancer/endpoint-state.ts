@@ -44,9 +44,15 @@ export class EndpointState {
     this.#stamp = now
   }
 
-  /** Expected cost of sending one more request here. */
-  cost (weight: number): number {
-    return (this.#rttMs * (this.inflight + 1)) / Math.max(weight, 1)
+  /**
+   * Expected cost of sending one more request here. The estimate decays while nothing is observed
+   * (as tower's peak-EWMA does), so one slow start or old peak is not held against an endpoint for
+   * ever: it gets tried again, and a fresh sample sets it right.
+   */
+  cost (weight: number, now: number): number {
+    const idle = now - this.#stamp
+    const rtt = this.#stamp === 0 || idle <= 0 ? this.#rttMs : this.#rttMs * Math.exp(-idle / DECAY_MS)
+    return (rtt * (this.inflight + 1)) / Math.max(weight, 1)
   }
 
   isEjected (now: number): boolean { return this.ejectedUntil > now }
@@ -57,8 +63,13 @@ export type Outcome = 'success' | 'failure'
 export class EndpointStates {
   readonly #states = new Map<string, EndpointState>()
   readonly #random: () => number
+  /** The clock latency samples and decay are measured on (a test passes its own). */
+  readonly now: () => number
 
-  constructor (random: () => number = Math.random) { this.#random = random }
+  constructor (random: () => number = Math.random, now: () => number = Date.now) {
+    this.#random = random
+    this.now = now
+  }
 
   get (endpoint: Endpoint): EndpointState {
     let s = this.#states.get(endpoint.key)

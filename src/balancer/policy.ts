@@ -44,7 +44,8 @@ export class PeakEwma implements BalancerPolicy {
   readonly #random: () => number
   constructor (states: EndpointStates, random: () => number = Math.random) { this.#states = states; this.#random = random }
   pick (_service: string, candidates: readonly Endpoint[], avoid: ReadonlySet<string>): Endpoint {
-    return twoChoices(preferUntried(candidates, avoid), (e) => this.#states.get(e).cost(e.weight), this.#random)
+    const now = this.#states.now()
+    return twoChoices(preferUntried(candidates, avoid), (e) => this.#states.get(e).cost(e.weight, now), this.#random)
   }
 }
 

@@ -2,7 +2,8 @@
 // each, a little traffic between them — and a clean stop on Ctrl-C.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { mkdirSync, openSync } from 'node:fs'
-import { join } from 'node:path'
+import { extname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { tmpdir } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
@@ -10,7 +11,8 @@ import { parseDuration } from '../config/env.ts'
 import { readMeshFile, type Workload } from '../config/mesh-file.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
-const CLI = join(ROOT, 'src/cli.ts')
+// The same entry point this process runs from: src/cli.ts in a checkout, dist/cli.js once built.
+const CLI = fileURLToPath(new URL(`../cli${extname(import.meta.url)}`, import.meta.url))
 const DEFAULT_MESH = join(ROOT, 'deploy/local/mesh.yaml')
 
 /** Which demo app runs as which workload; the client workload is this process's traffic loop. */

@@ -14,10 +14,12 @@ export interface RelayReasons {
   readonly refused: ProxyErrorReason
   /** Stream reset or connection lost before a response. */
   readonly reset: ProxyErrorReason
+  /** An app may not forge mesh headers (`remora-proxy-error`, …) in its responses; a peer sidecar may. */
+  readonly trustMeshHeaders: boolean
 }
 
-export const PEER_REASONS: RelayReasons = { refused: ProxyErrors.connectRefused, reset: ProxyErrors.upstreamReset }
-export const APP_REASONS: RelayReasons = { refused: ProxyErrors.appUnavailable, reset: ProxyErrors.appReset }
+export const PEER_REASONS: RelayReasons = { refused: ProxyErrors.connectRefused, reset: ProxyErrors.upstreamReset, trustMeshHeaders: true }
+export const APP_REASONS: RelayReasons = { refused: ProxyErrors.appUnavailable, reset: ProxyErrors.appReset, trustMeshHeaders: false }
 
 export function classify (err: NodeJS.ErrnoException | undefined, reasons: RelayReasons): ProxyErrorReason {
   switch (err?.code) {
@@ -121,7 +123,7 @@ export function relayOverH2 (
   up.on('response', (raw, flags) => {
     if (finished) return
     const status = Number(raw[':status'])
-    const out = forwardable(raw, false)
+    const out = forwardable(raw, !reasons.trustMeshHeaders)
     if (ex.upgrade !== undefined && raw[MeshHeader.upgradeStatus] === '101') {
       finished = true
       hooks.onResponse?.(101, out, false)
@@ -143,7 +145,7 @@ export function relayOverH2 (
     countBytes(up, (n) => { record.bytesOut += n })
   })
   up.on('trailers', (raw) => {
-    trailers = forwardable(raw, false)
+    trailers = forwardable(raw, !reasons.trustMeshHeaders)
     if (trailers['grpc-status'] !== undefined) record.grpcStatus = String(trailers['grpc-status'])
   })
   up.on('end', () => {

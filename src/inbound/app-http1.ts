@@ -1,6 +1,7 @@
 // Forwards an exchange to the local app over HTTP/1.1 through an undici connection pool.
 import { PassThrough, type Readable } from 'node:stream'
-import { Agent, type Dispatcher } from 'undici'
+import { createRequire } from 'node:module'
+import type { Agent as AgentType, Dispatcher } from 'undici'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from '../http/exchange.ts'
 import { bodyless, forwardable, type Headers } from '../http/headers.ts'
@@ -15,8 +16,14 @@ function relayed (body: Readable): PassThrough {
   return through
 }
 
+// undici's entry point loads all of it (fetch, WebSocket, mocks: ~17 MB of RSS); the sidecar needs
+// the Agent and the request API only, so it loads just those two modules.
+const require = createRequire(import.meta.url)
+const Agent = require('undici/lib/dispatcher/agent.js') as typeof AgentType
+Object.assign((require('undici/lib/dispatcher/dispatcher.js') as { prototype: object }).prototype, require('undici/lib/api/index.js'))
+
 export class AppHttp1 {
-  readonly #agent: Agent
+  readonly #agent: AgentType
 
   constructor (connectTimeout: number) {
     this.#agent = new Agent({
@@ -45,7 +52,7 @@ export class AppHttp1 {
       body: ex.body === null ? undefined : relayed(ex.body),
       signal: abort.signal,
     }).then(({ statusCode, headers: raw, body, trailers }) => {
-      const out = forwardable(raw as Headers, false)
+      const out = forwardable(raw as Headers, true)
       const end = bodyless(ex.method, statusCode)
       sink.respond(statusCode, out, end)
       if (end) { done = true; body.resume(); return }
@@ -53,7 +60,7 @@ export class AppHttp1 {
       countBytes(body, (n) => { record.bytesOut += n })
       body.once('end', () => {
         done = true
-        sink.finish(forwardable(trailers as Headers, false))
+        sink.finish(forwardable(trailers as Headers, true))
       })
       body.once('error', () => {
         if (done) return

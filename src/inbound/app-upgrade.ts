@@ -22,7 +22,7 @@ export function upgradeToApp (port: number, ex: Exchange, headers: Headers, sink
   req.once('timeout', () => req.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })))
   req.once('upgrade', (res, socket, head) => {
     if (head.length > 0) socket.unshift(head)
-    const out = forwardable(res.headers, false)
+    const out = forwardable(res.headers, true)
     out.upgrade = res.headers.upgrade ?? ex.upgrade ?? 'websocket'
     // The caller's side (an h2 stream or a raw socket) is the sink itself; it splices the two.
     sink.upgrade(out, socket)
@@ -31,7 +31,7 @@ export function upgradeToApp (port: number, ex: Exchange, headers: Headers, sink
   req.once('response', (res) => {
     const status = res.statusCode ?? 502
     const end = bodyless(ex.method, status)
-    sink.respond(status, forwardable(res.headers, false), end)
+    sink.respond(status, forwardable(res.headers, true), end)
     if (end) { res.resume(); return }
     res.pipe(sink.body, { end: false })
     res.once('end', () => sink.finish())

@@ -125,6 +125,12 @@ export class OutboundCall {
         const failure = status >= 500 || grpcStatus === 14
         outcome = { status, grpc: grpcStatus === undefined ? undefined : String(grpcStatus) }
         observe(failure)
+        // The peer's sidecar shed the request or could not reach its app: the app never saw it.
+        const refusedByPeer = first(h[MeshHeader.proxyError])
+        if ((refusedByPeer === ProxyErrors.overloaded.reason || refusedByPeer === ProxyErrors.appUnavailable.reason) && this.#canRetry()) {
+          this.#retryLater(endpoint, refusedByPeer, span)
+          return false
+        }
         if (failure && retriableResponse(this.#state.policy.retry.on, ex.method, ex.grpc, status, grpcStatus) && this.#canRetry()) {
           this.#retryLater(endpoint, grpcStatus !== undefined ? `grpc-status ${grpcStatus}` : `status ${status}`, span)
           return false

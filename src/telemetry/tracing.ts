@@ -2,12 +2,8 @@
 // a SERVER span per inbound request, a CLIENT span per outbound attempt; W3C and B3 propagation;
 // OTLP export through the SDK's batch processor, with spans dropped (never traffic slowed) when
 // the collector is slow or away.
+// Only the light API is loaded here; the SDK (tens of MB) is imported when tracing is switched on.
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api'
-import { CompositePropagator, ExportResultCode, W3CTraceContextPropagator, type ExportResult } from '@opentelemetry/core'
-import { B3InjectEncoding, B3Propagator } from '@opentelemetry/propagator-b3'
-import { NodeSDK } from '@opentelemetry/sdk-node'
-import { BatchSpanProcessor, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 import type { Logger } from 'pino'
 import type { Environment } from '../config/env.ts'
 import type { Headers } from '../http/headers.ts'
@@ -43,100 +39,22 @@ export function tracingWanted (env: Environment): boolean {
   return exporter !== undefined || env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined
 }
 
-/** Wraps the exporter to count what reached the collector and what was lost. */
-class CountingExporter implements SpanExporter {
-  readonly #inner: SpanExporter
-  readonly #metrics: ProxyMetrics
-  readonly #settled: (n: number) => void
-  constructor (inner: SpanExporter, metrics: ProxyMetrics, settled: (n: number) => void) {
-    this.#inner = inner
-    this.#metrics = metrics
-    this.#settled = settled
-  }
-
-  export (spans: ReadableSpan[], done: (result: ExportResult) => void): void {
-    this.#inner.export(spans, (result) => {
-      this.#settled(spans.length)
-      if (result.code === ExportResultCode.SUCCESS) this.#metrics.spansExported.inc(spans.length)
-      else this.#metrics.spansDropped.inc({ reason: 'export failed' }, spans.length)
-      done(result)
-    })
-  }
-
-  shutdown (): Promise<void> { return this.#inner.shutdown() }
-  forceFlush (): Promise<void> { return this.#inner.forceFlush?.() ?? Promise.resolve() }
-}
-
-/**
- * In front of the batch processor: a span that would overflow its queue is dropped here and
- * counted, so a collector that is slow or gone costs memory-bounded nothing and never blocks.
- */
-class BoundedProcessor implements SpanProcessor {
-  readonly #inner: SpanProcessor
-  readonly #metrics: ProxyMetrics
-  readonly #max: number
-  #pending = 0
-  constructor (inner: SpanProcessor, metrics: ProxyMetrics, max: number) {
-    this.#inner = inner
-    this.#metrics = metrics
-    this.#max = max
-  }
-
-  settled (n: number): void { this.#pending = Math.max(0, this.#pending - n) }
-  onStart (span: Parameters<SpanProcessor['onStart']>[0], parent: Context): void { this.#inner.onStart(span, parent) }
-  onEnd (span: ReadableSpan): void {
-    if ((span.spanContext().traceFlags & 1) === 0) return
-    if (this.#pending >= this.#max) { this.#metrics.spansDropped.inc({ reason: 'queue full' }); return }
-    this.#pending++
-    this.#inner.onEnd(span)
-  }
-
-  forceFlush (): Promise<void> { return this.#inner.forceFlush() }
-  shutdown (): Promise<void> { return this.#inner.shutdown() }
-}
-
 export class Tracing {
   readonly enabled: boolean
-  readonly #sdk: NodeSDK | undefined
+  readonly #sdk: { shutdown (): Promise<void> } | undefined
   readonly #tracer = trace.getTracer('remora')
 
-  private constructor (sdk: NodeSDK | undefined) {
+  private constructor (sdk: { shutdown (): Promise<void> } | undefined) {
     this.#sdk = sdk
     this.enabled = sdk !== undefined
   }
 
   static off (): Tracing { return new Tracing(undefined) }
 
-  static start (o: TracingOptions): Tracing {
+  static async start (o: TracingOptions): Promise<Tracing> {
     if (!tracingWanted(o.env)) return new Tracing(undefined)
-    const maxQueue = Number(o.env.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)
-    // The exporter reports settled batches to the bounded queue in front of the batch processor.
-    const settle = { to: (_n: number): void => {} }
-    const exporter = new CountingExporter(new OTLPTraceExporter(), o.metrics, (n) => settle.to(n))
-    const batch = new BatchSpanProcessor({
-      exporter,
-      maxQueueSize: maxQueue,
-      scheduledDelayMillis: Number(o.env.OTEL_BSP_SCHEDULE_DELAY ?? 1000),
-    })
-    const bounded = new BoundedProcessor(batch, o.metrics, maxQueue)
-    settle.to = (n) => bounded.settled(n)
-    const sdk = new NodeSDK({
-      // OTEL_SERVICE_NAME wins (the spec says so); else the workload's name: never "unknown_service".
-      serviceName: o.env.OTEL_SERVICE_NAME ?? o.serviceName,
-      autoDetectResources: true,
-      spanProcessors: [bounded],
-      // W3C first, B3 single and multi also read and written; OTEL_PROPAGATORS overrides.
-      textMapPropagator: o.env.OTEL_PROPAGATORS !== undefined
-        ? undefined as never
-        : new CompositePropagator({
-          propagators: [
-            new B3Propagator({ injectEncoding: B3InjectEncoding.MULTI_HEADER }),
-            new B3Propagator({ injectEncoding: B3InjectEncoding.SINGLE_HEADER }),
-            new W3CTraceContextPropagator(),
-          ],
-        }),
-    })
-    sdk.start()
+    const { startSdk } = await import('./tracing-sdk.ts')
+    const sdk = startSdk(o)
     o.log.info({ service: o.env.OTEL_SERVICE_NAME ?? o.serviceName, endpoint: o.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? o.env.OTEL_EXPORTER_OTLP_ENDPOINT, sampler: o.env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on' }, 'tracing on: OTLP export')
     return new Tracing(sdk)
   }

@@ -13,11 +13,11 @@ function lcg (seed: number): () => number {
 }
 
 t.test('p2c-ewma sends almost nothing to an endpoint 100 ms slower than its peers', async (t) => {
-  const states = new EndpointStates()
+  let now = 1_000
+  const states = new EndpointStates(Math.random, () => now)
   const p = createPolicies(states, lcg(1))['p2c-ewma']
   const eps = [ep(1), ep(2), ep(3)]
   const counts = new Map<string, number>()
-  let now = 1_000
   for (let i = 0; i < 3000; i++) {
     const e = p.pick('svc', eps, new Set())
     counts.set(e.key, (counts.get(e.key) ?? 0) + 1)
@@ -26,6 +26,19 @@ t.test('p2c-ewma sends almost nothing to an endpoint 100 ms slower than its peer
   }
   const slow = (counts.get('e3') ?? 0) / 3000
   t.ok(slow < 0.1, `slow endpoint got ${(slow * 100).toFixed(1)} % of requests`)
+})
+
+t.test('an endpoint not picked for a while has its old peak forgotten and is tried again', async (t) => {
+  let now = 1_000
+  const states = new EndpointStates(Math.random, () => now)
+  const p = createPolicies(states, lcg(3))['p2c-ewma']
+  const eps = [ep(1), ep(2)]
+  states.get(eps[0]).observe(500, now)
+  states.get(eps[1]).observe(5, now)
+  t.equal(p.pick('svc', eps, new Set()).key, 'e2', 'the slow peak loses at first')
+  now += 60_000
+  states.get(eps[1]).observe(5, now)
+  t.equal(p.pick('svc', eps, new Set()).key, 'e1', 'a minute later the unobserved peak has decayed below the busy one')
 })
 
 t.test('least-request prefers the endpoint with fewer requests in flight', async (t) => {

@@ -61,5 +61,5 @@ t.test('the image runs Node 24 as UID 2102 and exposes the three sidecar ports',
   t.match(dockerfile, /^FROM node:24[-\w.]*$/m)
   t.match(dockerfile, /^USER 2102:2102$/m)
   t.match(dockerfile, /^EXPOSE 15001 15006 15000$/m)
-  t.match(dockerfile, /^ENTRYPOINT \["node", "\/opt\/remora\/src\/cli\.ts"\]$/m)
+  t.match(dockerfile, /^ENTRYPOINT \["node", "\/opt\/remora\/dist\/cli\.js"\]$/m)
 })
