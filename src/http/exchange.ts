@@ -1,6 +1,8 @@
 // One request as the proxy sees it, whatever protocol it arrived in; both directions route these.
+import type { IncomingMessage } from 'node:http'
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
 import type { Readable } from 'node:stream'
-import type { Headers } from './headers.ts'
+import { forwardable, isGrpc, type Headers } from './headers.ts'
 import type { AccessRecord } from '../telemetry/access-log.ts'
 
 export type OrigProto = 'HTTP/1.1' | 'HTTP/2'
@@ -21,4 +23,41 @@ export interface Exchange {
   readonly record: AccessRecord
   /** The caller's address as this sidecar saw it (inbound). */
   readonly peerAddress?: string
+}
+
+/** An HTTP/1.1 request on either listener; mesh headers from the caller are dropped. */
+export function fromHttp1 (req: IncomingMessage, authority: string, path: string, record: AccessRecord, upgrade: string | undefined): Exchange {
+  return {
+    method: req.method ?? 'GET',
+    path,
+    authority,
+    origProto: 'HTTP/1.1',
+    headers: forwardable(req.headers, true),
+    body: upgrade === undefined && hasBody(req) ? req : null,
+    upgrade,
+    grpc: isGrpc(req.headers),
+    record,
+    peerAddress: req.socket.remoteAddress,
+  }
+}
+
+/** An h2 stream on either listener; `headers` are the ones to forward (already cleaned). */
+export function fromHttp2 (stream: ServerHttp2Stream, raw: IncomingHttpHeaders, headers: Headers, authority: string, origProto: OrigProto, record: AccessRecord, upgrade?: string): Exchange {
+  return {
+    method: raw[':method'] ?? 'GET',
+    path: raw[':path'] ?? '/',
+    authority,
+    origProto,
+    headers,
+    body: stream.endAfterHeaders ? null : stream,
+    upgrade,
+    grpc: isGrpc(raw),
+    record,
+    peerAddress: stream.session?.socket?.remoteAddress,
+  }
+}
+
+export function hasBody (req: IncomingMessage): boolean {
+  const length = req.headers['content-length']
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
 }

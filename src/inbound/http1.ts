@@ -2,10 +2,10 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ProxyErrors } from '../errors.ts'
-import { forwardable, isGrpc, MeshHeader } from '../http/headers.ts'
+import { MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, statusLine, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
-import { hasBody } from '../outbound/http1.ts'
+import { fromHttp1 } from '../http/exchange.ts'
 import { routeInbound } from './route.ts'
 
 export function createInboundHttp1 (ctx: ProxyContext): http.Server {
@@ -28,16 +28,5 @@ function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, up
   const authority = req.headers.host ?? ''
   const path = req.url ?? '/'
   const record = ctx.begin('inbound', method, authority, path, 'HTTP/1.1', sink)
-  routeInbound(ctx, {
-    method,
-    path,
-    authority,
-    origProto: 'HTTP/1.1',
-    headers: forwardable(req.headers, true),
-    body: upgrade === undefined && hasBody(req) ? req : null,
-    upgrade,
-    grpc: isGrpc(req.headers),
-    record,
-    peerAddress: req.socket.remoteAddress,
-  }, undefined, sink)
+  routeInbound(ctx, fromHttp1(req, authority, path, record, upgrade), undefined, sink)
 }

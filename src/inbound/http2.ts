@@ -4,6 +4,7 @@ import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:ht
 import { ProxyErrors } from '../errors.ts'
 import { first, forwardable, isGrpc, MeshHeader } from '../http/headers.ts'
 import { H2Sink, respondError } from '../http/response-sink.ts'
+import { fromHttp2 } from '../http/exchange.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { H2_SETTINGS } from '../transport/h2-sessions.ts'
 import { routeInbound } from './route.ts'
@@ -30,18 +31,7 @@ export function createInboundHttp2 (ctx: ProxyContext): http2.Http2Server {
     // The one mesh header the app may see: which attempt this is, when the caller's sidecar retries.
     const attempt = first(headers[MeshHeader.attempt])
     if (attempt !== undefined) forwarded[MeshHeader.attempt] = attempt
-    routeInbound(ctx, {
-      method,
-      path,
-      authority,
-      origProto,
-      headers: forwarded,
-      body: stream.endAfterHeaders ? null : stream,
-      upgrade: first(headers[MeshHeader.upgrade]),
-      grpc,
-      record,
-      peerAddress: stream.session?.socket?.remoteAddress,
-    }, port, sink)
+    routeInbound(ctx, fromHttp2(stream, headers, forwarded, authority, origProto, record, first(headers[MeshHeader.upgrade])), port, sink)
   })
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
   return server

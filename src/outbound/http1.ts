@@ -3,8 +3,8 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ProxyErrors } from '../errors.ts'
-import type { Exchange } from '../http/exchange.ts'
-import { forwardable, isGrpc, MeshHeader } from '../http/headers.ts'
+import { fromHttp1 } from '../http/exchange.ts'
+import { MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, respondError, statusLine, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { routeOutbound } from './route.ts'
@@ -68,21 +68,5 @@ function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, up
     req.resume()
     return
   }
-  const ex: Exchange = {
-    method,
-    path,
-    authority,
-    origProto: 'HTTP/1.1',
-    headers: forwardable(req.headers, true),
-    body: upgrade === undefined && hasBody(req) ? req : null,
-    upgrade,
-    grpc: isGrpc(req.headers),
-    record,
-  }
-  routeOutbound(ctx, ex, sink)
-}
-
-export function hasBody (req: IncomingMessage): boolean {
-  const length = req.headers['content-length']
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+  routeOutbound(ctx, fromHttp1(req, authority, path, record, upgrade), sink)
 }

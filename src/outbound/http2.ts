@@ -2,6 +2,7 @@
 import http2, { type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2'
 import { ProxyErrors } from '../errors.ts'
 import { forwardable, isGrpc } from '../http/headers.ts'
+import { fromHttp2 } from '../http/exchange.ts'
 import { H2Sink, respondError } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { H2_SETTINGS } from '../transport/h2-sessions.ts'
@@ -22,16 +23,7 @@ export function createOutboundHttp2 (ctx: ProxyContext): http2.Http2Server {
       stream.resume()
       return
     }
-    routeOutbound(ctx, {
-      method,
-      path,
-      authority,
-      origProto: 'HTTP/2',
-      headers: forwardable(headers, true),
-      body: stream.endAfterHeaders ? null : stream,
-      grpc,
-      record,
-    }, sink)
+    routeOutbound(ctx, fromHttp2(stream, headers, forwardable(headers, true), authority, 'HTTP/2', record), sink)
   })
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'outbound h2 session error'))
   return server
