@@ -72,6 +72,7 @@ export const meshSchema = {
           balancer: { enum: ['p2c-ewma', 'least-request', 'round-robin'] },
           timeout: duration,
           idleTimeout: duration,
+          connectTimeout: duration,
           retry: {
             type: 'object',
             additionalProperties: false,

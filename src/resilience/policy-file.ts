@@ -7,6 +7,7 @@ export interface RawServicePolicy {
   balancer?: BalancerName
   timeout?: string
   idleTimeout?: string
+  connectTimeout?: string
   retry?: { on?: RetryOn[], attempts?: number, budget?: { ratio?: number, minPerSecond?: number }, backoff?: { base?: string, max?: string }, maxReplayBytes?: number }
   circuitBreaker?: { consecutiveFailures?: number, baseEjection?: string, maxEjection?: string, maxEjectedPercent?: number }
   limits?: { maxConcurrent?: number, maxQueued?: number }
@@ -28,6 +29,7 @@ export function servicePolicy (raw: RawServicePolicy): ServicePolicy {
     balancer: raw.balancer ?? d.balancer,
     requestTimeoutMs: ms(raw.timeout, d.requestTimeoutMs),
     idleTimeoutMs: ms(raw.idleTimeout, d.idleTimeoutMs),
+    connectTimeoutMs: ms(raw.connectTimeout, d.connectTimeoutMs),
     retry: {
       on: r.on ?? d.retry.on,
       attempts: r.attempts ?? d.retry.attempts,

@@ -30,6 +30,8 @@ export interface ServicePolicy {
   readonly requestTimeoutMs: number
   /** A stream with no bytes either way for this long is reset. */
   readonly idleTimeoutMs: number
+  /** TCP connect to an endpoint's sidecar; 0 = the proxy-wide REMORA_CONNECT_TIMEOUT. */
+  readonly connectTimeoutMs: number
   readonly retry: RetryPolicy
   readonly circuit: CircuitPolicy
   readonly limits: LimitPolicy
@@ -44,6 +46,7 @@ export const DEFAULT_SERVICE_POLICY: ServicePolicy = Object.freeze({
   balancer: 'p2c-ewma',
   requestTimeoutMs: 0,
   idleTimeoutMs: 300_000,
+  connectTimeoutMs: 0,
   retry: Object.freeze({
     on: Object.freeze([]) as readonly RetryOn[],
     attempts: 3,

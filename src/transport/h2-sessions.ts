@@ -31,7 +31,8 @@ export class H2Sessions {
 
   get size (): number { return this.#sessions.size }
 
-  get (target: HostPort): ClientHttp2Session {
+  /** The connection to `target`, opened if needed within `connectTimeout` ms (default: the proxy's). */
+  get (target: HostPort, connectTimeout: number = this.#connectTimeout): ClientHttp2Session {
     const key = `${target.host}:${target.port}`
     const existing = this.#sessions.get(key)
     if (existing !== undefined && !existing.closed && !existing.destroyed) return existing
@@ -43,7 +44,7 @@ export class H2Sessions {
     })
     this.#sessions.set(key, session)
     const forget = (): void => { if (this.#sessions.get(key) === session) this.#sessions.delete(key) }
-    const timer = setTimeout(() => session.destroy(new ConnectTimeoutError(key, this.#connectTimeout)), this.#connectTimeout)
+    const timer = setTimeout(() => session.destroy(new ConnectTimeoutError(key, connectTimeout)), connectTimeout)
     session.once('connect', () => {
       clearTimeout(timer)
       session.setLocalWindowSize(SESSION_WINDOW)
