@@ -5,9 +5,9 @@ import { B3InjectEncoding, B3Propagator } from '@opentelemetry/propagator-b3'
 import { NodeSDK } from '@opentelemetry/sdk-node'
 import { BatchSpanProcessor, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
-import type { Context } from '@opentelemetry/api'
+import { ROOT_CONTEXT, type Context, type ContextManager } from '@opentelemetry/api'
 import type { ProxyMetrics } from './metrics.ts'
-import type { TracingOptions } from './tracing.ts'
+import type { MeshFormats, TracingOptions } from './tracing.ts'
 
 /** Wraps the exporter to count what reached the collector and what was lost. */
 class CountingExporter implements SpanExporter {
@@ -61,7 +61,19 @@ class BoundedProcessor implements SpanProcessor {
   shutdown (): Promise<void> { return this.#inner.shutdown() }
 }
 
-export function startSdk (o: TracingOptions): NodeSDK {
+/** No ambient context: `active()` is always the root, `with()` just calls. */
+class ExplicitContext implements ContextManager {
+  active (): Context { return ROOT_CONTEXT }
+  with<A extends unknown[], F extends (...args: A) => ReturnType<F>> (_context: Context, fn: F, thisArg?: ThisParameterType<F>, ...args: A): ReturnType<F> {
+    return fn.call(thisArg, ...args)
+  }
+
+  bind<T> (_context: Context, target: T): T { return target }
+  enable (): this { return this }
+  disable (): this { return this }
+}
+
+export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshFormats | undefined } {
     const maxQueue = Number(o.env.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)
     // The exporter reports settled batches to the bounded queue in front of the batch processor.
     const settle = { to: (_n: number): void => {} }
@@ -74,21 +86,28 @@ export function startSdk (o: TracingOptions): NodeSDK {
     const bounded = new BoundedProcessor(batch, o.metrics, maxQueue)
     settle.to = (n) => bounded.settled(n)
     const sdk = new NodeSDK({
+      // remora passes every span's context explicitly; an AsyncLocalStorage context manager would
+      // only tax every callback of the process.
+      contextManager: new ExplicitContext(),
       // OTEL_SERVICE_NAME wins (the spec says so); else the workload's name: never "unknown_service".
       serviceName: o.env.OTEL_SERVICE_NAME ?? o.serviceName,
       autoDetectResources: true,
       spanProcessors: [bounded],
-      // W3C first, B3 single and multi also read and written; OTEL_PROPAGATORS overrides.
+      // W3C first, B3 single and multi also read; OTEL_PROPAGATORS overrides (see MeshFormats).
       textMapPropagator: o.env.OTEL_PROPAGATORS !== undefined
         ? undefined as never
-        : new CompositePropagator({
-          propagators: [
-            new B3Propagator({ injectEncoding: B3InjectEncoding.MULTI_HEADER }),
-            new B3Propagator({ injectEncoding: B3InjectEncoding.SINGLE_HEADER }),
-            new W3CTraceContextPropagator(),
-          ],
-        }),
+        : new CompositePropagator({ propagators: [MESH_FORMATS.b3multi, MESH_FORMATS.b3single, MESH_FORMATS.w3c] }),
     })
     sdk.start()
-    return sdk
+    return { sdk, formats: o.env.OTEL_PROPAGATORS !== undefined ? undefined : MESH_FORMATS }
 }
+
+/**
+ * The default propagation: W3C is always written; B3 (single or multi) is written too when the
+ * caller used it, so B3 apps keep working and W3C-only traffic carries no extra headers per hop.
+ */
+export const MESH_FORMATS = Object.freeze({
+  w3c: new W3CTraceContextPropagator(),
+  b3single: new B3Propagator({ injectEncoding: B3InjectEncoding.SINGLE_HEADER }),
+  b3multi: new B3Propagator({ injectEncoding: B3InjectEncoding.MULTI_HEADER }),
+})

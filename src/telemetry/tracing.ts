@@ -3,7 +3,7 @@
 // OTLP export through the SDK's batch processor, with spans dropped (never traffic slowed) when
 // the collector is slow or away.
 // Only the light API is loaded here; the SDK (tens of MB) is imported when tracing is switched on.
-import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api'
+import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type TextMapPropagator, type TextMapSetter } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import type { Environment } from '../config/env.ts'
 import type { Headers } from '../http/headers.ts'
@@ -39,13 +39,22 @@ export function tracingWanted (env: Environment): boolean {
   return exporter !== undefined || env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT !== undefined
 }
 
+/** The propagators of the default propagation (W3C always; B3 as the caller sent it). */
+export interface MeshFormats {
+  readonly w3c: TextMapPropagator
+  readonly b3single: TextMapPropagator
+  readonly b3multi: TextMapPropagator
+}
+
 export class Tracing {
   readonly enabled: boolean
   readonly #sdk: { shutdown (): Promise<void> } | undefined
+  readonly #formats: MeshFormats | undefined
   readonly #tracer = trace.getTracer('remora')
 
-  private constructor (sdk: { shutdown (): Promise<void> } | undefined) {
+  private constructor (sdk: { shutdown (): Promise<void> } | undefined, formats?: MeshFormats) {
     this.#sdk = sdk
+    this.#formats = formats
     this.enabled = sdk !== undefined
   }
 
@@ -54,9 +63,9 @@ export class Tracing {
   static async start (o: TracingOptions): Promise<Tracing> {
     if (!tracingWanted(o.env)) return new Tracing(undefined)
     const { startSdk } = await import('./tracing-sdk.ts')
-    const sdk = startSdk(o)
+    const { sdk, formats } = startSdk(o)
     o.log.info({ service: o.env.OTEL_SERVICE_NAME ?? o.serviceName, endpoint: o.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? o.env.OTEL_EXPORTER_OTLP_ENDPOINT, sampler: o.env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on' }, 'tracing on: OTLP export')
-    return new Tracing(sdk)
+    return new Tracing(sdk, formats)
   }
 
   /** The caller's trace context from whichever format it sent (W3C wins over B3). */
@@ -69,11 +78,18 @@ export class Tracing {
     return this.#tracer.startSpan(name, { kind, attributes }, parent)
   }
 
-  /** Writes `span`'s context into `headers` in every configured format, replacing the old values. */
+  /** Writes `span`'s context into `headers`, replacing the old values (formats: see MeshFormats). */
   inject (span: Span | undefined, headers: Headers): void {
     if (span === undefined) return
+    const b3single = headers.b3 !== undefined
+    const b3multi = headers['x-b3-traceid'] !== undefined
     for (const h of TRACE_HEADERS) delete headers[h]
-    propagation.inject(trace.setSpan(context.active(), span), headers, setter)
+    const ctx = trace.setSpan(ROOT_CONTEXT, span)
+    const f = this.#formats
+    if (f === undefined) { propagation.inject(ctx, headers, setter); return }
+    f.w3c.inject(ctx, headers, setter)
+    if (b3single) f.b3single.inject(ctx, headers, setter)
+    if (b3multi) f.b3multi.inject(ctx, headers, setter)
   }
 
   async shutdown (): Promise<void> {

@@ -112,7 +112,7 @@ t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER
   t.equal(edgeClient.name, 'GET')
   t.ok(spans.every((s) => s.status.code !== 2), 'no span in error')
   t.equal(seen.c[0].traceparent, `00-${traceId}-${cServer.spanId}-01`, 'the app sees the SERVER span as its parent')
-  t.equal(seen.c[0]['x-b3-spanid'], cServer.spanId, 'and the same context in B3')
+  t.equal(seen.c[0]['x-b3-spanid'], undefined, 'a W3C caller gets W3C only: no extra B3 headers per hop')
 
   const access = mesh.sidecar('edge').logs().find((l) => l.access === 'outbound' && l.path === '/orders/42?x=1')
   t.equal(access?.trace_id, traceId, 'the access log line carries trace_id')
@@ -146,7 +146,13 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
   await (await request(`${edge.proxyUrl}/b3multi`, { headers: { host: 'c', 'x-b3-traceid': multiTrace, 'x-b3-spanid': 'b000000000000002', 'x-b3-sampled': '1' } })).body.text()
   await eventually(() => byTrace(receiver.spans, b3Trace).length >= 2 && byTrace(receiver.spans, multiTrace).length >= 2, 10_000, 'B3 traces exported')
   t.equal(byTrace(receiver.spans, b3Trace).find((s) => s.service === 'edge')?.parentSpanId, 'b000000000000001', 'B3 single header is read')
+  const b3Server = byTrace(receiver.spans, b3Trace).find((s) => s.service === 'c' && s.kind === SERVER)
+  const b3Seen = seen.c.find((h) => String(h.b3).startsWith(b3Trace))
+  t.equal(b3Seen?.b3, `${b3Trace}-${b3Server?.spanId}-1`, 'and written back in B3 single for the B3 app')
+  t.equal(b3Seen?.traceparent, `00-${b3Trace}-${b3Server?.spanId}-01`, 'with W3C beside it')
   t.equal(byTrace(receiver.spans, multiTrace).find((s) => s.service === 'edge')?.parentSpanId, 'b000000000000002', 'B3 multi header is read')
+  const multiSeen = seen.c.find((h) => h['x-b3-traceid'] === multiTrace)
+  t.equal(multiSeen?.['x-b3-spanid'], byTrace(receiver.spans, multiTrace).find((s) => s.service === 'c' && s.kind === SERVER)?.spanId, 'and written back in B3 multi')
 
   const before = seen.c.length
   await (await request(`${edge.proxyUrl}/fresh`, { headers: { host: 'c' } })).body.text()
