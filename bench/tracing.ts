@@ -1,5 +1,6 @@
-// `npm run bench:tracing`: what tracing costs — the same two-hop path with tracing off, on but
-// unsampled, and 100 % sampled exporting OTLP to a local collector, in one run, side by side.
+// `npm run bench:tracing`: what tracing costs — the same two-hop path with tracing off, on with an
+// unsampled caller (default parent-based sampler), and 100 % sampled exporting OTLP to a local
+// collector, in one run, side by side.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -63,10 +64,13 @@ services:
   await ready(`http://127.0.0.1:${p.cAdm}/ready`)
   await ready(`http://127.0.0.1:${p.sAdm}/ready`)
   const url = `http://127.0.0.1:${p.cOut}/`
-  execFileSync('wrk', ['-t1', '-c20', '-d2s', '-H', 'Host: web', url], { stdio: 'ignore' })
+  // Every case gets the same request: a caller whose trace context says "not sampled". The default
+  // sampler follows it (the unsampled case); always_on overrides it (the 100 % case).
+  const trace = ['-H', 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00']
+  execFileSync('wrk', ['-t1', '-c20', '-d2s', '-H', 'Host: web', ...trace, url], { stdio: 'ignore' })
   const before = collector.count
   const ticks = sidecars.map((c) => cpuTicks(c.pid as number))
-  const out = execFileSync('wrk', ['-t1', '-c20', `-d${seconds}s`, '--latency', '-H', 'Host: web', url], { encoding: 'utf8' })
+  const out = execFileSync('wrk', ['-t1', '-c20', `-d${seconds}s`, '--latency', '-H', 'Host: web', ...trace, url], { encoding: 'utf8' })
   const cpuPct = sidecars.map((c, i) => Math.round((cpuTicks(c.pid as number) - ticks[i]) / seconds))
   const rss = sidecars.map((c) => Math.round(rssMb(c.pid as number)))
   await sleep(1500)
@@ -93,8 +97,8 @@ async function main (): Promise<void> {
   }).listen(collectorPort, '127.0.0.1').unref()
   const otlp = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collectorPort}` }
   const cases: Array<[string, Record<string, string>]> = [
-    ['tracing off', {}],
-    ['tracing on, unsampled', { ...otlp, OTEL_TRACES_SAMPLER: 'always_off', ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}` } : {}) }],
+    ['tracing off', { ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/off` } : {}) }],
+    ['tracing on, unsampled', { ...otlp, ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/unsampled` } : {}) }],
     ['tracing on, 100 % sampled', { ...otlp, OTEL_TRACES_SAMPLER: 'always_on' }],
   ]
   // This machine is small and noisy: cases alternate over rounds and each keeps its best round.

@@ -50,7 +50,7 @@ export class OutboundCall {
     const { requestTimeoutMs, retry } = this.#state.policy
     const now = Date.now()
     this.#state.budget.request(now)
-    if (this.#ctx.tracing.enabled) this.#parent = this.#ctx.tracing.extract(this.#ex.headers)
+    if (this.#ctx.tracing.traces(this.#ex.headers)) this.#parent = this.#ctx.tracing.extract(this.#ex.headers)
     const grpcTimeout = this.#ex.grpc ? parseGrpcTimeout(first(this.#ex.headers['grpc-timeout'])) : undefined
     const limits = [requestTimeoutMs > 0 ? requestTimeoutMs : undefined, grpcTimeout].filter((v): v is number => v !== undefined)
     if (limits.length > 0) {

@@ -14,6 +14,16 @@ function splitAuthority (authority: string): [string, number | undefined] {
   return [m?.[1] ?? authority, m?.[2] === undefined ? undefined : Number(m[2])]
 }
 
+/** Span name per the conventions: `pkg.Service/Method` for gRPC, the method for HTTP. */
+function spanName (ex: Exchange): string {
+  const rpc = ex.grpc ? grpcParts(ex.path) : undefined
+  return rpc === undefined ? ex.method : `${rpc[0]}/${rpc[1]}`
+}
+
+/**
+ * Attributes are built only for spans that record: an unsampled request should cost next to
+ * nothing, and these objects were most of what it cost (samplers here do not read attributes).
+ */
 function baseAttributes (ex: Exchange): { name: string, attributes: Attributes } {
   const [host, port] = splitAuthority(ex.authority)
   const queryAt = ex.path.indexOf('?')
@@ -31,18 +41,20 @@ function baseAttributes (ex: Exchange): { name: string, attributes: Attributes }
     attributes['rpc.system'] = 'grpc'
     attributes['rpc.service'] = rpc[0]
     attributes['rpc.method'] = rpc[1]
-    return { name: `${rpc[0]}/${rpc[1]}`, attributes }
   }
-  return { name: ex.method, attributes }
+  return { name: spanName(ex), attributes }
 }
 
 /** The inbound sidecar's SERVER span; the app's request carries it as the parent from here on. */
 export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: string | undefined, workload: string | undefined): Span | undefined {
-  if (!tracing.enabled) return undefined
-  const { name, attributes } = baseAttributes(ex)
-  if (peerAddress !== undefined) attributes['network.peer.address'] = peerAddress
-  if (workload !== undefined) attributes['remora.workload'] = workload
-  const span = tracing.start(name, SpanKind.SERVER, tracing.extract(ex.headers), attributes)
+  if (!tracing.traces(ex.headers)) return undefined
+  const span = tracing.start(spanName(ex), SpanKind.SERVER, tracing.extract(ex.headers))
+  if (span?.isRecording() === true) {
+    const { attributes } = baseAttributes(ex)
+    if (peerAddress !== undefined) attributes['network.peer.address'] = peerAddress
+    if (workload !== undefined) attributes['remora.workload'] = workload
+    span.setAttributes(attributes)
+  }
   tracing.inject(span, ex.headers)
   return span
 }
@@ -50,18 +62,23 @@ export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: st
 /** One outbound attempt's CLIENT span, child of the app's context; the peer gets it as parent. */
 export function startClientSpan (tracing: Tracing, ex: Exchange, parent: Context, attempt: number, endpoint: { host: string, port: number, key: string, identity: string }): Span | undefined {
   if (!tracing.enabled) return undefined
-  const { name, attributes } = baseAttributes(ex)
-  attributes['network.peer.address'] = endpoint.host
-  attributes['network.peer.port'] = endpoint.port
-  attributes['remora.endpoint'] = endpoint.key
-  attributes['remora.peer.identity'] = endpoint.identity
-  if (attempt > 1) attributes['http.request.resend_count'] = attempt - 1
-  return tracing.start(name, SpanKind.CLIENT, parent, attributes)
+  const span = tracing.start(spanName(ex), SpanKind.CLIENT, parent)
+  if (span?.isRecording() === true) {
+    const { attributes } = baseAttributes(ex)
+    attributes['network.peer.address'] = endpoint.host
+    attributes['network.peer.port'] = endpoint.port
+    attributes['remora.endpoint'] = endpoint.key
+    attributes['remora.peer.identity'] = endpoint.identity
+    if (attempt > 1) attributes['http.request.resend_count'] = attempt - 1
+    span.setAttributes(attributes)
+  }
+  return span
 }
 
 /** Sets the outcome and ends the span: errors are 5xx, gRPC non-OK (on CLIENT spans), or a proxy reason. */
 export function endSpan (span: Span | undefined, kind: 'server' | 'client', status: number, grpcStatus: string | undefined, error: string | undefined): void {
   if (span === undefined) return
+  if (!span.isRecording()) { span.end(); return }
   if (status > 0) span.setAttribute('http.response.status_code', status)
   if (grpcStatus !== undefined) span.setAttribute('rpc.grpc.status_code', Number(grpcStatus))
   const grpcFailed = grpcStatus !== undefined && grpcStatus !== '0' && (kind === 'client' || ['2', '4', '12', '13', '14', '15'].includes(grpcStatus))
@@ -78,9 +95,10 @@ export function endSpan (span: Span | undefined, kind: 'server' | 'client', stat
 
 /** A request the outbound sidecar refused before any attempt (unknown authority, overloaded): still a CLIENT span, in error. */
 export function refusedSpan (tracing: Tracing, ex: Exchange, status: number, reason: string): void {
-  if (!tracing.enabled) return
+  if (!tracing.traces(ex.headers)) return
   const { name, attributes } = baseAttributes(ex)
-  const span = tracing.start(name, SpanKind.CLIENT, tracing.extract(ex.headers), attributes)
+  const span = tracing.start(name, SpanKind.CLIENT, tracing.extract(ex.headers))
+  span?.setAttributes(attributes)
   ex.record.traceIds = logIds(span)
   endSpan(span, 'client', status, undefined, reason)
 }

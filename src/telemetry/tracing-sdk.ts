@@ -89,6 +89,11 @@ export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshForma
       // remora passes every span's context explicitly; an AsyncLocalStorage context manager would
       // only tax every callback of the process.
       contextManager: new ExplicitContext(),
+      // Traces only: metrics go out through /metrics (Prometheus) and logs through pino. Left to the
+      // environment's defaults the SDK would also start OTLP metric and log pipelines, and record
+      // its own metrics for every span.
+      metricReaders: [],
+      logRecordProcessors: [],
       // OTEL_SERVICE_NAME wins (the spec says so); else the workload's name: never "unknown_service".
       serviceName: o.env.OTEL_SERVICE_NAME ?? o.serviceName,
       autoDetectResources: true,

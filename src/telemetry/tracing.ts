@@ -3,7 +3,7 @@
 // OTLP export through the SDK's batch processor, with spans dropped (never traffic slowed) when
 // the collector is slow or away.
 // Only the light API is loaded here; the SDK (tens of MB) is imported when tracing is switched on.
-import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span, type TextMapGetter, type TextMapPropagator, type TextMapSetter } from '@opentelemetry/api'
+import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type TextMapGetter, type TextMapPropagator, type TextMapSetter } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import type { Environment } from '../config/env.ts'
 import type { Headers } from '../http/headers.ts'
@@ -51,11 +51,24 @@ export class Tracing {
   readonly #sdk: { shutdown (): Promise<void> } | undefined
   readonly #formats: MeshFormats | undefined
   readonly #tracer = trace.getTracer('remora')
+  /** The sampler follows the caller's decision (the default, parentbased_*). */
+  readonly #parentBased: boolean
 
-  private constructor (sdk: { shutdown (): Promise<void> } | undefined, formats?: MeshFormats) {
+  private constructor (sdk: { shutdown (): Promise<void> } | undefined, formats?: MeshFormats, sampler?: string) {
     this.#sdk = sdk
     this.#formats = formats
     this.enabled = sdk !== undefined
+    this.#parentBased = sampler === undefined || sampler.trim() === '' || sampler.trim().startsWith('parentbased_')
+  }
+
+  /**
+   * Should this hop make a span? Not when the caller's trace is unsampled and the sampler follows
+   * the caller: nothing would be recorded, so the request goes on with its trace headers untouched
+   * and costs next to nothing.
+   */
+  traces (headers: Headers): boolean {
+    if (!this.enabled) return false
+    return !(this.#parentBased && unsampledCaller(headers))
   }
 
   static off (): Tracing { return new Tracing(undefined) }
@@ -65,7 +78,7 @@ export class Tracing {
     const { startSdk } = await import('./tracing-sdk.ts')
     const { sdk, formats } = startSdk(o)
     o.log.info({ service: o.env.OTEL_SERVICE_NAME ?? o.serviceName, endpoint: o.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? o.env.OTEL_EXPORTER_OTLP_ENDPOINT, sampler: o.env.OTEL_TRACES_SAMPLER ?? 'parentbased_always_on' }, 'tracing on: OTLP export')
-    return new Tracing(sdk, formats)
+    return new Tracing(sdk, formats, o.env.OTEL_TRACES_SAMPLER)
   }
 
   /** The caller's trace context from whichever format it sent (W3C wins over B3). */
@@ -73,9 +86,9 @@ export class Tracing {
     return propagation.extract(ROOT_CONTEXT, headers, getter)
   }
 
-  start (name: string, kind: SpanKind, parent: Context, attributes: Attributes): Span | undefined {
+  start (name: string, kind: SpanKind, parent: Context): Span | undefined {
     if (!this.enabled) return undefined
-    return this.#tracer.startSpan(name, { kind, attributes }, parent)
+    return this.#tracer.startSpan(name, { kind }, parent)
   }
 
   /** Writes `span`'s context into `headers`, replacing the old values (formats: see MeshFormats). */
@@ -98,6 +111,18 @@ export class Tracing {
 }
 
 export { SpanKind, SpanStatusCode }
+
+function one (v: string | string[] | undefined): string | undefined { return Array.isArray(v) ? v[0] : v }
+
+/** The caller sent a trace context that says "not sampled" (W3C flags, or B3). */
+export function unsampledCaller (headers: Headers): boolean {
+  const tp = one(headers.traceparent)
+  if (tp !== undefined) return /^[\da-f]{2}-[\da-f]{32}-[\da-f]{16}-[\da-f]{2}/.test(tp) && (Number.parseInt(tp.slice(53, 55), 16) & 1) === 0
+  const b3 = one(headers.b3)
+  if (b3 !== undefined) return b3 === '0' || b3.split('-')[2] === '0'
+  const sampled = one(headers['x-b3-sampled'])
+  return sampled === '0' || sampled === 'false'
+}
 
 /** Trace and span id for log lines, or nothing for an unsampled or absent span. */
 export function logIds (span: Span | undefined): { trace_id?: string, span_id?: string } {

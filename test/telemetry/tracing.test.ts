@@ -164,7 +164,7 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
 
   const unsampled = 'c0000000000000000000000000000003'
   await (await request(`${edge.proxyUrl}/unsampled`, { headers: { host: 'c', traceparent: `00-${unsampled}-d000000000000003-00` } })).body.text()
-  t.match(String(seen.c.at(-1)?.traceparent), new RegExp(`^00-${unsampled}-[0-9a-f]{16}-00$`), 'unsampled context still reaches the app, unsampled')
+  t.equal(seen.c.at(-1)?.traceparent, `00-${unsampled}-d000000000000003-00`, 'an unsampled caller\'s context reaches the app untouched: no span was made for it')
   await new Promise((resolve) => setTimeout(resolve, 500))
   t.equal(byTrace(receiver.spans, unsampled).length, 0, 'nothing exported for an unsampled trace')
   const line = edge.logs().find((l) => l.path === '/unsampled')
@@ -201,4 +201,16 @@ t.test('a collector that never answers: traffic unaffected, spans beyond the que
   const metrics = await (await request(`${edge.adminUrl}/metrics`)).body.text()
   const dropped = Number(/remora_spans_dropped_total\{reason="queue full"\} (\d+)/.exec(metrics)?.[1] ?? 0)
   t.ok(dropped >= 60 - 8, `spans beyond the 8-span queue are dropped and counted (${dropped})`)
+})
+
+t.test('which callers are known unsampled', async (t) => {
+  const { unsampledCaller } = await import('../../src/telemetry/tracing.ts')
+  t.ok(unsampledCaller({ traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00' }))
+  t.notOk(unsampledCaller({ traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' }))
+  t.notOk(unsampledCaller({ traceparent: 'garbage-00' }), 'a malformed traceparent decides nothing')
+  t.ok(unsampledCaller({ b3: '0' }))
+  t.ok(unsampledCaller({ b3: '80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0' }))
+  t.notOk(unsampledCaller({ b3: '80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1' }))
+  t.ok(unsampledCaller({ 'x-b3-sampled': '0' }))
+  t.notOk(unsampledCaller({}), 'no context: the sampler decides')
 })
