@@ -1,0 +1,437 @@
+// `npm run bench`: remora vs direct, nginx, HAProxy and a naive Node proxy on this machine, side by side.
+import { execFileSync } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import http2 from 'node:http2'
+import os from 'node:os'
+import { join } from 'node:path'
+import { request } from 'undici'
+import { fixedRate, h2load, wrk, type LoadResult, type RunContext } from './loadgen.ts'
+import { installCleanup, stopAll, stopChild, which } from './procs.ts'
+import { formatReport, type CaseResult } from './report.ts'
+import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
+import { startApp, startHaproxy, startNaive, startNginx, startRemora, type Env, type Pinning, type Running } from './topologies.ts'
+
+const ROOT = new URL('..', import.meta.url).pathname
+const APT = 'sudo apt-get install -y wrk nghttp2-client nginx-light haproxy'
+
+interface Options {
+  durationS: number
+  warmupS: number
+  connections: number
+  rate: number
+  only?: Set<string>
+  pin: boolean
+  cpuProf: boolean
+  keepTmp: boolean
+  waitQuiet: boolean
+  quietWaitS: number
+  retries: number
+  rev?: string
+  js: boolean
+  nodeOptions: string[]
+}
+
+function usage (): string {
+  return `usage: npm run bench -- [options]      (or: npx node bench/run.ts [options])
+
+Runs every case one after the other on this machine and prints a table; results also go to
+bench/results/<timestamp>.json. Defaults take about 3-4 minutes on a quiet machine.
+
+options:
+  --duration 5s       measured time of each load run (wrk, h2load, fixed-rate); e.g. 30s for steadier numbers
+  --warmup 2s         unmeasured load before each run (JIT warm-up, connection pools)
+  --connections 50    wrk connections (HTTP/1.1 max throughput)
+  --rate 1000         requests per second of the fixed-rate latency runs
+  --only a,b          run only these cases (ids: ${CASES.map((c) => c.id).join(', ')})
+  --no-pin            don't pin processes to CPUs with taskset
+  --cpu-prof          run the sidecars with node --cpu-prof; profiles land in bench/results/prof-<timestamp>/
+  --rev <git-rev>     benchmark remora as committed at that revision (git archive into the temp dir) instead of
+                      the working tree's src/, e.g. while src/ is mid-edit
+  --js                run the sidecars as the image does: compiled to JavaScript with tsconfig.build.json
+                      (npm run build) instead of Node's type stripping, which costs RSS and start-up CPU
+  --node-options "…"  extra node flags for the remora sidecars only, e.g. "--max-semi-space-size=2"
+  --keep-tmp          keep the temp dir (configs, logs, h2load per-request logs)
+  --no-wait-quiet     don't wait for other processes on the machine to calm down before each run
+  --quiet-wait 20s    how long to wait at most for that (other processes under 20% of a core)
+  --retries 2         repeat a run that other processes disturbed anyway (≥ 20% of a core), keeping the least
+                      disturbed one; the CPU they used is reported per run ("other load %") either way
+
+tools: wrk, h2load, nginx and haproxy are optional; a missing one skips its cases. Install with
+  ${APT}
+`
+}
+
+function parseDuration (raw: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(raw.trim())
+  if (m === null) throw new Error(`expected a duration such as 30s, 2m or 500ms, got "${raw}"`)
+  const scale = m[2] === 'ms' ? 0.001 : m[2] === 'm' ? 60 : 1
+  return Number(m[1]) * scale
+}
+
+function parseArgs (argv: string[]): Options {
+  const o: Options = { durationS: 5, warmupS: 2, connections: 50, rate: 1000, pin: true, cpuProf: false, keepTmp: false, waitQuiet: true, quietWaitS: 20, retries: 2, js: false, nodeOptions: [] }
+  for (let i = 0; i < argv.length; i++) {
+    const [flag, inline] = argv[i].includes('=') ? argv[i].split(/=(.*)/s, 2) : [argv[i], undefined]
+    const value = (): string => {
+      const v = inline ?? argv[++i]
+      if (v === undefined) throw new Error(`${flag} needs a value`)
+      return v
+    }
+    switch (flag) {
+      case '--duration': o.durationS = Math.max(1, Math.round(parseDuration(value()))); break
+      case '--warmup': o.warmupS = Math.max(1, Math.round(parseDuration(value()))); break
+      case '--connections': o.connections = Number(value()); break
+      case '--rate': o.rate = Number(value()); break
+      case '--only': o.only = new Set(value().split(',').map((s) => s.trim())); break
+      case '--no-pin': o.pin = false; break
+      case '--cpu-prof': o.cpuProf = true; break
+      case '--keep-tmp': o.keepTmp = true; break
+      case '--no-wait-quiet': o.waitQuiet = false; break
+      case '--quiet-wait': o.quietWaitS = parseDuration(value()); break
+      case '--retries': o.retries = Number(value()); break
+      case '--rev': o.rev = value(); break
+      case '--js': o.js = true; break
+      case '--node-options': o.nodeOptions = value().split(/\s+/).filter((f) => f !== ''); break
+      case '--help': case '-h': process.stdout.write(usage()); process.exit(0); break
+      default: throw new Error(`unknown option ${argv[i]}; see --help`)
+    }
+  }
+  return o
+}
+
+interface CaseDef {
+  id: string
+  label: string
+  proto: 'HTTP/1.1' | 'h2'
+  tool?: 'nginx' | 'haproxy'
+  start: (env: Env) => Promise<Running>
+}
+
+const CASES: CaseDef[] = [
+  { id: 'direct', label: 'direct (no proxy)', proto: 'HTTP/1.1', start: async (env) => ({ port: env.appPort, proxies: [], stop: async () => {} }) },
+  { id: 'naive', label: 'naive node proxy, 1 hop', proto: 'HTTP/1.1', start: (env) => startNaive(env) },
+  { id: 'remora-1', label: 'remora 1 hop (inbound)', proto: 'HTTP/1.1', start: (env) => startRemora(env, 1, false) },
+  { id: 'remora-2', label: 'remora 2 hops', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2, false) },
+  { id: 'remora-2-log', label: 'remora 2 hops, access log on', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2, true) },
+  { id: 'nginx-1', label: 'nginx 1 hop', proto: 'HTTP/1.1', tool: 'nginx', start: (env) => startNginx(env, 1) },
+  { id: 'nginx-2', label: 'nginx 2 hops', proto: 'HTTP/1.1', tool: 'nginx', start: (env) => startNginx(env, 2) },
+  { id: 'haproxy-1', label: 'haproxy 1 hop', proto: 'HTTP/1.1', tool: 'haproxy', start: (env) => startHaproxy(env, 1) },
+  { id: 'haproxy-2', label: 'haproxy 2 hops', proto: 'HTTP/1.1', tool: 'haproxy', start: (env) => startHaproxy(env, 2) },
+  { id: 'remora-2-h2', label: 'remora 2 hops, h2 client', proto: 'h2', start: (env) => startRemora(env, 2, false) },
+  { id: 'remora-1-h2', label: 'remora 1 hop, h2c client', proto: 'h2', start: (env) => startRemora(env, 1, false) },
+  { id: 'haproxy-1-h2', label: 'haproxy 1 hop, h2c client', proto: 'h2', tool: 'haproxy', start: (env) => startHaproxy(env, 1, true) },
+]
+
+function cpuLayout (enabled: boolean): { pin: Pinning, note: string } {
+  if (!enabled) return { pin: {}, note: 'not pinned (--no-pin)' }
+  if (which('taskset') === undefined) return { pin: {}, note: 'not pinned (taskset not found; it is in util-linux)' }
+  let cpus: number[] = []
+  try {
+    const list = /^Cpus_allowed_list:\s*(\S+)/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? ''
+    for (const part of list.split(',')) {
+      const [a, b] = part.split('-').map(Number)
+      for (let c = a; c <= (b ?? a); c++) cpus.push(c)
+    }
+  } catch { cpus = [] }
+  const c = cpus.map(String)
+  if (c.length >= 4) return { pin: { loadgen: c[0], app: c[1], hop1: c[2], hop2: c[3] }, note: `load generator cpu ${c[0]}, app cpu ${c[1]}, proxy hop 1 cpu ${c[2]}, hop 2 cpu ${c[3]}` }
+  if (c.length === 3) return { pin: { loadgen: c[0], app: c[1], hop1: c[2], hop2: c[2] }, note: `load generator cpu ${c[0]}, app cpu ${c[1]}, every proxy cpu ${c[2]}` }
+  if (c.length === 2) return { pin: { loadgen: c[0], app: c[0], hop1: c[1], hop2: c[1] }, note: `only 2 CPUs: load generator + app share cpu ${c[0]}; every proxy (both hops) on cpu ${c[1]}` }
+  return { pin: {}, note: 'not pinned (1 CPU)' }
+}
+
+function version (cmd: string, args: string[]): string {
+  try {
+    return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0].trim()
+  } catch (err) {
+    const e = err as { stdout?: string, stderr?: string }
+    return `${e.stdout ?? ''}${e.stderr ?? ''}`.split('\n').find((l) => l.trim() !== '')?.trim() ?? '?'
+  }
+}
+
+function git (args: string[]): string {
+  try { return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim() } catch { return '' }
+}
+
+/** One GET through the path under test before any load: right status, right body. */
+async function validateH1 (port: number, host: string | undefined, expected: string): Promise<void> {
+  const res = await request(`http://127.0.0.1:${port}/bench`, { headers: host !== undefined ? { host } : {} })
+  const body = await res.body.text()
+  if (res.statusCode !== 200 || body !== expected) throw new Error(`check request failed: HTTP ${res.statusCode}: ${body.slice(0, 300)}`)
+}
+
+async function validateH2 (port: number, authority: string | undefined, expected: string): Promise<void> {
+  const session = http2.connect(`http://127.0.0.1:${port}`)
+  try {
+    const body = await new Promise<{ status: number, body: string }>((resolve, reject) => {
+      session.once('error', reject)
+      const req = session.request({ ':path': '/bench', ':authority': authority ?? `127.0.0.1:${port}` })
+      let status = 0
+      let text = ''
+      req.on('response', (h) => { status = Number(h[':status']) })
+      req.setEncoding('utf8')
+      req.on('data', (c: string) => { text += c })
+      req.once('end', () => resolve({ status, body: text }))
+      req.once('error', reject)
+    })
+    if (body.status !== 200 || body.body !== expected) throw new Error(`h2 check request failed: HTTP ${body.status}: ${body.body.slice(0, 300)}`)
+  } finally { session.close() }
+}
+
+interface Measured<T> { result: T, usage: ProcUsage[], app: ProcUsage, otherLoadPct: number, appConnections: number }
+
+/** The app's counters, asked over a connection of its own (counted by the app before it answers). */
+async function appStats (port: number): Promise<{ connections: number, requests: number }> {
+  return new Promise((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port, path: '/__bench/stats', agent: false }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (c: string) => { text += c })
+      res.once('end', () => resolve(JSON.parse(text) as { connections: number, requests: number }))
+    }).once('error', reject)
+  })
+}
+
+interface QuietPolicy {
+  /** Wait for other processes to calm down before each run. */
+  wait: boolean
+  waitMs: number
+  /** Repeat a run that other processes disturbed anyway, up to this many times; keep the least disturbed. */
+  retries: number
+  log: (line: string) => void
+}
+
+/** Other processes using more than this (% of one core) during a run make its numbers suspect. */
+const QUIET_PCT = 20
+let quiet: QuietPolicy = { wait: true, waitMs: 20_000, retries: 2, log: () => {} }
+
+/** Runs one load while sampling the proxies, the app and the rest of the machine; repeats disturbed runs. */
+async function measured<T> (targets: SampleTarget[], app: SampleTarget & { port: number }, run: () => Promise<T>): Promise<Measured<T>> {
+  let best: Measured<T> | undefined
+  for (let attempt = 0; attempt <= quiet.retries; attempt++) {
+    if (attempt > 0) quiet.log(`  other processes used ${best?.otherLoadPct}% CPU during that run; repeating it (${attempt}/${quiet.retries})…`)
+    const m = await measureOnce(targets, app, run)
+    if (best === undefined || m.otherLoadPct < best.otherLoadPct) best = m
+    if (m.otherLoadPct < QUIET_PCT) break
+  }
+  return best as Measured<T>
+}
+
+async function measureOnce<T> (targets: SampleTarget[], app: SampleTarget & { port: number }, run: () => Promise<T>): Promise<Measured<T>> {
+  if (quiet.wait) {
+    const started = Date.now()
+    const pct = await waitForQuiet(QUIET_PCT, quiet.waitMs, (pct) => quiet.log(`  other processes use ${pct}% CPU; waiting up to ${quiet.waitMs / 1000}s for a quieter machine…`))
+    if (Date.now() - started > 1000) quiet.log(`  …${pct < QUIET_PCT ? 'quiet now' : `still ${pct}%, measuring anyway`}`)
+  }
+  const sampler = new Sampler([...targets, app])
+  const foreign = new ForeignLoad()
+  const before = (await appStats(app.port)).connections
+  foreign.start()
+  sampler.start()
+  try {
+    const result = await run()
+    const all = sampler.stop()
+    const otherLoadPct = foreign.stop()
+    const appConnections = (await appStats(app.port)).connections - before - 1
+    return { result, usage: all.slice(0, -1), app: all[all.length - 1], otherLoadPct, appConnections }
+  } catch (err) {
+    sampler.stop()
+    throw err
+  }
+}
+
+async function main (): Promise<void> {
+  const o = parseArgs(process.argv.slice(2))
+  installCleanup(() => { if (tmpToRemove !== undefined) rmSync(tmpToRemove, { recursive: true, force: true }) })
+  const started = new Date()
+  const stamp = started.toISOString().replace(/[:.]/g, '-')
+  const tools = { wrk: which('wrk'), h2load: which('h2load'), nginx: which('nginx'), haproxy: which('haproxy') }
+  const missing = Object.entries(tools).filter(([, p]) => p === undefined).map(([t]) => t)
+  const layout = cpuLayout(o.pin)
+  const log = (line: string): void => { process.stderr.write(line + '\n') }
+  quiet = { wait: o.waitQuiet, waitMs: o.quietWaitS * 1000, retries: o.retries, log }
+
+  log(`remora bench — node ${process.version}, ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model ?? '?'})`)
+  log(`pinning: ${layout.note}`)
+  log(`each run: ${o.warmupS}s warm-up + ${o.durationS}s measured; wrk -t1 -c${o.connections}; fixed rate ${o.rate} req/s`)
+  if (missing.length > 0) {
+    log(`missing: ${missing.join(', ')} — the runs that need them are skipped. Install: ${APT}`)
+  }
+  if (!process.version.startsWith('v24') && Number(process.versions.node.split('.')[0]) < 24) {
+    log(`note: remora pins Node 24; this is ${process.version}. Use \`npm run bench\` or \`npx node bench/run.ts\`.`)
+  }
+
+  const tmp = mkdtempSync(join(os.tmpdir(), 'remora-bench-'))
+  if (!o.keepTmp) tmpToRemove = tmp
+  const resultsDir = join(ROOT, 'bench/results')
+  mkdirSync(resultsDir, { recursive: true })
+  const profDir = join(resultsDir, `prof-${stamp}`)
+  if (o.cpuProf) mkdirSync(profDir, { recursive: true })
+  let seq = 0
+  const ctx: RunContext = { tmp, cpus: layout.pin.loadgen, seq: () => ++seq }
+
+  let cli = join(ROOT, 'src/cli.ts')
+  const head = git(['rev-parse', '--short', 'HEAD'])
+  let source = head === '' ? 'working tree (git not available)' : `working tree at ${head}${git(['status', '--porcelain', 'src']) !== '' ? ' + uncommitted changes in src/' : ''}`
+  if (o.rev !== undefined) {
+    cli = checkout(o.rev, tmp)
+    source = `git ${o.rev} (${git(['rev-parse', '--short', o.rev])})`
+  }
+  if (o.js) {
+    log('compiling remora to JavaScript (tsconfig.build.json)…')
+    cli = compile(join(cli, '../..'), tmp, log)
+    source += ', compiled to JavaScript'
+  }
+  if (o.nodeOptions.length > 0) source += `, sidecars run with ${o.nodeOptions.join(' ')}`
+  log(`remora: ${source}`)
+
+  const app = await startApp(tmp, layout.pin.app)
+  const appTarget = { label: 'app', pid: app.child.pid, port: app.port }
+  const expected = await (await request(`http://127.0.0.1:${app.port}/`)).body.text()
+  const env: Env = {
+    tmp,
+    pin: layout.pin,
+    appPort: app.port,
+    cli,
+    sidecarNodeArgs: (name) => [...o.nodeOptions, ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [])],
+  }
+
+  const selected = CASES.filter((c) => o.only === undefined || o.only.has(c.id))
+  if (o.only !== undefined) {
+    const unknown = [...o.only].filter((id) => !CASES.some((c) => c.id === id))
+    if (unknown.length > 0) throw new Error(`unknown case id(s) ${unknown.join(', ')}; known: ${CASES.map((c) => c.id).join(', ')}`)
+  }
+  const results: CaseResult[] = []
+  const t0 = performance.now()
+  for (const [i, c] of selected.entries()) {
+    const r: CaseResult = { id: c.id, label: c.label, proto: c.proto }
+    results.push(r)
+    const progress = `[${i + 1}/${selected.length}] ${c.label}`
+    if (c.tool !== undefined && tools[c.tool] === undefined) { r.skipped = `${c.tool} not installed`; log(`${progress}: skipped (${r.skipped})`); continue }
+    let running: Running | undefined
+    try {
+      running = await c.start(env)
+      const targets = running.proxies.map((p) => ({ label: p.label, pid: p.child.pid }))
+      const url = `http://127.0.0.1:${running.port}/`
+      if (c.proto === 'HTTP/1.1') {
+        await validateH1(running.port, running.host, expected)
+        log(`${progress}: fixed ${o.rate} req/s…`)
+        const fixed = await measured(targets, appTarget, () => fixedRate(ctx, {
+          origin: `http://127.0.0.1:${running?.port}`, path: '/', host: running?.host, rate: o.rate,
+          warmupMs: o.warmupS * 1000, durationMs: o.durationS * 1000, connections: 16,
+        }))
+        r.fixed = { ...toPhase(fixed.result), usage: fixed.usage, app: fixed.app, otherLoadPct: fixed.otherLoadPct, appConnections: fixed.appConnections }
+        if (tools.wrk === undefined) {
+          r.throughputSkipped = 'wrk not installed'
+        } else {
+          log(`${progress}: wrk max throughput…`)
+          await wrk(ctx, url, running.host, o.connections, o.warmupS)
+          const tp = await measured(targets, appTarget, () => wrk(ctx, url, running?.host, o.connections, o.durationS))
+          r.throughput = { ...tp.result, usage: tp.usage, app: tp.app, otherLoadPct: tp.otherLoadPct, appConnections: tp.appConnections }
+        }
+      } else {
+        await validateH2(running.port, running.host, expected)
+        // h2load --rps sends its requests in bursts (up to -m at once every ~10 ms), which measures how
+        // fast a burst drains rather than per-request latency: the fixed-rate runs use our generator.
+        log(`${progress}: fixed ${o.rate} req/s (h2)…`)
+        const fixed = await measured(targets, appTarget, () => fixedRate(ctx, {
+          origin: `http://127.0.0.1:${running?.port}`, path: '/', host: running?.host, rate: o.rate,
+          warmupMs: o.warmupS * 1000, durationMs: o.durationS * 1000, connections: 1, protocol: 'h2',
+        }))
+        r.fixed = { ...toPhase(fixed.result), usage: fixed.usage, app: fixed.app, otherLoadPct: fixed.otherLoadPct, appConnections: fixed.appConnections }
+        if (tools.h2load === undefined) {
+          r.throughputSkipped = 'h2load not installed'
+        } else {
+          log(`${progress}: h2load max throughput (-c10 -m10)…`)
+          await h2load(ctx, url, { clients: 10, streams: 10, seconds: o.warmupS, authority: running.host })
+          const tp = await measured(targets, appTarget, () => h2load(ctx, url, { clients: 10, streams: 10, seconds: o.durationS, authority: running?.host }))
+          r.throughput = { ...tp.result, usage: tp.usage, app: tp.app, otherLoadPct: tp.otherLoadPct, appConnections: tp.appConnections }
+        }
+      }
+      for (const p of running.proxies) if (!p.child.alive) throw new Error(`${p.label} died during the run:\n${p.child.tail()}`)
+    } catch (err) {
+      r.error = (err as Error).message
+      log(`${progress}: FAILED: ${r.error}`)
+    } finally {
+      await running?.stop()
+    }
+  }
+  await stopChild(app.child)
+  await stopAll()
+
+  const finished = new Date()
+  const meta = {
+    started: started.toISOString(),
+    seconds: Math.round((performance.now() - t0) / 1000),
+    node: process.version,
+    cpus: os.availableParallelism(),
+    cpuModel: os.cpus()[0]?.model,
+    pinning: layout.note,
+    options: { durationS: o.durationS, warmupS: o.warmupS, connections: o.connections, rate: o.rate, only: o.only === undefined ? undefined : [...o.only], rev: o.rev, nodeOptions: o.nodeOptions },
+    remora: source,
+    tools: {
+      wrk: tools.wrk !== undefined ? version('wrk', ['-v']) : 'missing',
+      h2load: tools.h2load !== undefined ? version('h2load', ['--version']) : 'missing',
+      nginx: tools.nginx !== undefined ? version('nginx', ['-v']) : 'missing',
+      haproxy: tools.haproxy !== undefined ? version('haproxy', ['-v']) : 'missing',
+    },
+  }
+  const report = formatReport(results, meta, o.rate)
+  process.stdout.write(report.text)
+  const file = join(resultsDir, `${stamp}.json`)
+  writeFileSync(file, JSON.stringify({ meta, finished: finished.toISOString(), results, targets: report.targets }, null, 2) + '\n')
+  process.stdout.write(`\nresults: ${file}\n`)
+  if (o.cpuProf) process.stdout.write(`cpu profiles: ${profDir}\n`)
+  if (o.keepTmp) process.stdout.write(`temp dir kept: ${tmp}\n`)
+  else rmSync(tmp, { recursive: true, force: true })
+}
+
+/** `git archive <rev> src package.json tsconfig*.json` into the temp dir, with the project's node_modules linked in. */
+function checkout (rev: string, tmp: string): string {
+  const dir = join(tmp, 'rev')
+  mkdirSync(dir)
+  const has = (path: string): boolean => execOk('git', ['cat-file', '-e', `${rev}:${path}`])
+  const paths = ['src', 'package.json', ...['tsconfig.json', 'tsconfig.build.json'].filter(has)]
+  const tar = execFileSync('git', ['archive', '--format=tar', rev, ...paths], { cwd: ROOT, maxBuffer: 512 * 1024 * 1024 })
+  execFileSync('tar', ['-x', '-C', dir], { input: tar })
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'))
+  return join(dir, 'src/cli.ts')
+}
+
+function execOk (cmd: string, args: string[]): boolean {
+  try { execFileSync(cmd, args, { cwd: ROOT, stdio: 'ignore' }); return true } catch { return false }
+}
+
+/** What `npm run build` does (tsc -p tsconfig.build.json), into the temp dir; returns dist/cli.js. */
+function compile (root: string, tmp: string, log: (line: string) => void): string {
+  const out = join(tmp, 'js')
+  const dist = join(out, 'dist')
+  mkdirSync(out)
+  writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module' }))
+  symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
+  const tsc = join(ROOT, 'node_modules/typescript/bin/tsc')
+  try {
+    execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json'), '--outDir', dist], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
+  } catch (err) {
+    const e = err as { stdout?: string, message: string }
+    // tsc still writes JavaScript when it finds type errors (a working tree mid-edit): go on if it did.
+    if (!existsSync(join(dist, 'cli.js'))) throw new Error(`compiling remora failed: ${e.stdout ?? e.message}`, { cause: err })
+    log(`note: tsc reported errors, benchmarking the JavaScript it emitted anyway:\n${(e.stdout ?? '').split('\n').slice(0, 5).join('\n')}`)
+  }
+  return join(dist, 'cli.js')
+}
+
+function toPhase (r: { achievedRps: number, p50: number, p99: number, p999: number, ok: number, errors: number, note?: string }): LoadResult {
+  return { rps: r.achievedRps, p50: r.p50, p99: r.p99, p999: r.p999, requests: r.ok, errors: r.errors, note: r.note }
+}
+
+/** The temp dir, removed on Ctrl-C unless --keep-tmp; kept (and named) when the bench fails. */
+let tmpToRemove: string | undefined
+
+main().catch(async (err: unknown) => {
+  process.stderr.write(`bench: ${(err as Error).stack ?? String(err)}\n`)
+  await stopAll()
+  if (tmpToRemove !== undefined) process.stderr.write(`bench: logs and configs kept in ${tmpToRemove}\n`)
+  process.exitCode = 1
+})

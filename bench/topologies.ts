@@ -1,0 +1,180 @@
+// What each bench case runs: the app, remora sidecars (mesh file), nginx, HAProxy and the naive Node proxy.
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { stringify } from 'yaml'
+import { type Child, freePort, startChild, stopChild, waitForPort, waitForReady } from './procs.ts'
+
+const BENCH = new URL('.', import.meta.url).pathname
+
+export interface Pinning {
+  loadgen?: string
+  app?: string
+  /** The first and second hop. */
+  hop1?: string
+  hop2?: string
+}
+
+export interface Env {
+  tmp: string
+  pin: Pinning
+  appPort: number
+  /** remora's entry point: the working tree's src/cli.ts, or a checked-out revision's (--rev). */
+  cli: string
+  /** Extra node flags for one sidecar (e.g. --cpu-prof); `name` says which, for file names. */
+  sidecarNodeArgs: (name: string) => string[]
+}
+
+export interface Running {
+  /** Where the load generator connects. */
+  port: number
+  /** The Host / :authority the client sends (Host-header mode for the outbound sidecar). */
+  host?: string
+  /** Processes whose RSS and CPU the table reports, first hop first. */
+  proxies: Array<{ label: string, child: Child }>
+  stop (): Promise<void>
+}
+
+export async function startApp (tmp: string, cpus: string | undefined): Promise<{ child: Child, port: number }> {
+  const port = await freePort()
+  const child = startChild('app', process.execPath, [join(BENCH, 'app.ts'), String(port)], { cpus, logFile: join(tmp, 'app.log'), stdinPipe: true })
+  await waitForPort(child, port)
+  return { child, port }
+}
+
+export async function startNaive (env: Env): Promise<Running> {
+  const port = await freePort()
+  const child = startChild('naive', process.execPath, [join(BENCH, 'naive-proxy.ts'), String(port), String(env.appPort)], { cpus: env.pin.hop1, logFile: join(env.tmp, 'naive.log'), stdinPipe: true })
+  await waitForPort(child, port)
+  return { port, proxies: [{ label: 'naive', child }], stop: () => stopChild(child) }
+}
+
+let meshSeq = 0
+
+/**
+ * Two workloads: `client` (its outbound is where the load goes, `Host: web`) and `web` (the app's
+ * sidecar; its inbound is the one-hop target). `hops` 1 starts only web's sidecar.
+ */
+export async function startRemora (env: Env, hops: 1 | 2, accessLog: boolean): Promise<Running> {
+  const n = ++meshSeq
+  const ports = {
+    client: { outbound: await freePort(), inbound: await freePort(), admin: await freePort() },
+    web: { outbound: await freePort(), inbound: await freePort(), admin: await freePort() },
+  }
+  const sidecar = (p: { outbound: number, inbound: number, admin: number }): Record<string, string> => ({
+    outbound: `127.0.0.1:${p.outbound}`, inbound: `127.0.0.1:${p.inbound}`, admin: `127.0.0.1:${p.admin}`,
+  })
+  // A folder of its own: the sidecars watch the mesh file's folder, and the logs written next to it
+  // (access log on) would wake that watcher on every write.
+  const meshDir = join(env.tmp, `mesh-${n}`)
+  mkdirSync(meshDir)
+  const meshFile = join(meshDir, 'mesh.yaml')
+  writeFileSync(meshFile, stringify({
+    trustDomain: 'cluster.local',
+    workloads: {
+      // The client workload serves nothing; its app port is never dialled.
+      client: { namespace: 'bench', appPorts: [await freePort()], sidecar: sidecar(ports.client) },
+      // http1: an h2 client's requests still reach this HTTP/1.1-only app as HTTP/1.1.
+      web: { namespace: 'bench', appPorts: [{ port: env.appPort, protocol: 'http1' }], sidecar: sidecar(ports.web) },
+    },
+    services: [{ name: 'web', namespace: 'bench', port: 80, endpoints: [{ workload: 'web', targetPort: env.appPort }] }],
+  }))
+  const start = async (workload: 'client' | 'web', cpus: string | undefined): Promise<Child> => {
+    const child = startChild(`sidecar-${workload}`, process.execPath, [...env.sidecarNodeArgs(`${n}-remora-${hops}hop${accessLog ? '-log' : ''}-${workload}`), env.cli, 'proxy', '--mesh-file', meshFile, '--workload', workload], {
+      cpus,
+      logFile: join(env.tmp, `sidecar-${workload}-${n}.log`),
+      env: { ...process.env, REMORA_ACCESS_LOG: accessLog ? 'on' : 'off', REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '1s' },
+    })
+    await waitForReady(child, ports[workload].admin)
+    return child
+  }
+  if (hops === 1) {
+    const web = await start('web', env.pin.hop1)
+    return { port: ports.web.inbound, proxies: [{ label: 'server sidecar', child: web }], stop: () => stopChild(web, 5000) }
+  }
+  const [client, web] = await Promise.all([start('client', env.pin.hop1), start('web', env.pin.hop2)])
+  return {
+    port: ports.client.outbound,
+    host: 'web',
+    proxies: [{ label: 'client sidecar', child: client }, { label: 'server sidecar', child: web }],
+    stop: async () => { await Promise.all([stopChild(client, 5000), stopChild(web, 5000)]) },
+  }
+}
+
+async function chain (env: Env, hops: 1 | 2, kind: 'nginx' | 'haproxy', h2: boolean, start: (name: string, listen: number, upstream: number, h2: boolean, cpus: string | undefined) => Child): Promise<Running> {
+  const front = await freePort()
+  const middle = hops === 2 ? await freePort() : env.appPort
+  // The hop nearest the app starts first so the other finds its upstream listening.
+  const started: Array<{ label: string, child: Child }> = []
+  try {
+    if (hops === 2) {
+      const second = start(`${kind}-2`, middle, env.appPort, false, env.pin.hop2)
+      started.push({ label: `${kind} hop 2`, child: second })
+      await waitForPort(second, middle)
+    }
+    const first = start(`${kind}-1`, front, middle, h2, env.pin.hop1)
+    started.unshift({ label: `${kind} hop 1`, child: first })
+    await waitForPort(first, front)
+  } catch (err) {
+    await Promise.all(started.map((s) => stopChild(s.child)))
+    throw err
+  }
+  return { port: front, proxies: started, stop: async () => { await Promise.all(started.map((s) => stopChild(s.child))) } }
+}
+
+export function startNginx (env: Env, hops: 1 | 2, h2 = false): Promise<Running> {
+  return chain(env, hops, 'nginx', h2, (name, listen, upstream, h2, cpus) => {
+    const dir = env.tmp
+    const conf = join(dir, `${name}-${listen}.conf`)
+    writeFileSync(conf, `# remora bench: ${name}, one worker, upstream keep-alive
+worker_processes 1;
+pid ${dir}/${name}-${listen}.pid;
+error_log ${dir}/${name}-${listen}.error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/${name}-body;
+  proxy_temp_path ${dir}/${name}-proxy;
+  fastcgi_temp_path ${dir}/${name}-fastcgi;
+  uwsgi_temp_path ${dir}/${name}-uwsgi;
+  scgi_temp_path ${dir}/${name}-scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 65s;
+  upstream up { server 127.0.0.1:${upstream}; keepalive 128; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:${listen}${h2 ? ' http2' : ''};
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $http_host;
+    }
+  }
+}
+`)
+    return startChild(name, 'nginx', ['-p', dir, '-c', conf, '-e', join(dir, `${name}-${listen}.error.log`), '-g', 'daemon off;'], { cpus, logFile: join(dir, `${name}-${listen}.log`) })
+  })
+}
+
+export function startHaproxy (env: Env, hops: 1 | 2, h2 = false): Promise<Running> {
+  return chain(env, hops, 'haproxy', h2, (name, listen, upstream, h2, cpus) => {
+    const conf = join(env.tmp, `${name}-${listen}.cfg`)
+    writeFileSync(conf, `# remora bench: ${name}, one thread, server connections reused
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 65s
+  timeout server 65s
+  timeout http-keep-alive 65s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:${listen}${h2 ? ' proto h2' : ''}
+  default_backend be
+backend be
+  server app 127.0.0.1:${upstream}
+`)
+    return startChild(name, 'haproxy', ['-f', conf, '-db'], { cpus, logFile: join(env.tmp, `${name}-${listen}.log`) })
+  })
+}
