@@ -15,12 +15,20 @@ export const CLI = join(ROOT, 'src/cli.ts')
 /**
  * Ports handed out below the kernel's ephemeral range (Linux: ip_local_port_range), so the local
  * end of some outgoing connection cannot take one between freePort() and the bind; under load
- * (thousands of connections, two test files at once) port 0's picks did collide.
+ * (thousands of connections, two test files at once) port 0's picks did collide. Each tap job
+ * (TAP_JOB_ID of TAP_JOBS running at once) gets its own slice above 20000 (below it sit the demo's
+ * fixed ports) and walks it in order, so neither two test files nor one file's own unbound picks
+ * can be handed the same port.
  */
+const JOBS = Math.max(1, Number(process.env.TAP_JOBS ?? 1))
+const JOB = Number(process.env.TAP_JOB_ID ?? 0) % JOBS
+let nextPort = Math.floor(Math.random() * 1_000_000)
+
 function candidatePort (): number {
   try {
     const low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0])
-    if (low > 12_000) return 10_000 + Math.floor(Math.random() * (low - 10_000))
+    const span = Math.floor((low - 20_000) / JOBS)
+    if (span >= 500) return 20_000 + JOB * span + (nextPort++ % span)
   } catch { /* not Linux: let the kernel choose */ }
   return 0
 }
