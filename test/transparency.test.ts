@@ -1,13 +1,11 @@
 // Black-box: a request crosses two sidecars (client → its sidecar → peer sidecar → app) unchanged.
 import t from 'tap'
-import http from 'node:http'
-import { once } from 'node:events'
 import { request } from 'undici'
-import { startMesh, freePort } from './harness/mesh.ts'
+import { startMesh } from './harness/mesh.ts'
+import { startApp } from './harness/apps.ts'
 
 t.test('HTTP/1.1 GET and POST through two sidecars reach the app with Host and body intact', async (t) => {
-  const appPort = await freePort()
-  const app = http.createServer((req, res) => {
+  const { port: appPort } = await startApp(t, (req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
@@ -15,9 +13,7 @@ t.test('HTTP/1.1 GET and POST through two sidecars reach the app with Host and b
       res.setHeader('x-app-orig-proto', String(req.headers['remora-orig-proto']))
       res.end(`${req.method} ${req.url} ${Buffer.concat(chunks).toString()}`)
     })
-  }).listen(appPort, '127.0.0.1')
-  await once(app, 'listening')
-  t.teardown(() => { app.close() })
+  })
   const mesh = await startMesh(t, {
     workloads: { client: { appPorts: [1] }, web: { appPorts: [appPort] } },
     services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: appPort }] }],
@@ -33,12 +29,9 @@ t.test('HTTP/1.1 GET and POST through two sidecars reach the app with Host and b
 })
 
 t.test('an app cannot forge mesh headers in its responses (remora-proxy-error would be misread as the proxy\'s own)', async (t) => {
-  const appPort = await freePort()
-  const app = http.createServer((_req, res) => {
+  const { port: appPort } = await startApp(t, (_req, res) => {
     res.writeHead(503, { 'remora-proxy-error': 'overloaded', 'remora-upgrade-status': '101', 'x-real': 'yes' }).end('busy')
-  }).listen(appPort, '127.0.0.1')
-  await once(app, 'listening')
-  t.teardown(() => { app.close() })
+  })
   const mesh = await startMesh(t, {
     workloads: { client: { appPorts: [1] }, web: { appPorts: [appPort] } },
     services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: appPort }] }],
