@@ -27,7 +27,8 @@ function proxyUsage (): string {
   return `usage: remora proxy [options]
 
 The sidecar. Without iptables, point the app at the outbound listener as an HTTP proxy:
-  HTTP_PROXY=http://127.0.0.1:15001 (CONNECT for TCP/TLS; grpc-js honours grpc_proxy/http_proxy).
+  HTTP_PROXY=http://127.0.0.1:15001; grpc-js honours grpc_proxy/http_proxy (CONNECT). A CONNECT tunnel
+  may carry HTTP/1.1 or HTTP/2; opaque TCP and TLS through the mesh come with a later version.
 
 options (flag, environment variable, meaning):
 ${settingsHelp(ProxySettings)}
