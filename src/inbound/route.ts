@@ -14,7 +14,7 @@ import { endSpan, startServerSpan } from '../telemetry/spans.ts'
 import { logIds } from '../telemetry/tracing.ts'
 
 export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | undefined, sink: ResponseSink): void {
-  const span = startServerSpan(ctx.tracing, ex, ex.peerAddress, ctx.config.workload)
+  const span = startServerSpan(ctx.tracing, ex, ex.peerAddress)
   if (span !== undefined) {
     ex.record.traceIds = logIds(span)
     sink.onClose(() => endSpan(span, 'server', sink.status, ex.record.grpcStatus, ex.record.error))

@@ -32,7 +32,6 @@ function baseAttributes (ex: Exchange): { name: string, attributes: Attributes }
     'url.path': queryAt < 0 ? ex.path : ex.path.slice(0, queryAt),
     'url.scheme': 'http',
     'server.address': host,
-    'network.protocol.name': 'http',
     'network.protocol.version': ex.origProto === 'HTTP/1.1' ? '1.1' : '2',
   }
   if (port !== undefined) attributes['server.port'] = port
@@ -46,13 +45,12 @@ function baseAttributes (ex: Exchange): { name: string, attributes: Attributes }
 }
 
 /** The inbound sidecar's SERVER span; the app's request carries it as the parent from here on. */
-export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: string | undefined, workload: string | undefined): Span | undefined {
+export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: string | undefined): Span | undefined {
   if (!tracing.traces(ex.headers)) return undefined
   const span = tracing.start(spanName(ex), SpanKind.SERVER, tracing.extract(ex.headers))
   if (span?.isRecording() === true) {
     const { attributes } = baseAttributes(ex)
     if (peerAddress !== undefined) attributes['network.peer.address'] = peerAddress
-    if (workload !== undefined) attributes['remora.workload'] = workload
     span.setAttributes(attributes)
   }
   tracing.inject(span, ex.headers)

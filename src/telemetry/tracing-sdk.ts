@@ -81,6 +81,8 @@ export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshForma
     const batch = new BatchSpanProcessor({
       exporter,
       maxQueueSize: maxQueue,
+      // Fewer, larger OTLP requests: at 100 % sampling a busy sidecar fills a batch in milliseconds.
+      maxExportBatchSize: Math.min(maxQueue, Number(o.env.OTEL_BSP_MAX_EXPORT_BATCH_SIZE ?? 2048)),
       scheduledDelayMillis: Number(o.env.OTEL_BSP_SCHEDULE_DELAY ?? 1000),
     })
     const bounded = new BoundedProcessor(batch, o.metrics, maxQueue)
