@@ -74,7 +74,12 @@ services:
   const cpuPct = sidecars.map((c, i) => Math.round((cpuTicks(c.pid as number) - ticks[i]) / seconds))
   const rss = sidecars.map((c) => Math.round(rssMb(c.pid as number)))
   await sleep(1500)
-  for (const c of sidecars) c.kill('SIGTERM')
+  // Let them drain and exit (a profile, when asked for, is written on exit).
+  await Promise.all(sidecars.map((c) => new Promise<void>((resolve) => {
+    const timer = setTimeout(() => { c.kill('SIGKILL'); resolve() }, 10_000)
+    c.once('exit', () => { clearTimeout(timer); resolve() })
+    c.kill('SIGTERM')
+  })))
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
   return { name, rps, p50: /^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? '?', p99: /^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? '?', rssMb: rss, cpuPct, spans: collector.count - before }
 }
@@ -99,7 +104,7 @@ async function main (): Promise<void> {
   const cases: Array<[string, Record<string, string>]> = [
     ['tracing off', { ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/off` } : {}) }],
     ['tracing on, unsampled', { ...otlp, ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/unsampled` } : {}) }],
-    ['tracing on, 100 % sampled', { ...otlp, OTEL_TRACES_SAMPLER: 'always_on' }],
+    ['tracing on, 100 % sampled', { ...otlp, OTEL_TRACES_SAMPLER: 'always_on', ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/sampled` } : {}) }],
   ]
   // This machine is small and noisy: cases alternate over rounds and each keeps its best round.
   const rounds = Number(process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? 3)
