@@ -9,7 +9,6 @@ export interface ProxyConfig {
   readonly meshFile: string
   readonly workload: string | undefined
   readonly identity: string | undefined
-  readonly namespace: string | undefined
   readonly outboundAddr: HostPort
   readonly inboundAddr: HostPort
   readonly adminAddr: HostPort
@@ -46,7 +45,6 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     meshFile: s.meshFile,
     workload: workload?.name,
     identity: workload?.identity,
-    namespace: workload?.namespace,
     outboundAddr: pick('outboundAddr', workload?.sidecar.outbound),
     inboundAddr: pick('inboundAddr', workload?.sidecar.inbound),
     adminAddr: pick('adminAddr', workload?.sidecar.admin),

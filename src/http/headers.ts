@@ -47,13 +47,6 @@ export function forwardable (incoming: IncomingHttpHeaders | Headers | OutgoingH
   return out
 }
 
-/** Mesh headers are consumed by the sidecar that reads them; the app never sees them. */
-export function withoutMesh (headers: Headers): Headers {
-  const out: Headers = {}
-  for (const [name, value] of Object.entries(headers)) if (!MESH_HEADERS.has(name as never)) out[name] = value
-  return out
-}
-
 export function first (value: string | string[] | number | undefined): string | undefined {
   if (value === undefined) return undefined
   return Array.isArray(value) ? value[0] : String(value)

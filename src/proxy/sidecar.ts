@@ -35,7 +35,7 @@ export interface Sidecar {
 
 export async function startSidecar (config: ProxyConfig, log: Logger, env: Environment = process.env): Promise<Sidecar> {
   const metrics = new ProxyMetrics()
-  const tracing = await Tracing.start({ serviceName: config.workload ?? 'remora-proxy', namespace: config.namespace, identity: config.identity, env, metrics, log })
+  const tracing = await Tracing.start({ serviceName: config.workload ?? 'remora-proxy', env, metrics, log })
   const table = new EndpointTable()
   const endpoints = new EndpointStates()
   const ctx = new ProxyContext({

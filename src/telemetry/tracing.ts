@@ -24,8 +24,6 @@ const setter: TextMapSetter<Headers> = {
 
 export interface TracingOptions {
   readonly serviceName: string
-  readonly namespace: string | undefined
-  readonly identity: string | undefined
   readonly env: Environment
   readonly metrics: ProxyMetrics
   readonly log: Logger
@@ -70,8 +68,6 @@ export class Tracing {
     if (!this.enabled) return false
     return !(this.#parentBased && unsampledCaller(headers))
   }
-
-  static off (): Tracing { return new Tracing(undefined) }
 
   static async start (o: TracingOptions): Promise<Tracing> {
     if (!tracingWanted(o.env)) return new Tracing(undefined)
