@@ -3,7 +3,7 @@
 import { constants as h2c, type ServerHttp2Stream } from 'node:http2'
 import type { ServerResponse } from 'node:http'
 import type { Duplex, Writable } from 'node:stream'
-import { GrpcStatus, type ProxyErrorReason } from '../errors.ts'
+import type { ProxyErrorReason } from '../errors.ts'
 import { MeshHeader, type Headers } from './headers.ts'
 
 export interface ResponseSink {
@@ -20,6 +20,27 @@ export interface ResponseSink {
   upgrade (headers: Headers, tunnel: Duplex): void
   /** Called once when the caller is gone, whether the response completed or not. */
   onClose (listener: (completed: boolean) => void): void
+}
+
+/**
+ * One 'close' listener per caller stream, however many parts of the path wait for it (access
+ * record, limits, the call, the relay, spans): they run in the order they asked, as separate
+ * listeners would, without five emitter registrations on every request.
+ */
+class CloseWaiters {
+  #listeners: Array<(completed: boolean) => void> | undefined
+
+  add (emitter: { once (event: 'close', listener: () => void): unknown }, completed: () => boolean, listener: (completed: boolean) => void): void {
+    if (this.#listeners === undefined) {
+      const listeners: Array<(completed: boolean) => void> = this.#listeners = []
+      emitter.once('close', () => {
+        const done = completed()
+        // Only those registered before the close, as with emitter listeners.
+        for (let i = 0, n = listeners.length; i < n; i++) listeners[i](done)
+      })
+    }
+    this.#listeners.push(listener)
+  }
 }
 
 export interface ErrorContext { readonly grpc: boolean, readonly detail?: string }
@@ -88,8 +109,9 @@ export class H1Sink implements ResponseSink {
 
   upgrade (): void { throw new Error('an HTTP/1.1 request without Upgrade cannot switch protocols') }
 
+  readonly #closers = new CloseWaiters()
   onClose (listener: (completed: boolean) => void): void {
-    this.#res.once('close', () => listener(this.#res.writableFinished))
+    this.#closers.add(this.#res, () => this.#res.writableFinished, listener)
   }
 }
 
@@ -137,8 +159,9 @@ export class H2Sink implements ResponseSink {
     splice(this.#stream, tunnel)
   }
 
+  readonly #closers = new CloseWaiters()
   onClose (listener: (completed: boolean) => void): void {
-    this.#stream.once('close', () => listener(this.#stream.rstCode === h2c.NGHTTP2_NO_ERROR && this.#stream.writableFinished))
+    this.#closers.add(this.#stream, () => this.#stream.rstCode === h2c.NGHTTP2_NO_ERROR && this.#stream.writableFinished, listener)
   }
 }
 
@@ -173,8 +196,9 @@ export class RawSocketSink implements ResponseSink {
     splice(this.#socket, tunnel)
   }
 
+  readonly #closers = new CloseWaiters()
   onClose (listener: (completed: boolean) => void): void {
-    this.#socket.once('close', () => listener(this.#sent))
+    this.#closers.add(this.#socket, () => this.#sent, listener)
   }
 }
 
@@ -198,6 +222,3 @@ export function splice (a: Duplex, b: Duplex): void {
   a.once('close', () => b.destroy())
   b.once('close', () => a.destroy())
 }
-
-export const RST = Object.freeze({ cancel: h2c.NGHTTP2_CANCEL, internal: h2c.NGHTTP2_INTERNAL_ERROR, refused: h2c.NGHTTP2_REFUSED_STREAM })
-export { GrpcStatus }
