@@ -3,7 +3,7 @@
 // upstream meets the request timeout (and is cancelled), and a gRPC deadline travels upstream.
 import t from 'tap'
 import * as grpc from '@grpc/grpc-js'
-import { startMesh, eventually } from './harness/mesh.ts'
+import { startMesh, eventually, type Teardown } from './harness/mesh.ts'
 import { startApp } from './harness/apps.ts'
 import { drive, metric, pool, rssMiB, tally, type Outcome } from './harness/load.ts'
 import { echoClient, startEchoServer, unary } from './harness/grpc-echo.ts'
@@ -15,15 +15,21 @@ const percentile = (values: number[], p: number): number => {
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN
 }
 
-t.test('a flood beyond the concurrency limit: the excess is shed at once, the admitted succeed, memory stays bounded', async (t) => {
+/** An app that holds every request APP_DELAY_MS and remembers the most it held at once. */
+async function startSlowApp (t: Teardown): Promise<{ port: number, readonly peak: number }> {
   let active = 0
   let peak = 0
-  const slow = await startApp(t, (req, res) => {
+  const app = await startApp(t, (req, res) => {
     active++
     peak = Math.max(peak, active)
     req.resume()
     setTimeout(() => { active--; res.end('done') }, APP_DELAY_MS)
   })
+  return { port: app.port, get peak () { return peak } }
+}
+
+t.test('a flood beyond the concurrency limit: the excess is shed at once, the admitted succeed, memory stays bounded', async (t) => {
+  const slow = await startSlowApp(t)
   const mesh = await startMesh(t, {
     workloads: { client: { appPorts: [1] }, slow: { appPorts: [slow.port] } },
     services: [{ name: 'slow', port: 80, limits: { maxConcurrent: 10, maxQueued: 10 }, endpoints: [{ workload: 'slow', targetPort: slow.port }] }],
@@ -53,8 +59,8 @@ t.test('a flood beyond the concurrency limit: the excess is shed at once, the ad
   t.comment(`in the client sidecar's access log, ${shedLines.length} overloaded lines: duration p50 ${percentile(sidecarMs, 0.5).toFixed(2)} ms, max ${Math.max(...sidecarMs).toFixed(2)} ms`)
   t.equal(shedLines.length, rounds.flat().filter((o) => o.proxyError === 'overloaded').length, 'each shed request is logged')
   t.ok(percentile(sidecarMs, 0.5) < APP_DELAY_MS / 10 && Math.max(...sidecarMs) < APP_DELAY_MS, 'the sidecar answered them at once, never after the app\'s 500 ms')
-  t.comment(`client sidecar RSS (MiB) before and after each flood: ${rss.join(' → ')}; most in the app at once: ${peak}`)
-  t.ok(peak <= 10, `the app never saw more than maxConcurrent (10) at once (${peak})`)
+  t.comment(`client sidecar RSS (MiB) before and after each flood: ${rss.join(' → ')}; most in the app at once: ${slow.peak}`)
+  t.ok(slow.peak <= 10, `the app never saw more than maxConcurrent (10) at once (${slow.peak})`)
   t.ok(Math.max(...rss) < 300, 'the client sidecar RSS stays bounded (< 300 MiB)')
   t.ok(rss[rss.length - 1] - rss[1] < 50, 'and does not grow from flood to flood')
   const shedTotal = await metric(client.adminUrl, 'remora_requests_shed_total', { direction: 'outbound', reason: 'overloaded' })
@@ -63,14 +69,7 @@ t.test('a flood beyond the concurrency limit: the excess is shed at once, the ad
 })
 
 t.test('inbound limits: the server sidecar sheds beyond its app\'s concurrency limit, and rate-limits', async (t) => {
-  let active = 0
-  let peak = 0
-  const slow = await startApp(t, (req, res) => {
-    active++
-    peak = Math.max(peak, active)
-    req.resume()
-    setTimeout(() => { active--; res.end('done') }, APP_DELAY_MS)
-  })
+  const slow = await startSlowApp(t)
   const fast = await startApp(t, (req, res) => { req.resume(); res.end('ok') })
   const mesh = await startMesh(t, {
     workloads: {
@@ -91,7 +90,7 @@ t.test('inbound limits: the server sidecar sheds beyond its app\'s concurrency l
   const shedMs = shed.map((o) => o.doneAt - o.sentAt)
   const serverShed = await metric(mesh.sidecar('guarded').adminUrl, 'remora_requests_shed_total', { direction: 'inbound', reason: 'overloaded' })
   const clientShed = await metric(client.adminUrl, 'remora_requests_shed_total')
-  t.comment(`inbound maxConcurrent 5, maxQueued 0; 50 concurrent → ${JSON.stringify(tally(guarded))}; overloaded in p99 ${percentile(shedMs, 0.99).toFixed(1)} ms; shed by the server's sidecar ${serverShed}, by the client's ${clientShed}; most in the app at once ${peak}`)
+  t.comment(`inbound maxConcurrent 5, maxQueued 0; 50 concurrent → ${JSON.stringify(tally(guarded))}; overloaded in p99 ${percentile(shedMs, 0.99).toFixed(1)} ms; shed by the server's sidecar ${serverShed}, by the client's ${clientShed}; most in the app at once ${slow.peak}`)
   const served = guarded.filter((o) => o.status === 200).length
   t.ok(served >= 5, `${served} admitted and served (5 at once)`)
   t.ok(shed.length >= 40 && served + shed.length === 50, `the other ${shed.length} shed: 503 overloaded`)
@@ -106,7 +105,7 @@ t.test('inbound limits: the server sidecar sheds beyond its app\'s concurrency l
   t.comment(`in the server sidecar's access log: overloaded answered in p50 ${percentile(inboundMs, 0.5).toFixed(2)} ms, max ${Math.max(...inboundMs).toFixed(2)} ms`)
   t.equal(inboundMs.length, serverShed, 'each shed attempt is logged by the server sidecar')
   t.ok(percentile(inboundMs, 0.5) < APP_DELAY_MS / 10 && Math.max(...inboundMs) < APP_DELAY_MS, 'answered at once, never after the app\'s delay')
-  t.ok(peak <= 5, 'the app never saw more than 5 at once')
+  t.ok(slow.peak <= 5, 'the app never saw more than 5 at once')
 
   const metered = await drive(p, 'metered', 30, 30)
   const limited = metered.filter((o) => o.status === 429 && o.proxyError === 'rate limited')

@@ -94,9 +94,8 @@ export function endSpan (span: Span | undefined, kind: 'server' | 'client', stat
 /** A request the outbound sidecar refused before any attempt (unknown authority, overloaded): still a CLIENT span, in error. */
 export function refusedSpan (tracing: Tracing, ex: Exchange, status: number, reason: string): void {
   if (!tracing.traces(ex.headers)) return
-  const { name, attributes } = baseAttributes(ex)
-  const span = tracing.start(name, SpanKind.CLIENT, tracing.extract(ex.headers))
-  span?.setAttributes(attributes)
+  const span = tracing.start(spanName(ex), SpanKind.CLIENT, tracing.extract(ex.headers))
+  if (span?.isRecording() === true) span.setAttributes(baseAttributes(ex).attributes)
   ex.record.traceIds = logIds(span)
   endSpan(span, 'client', status, undefined, reason)
 }
