@@ -1,10 +1,10 @@
 // `remora <role>`: one entry point for every role of the one image (see docs/DESIGN.md).
-import { ProxySettings, settingsHelp } from './config/env.ts'
+import { ControlSettings, ProxySettings, settingsHelp } from './config/env.ts'
 import { RemoraError } from './errors.ts'
 
 const ROLES: Record<string, string> = {
   proxy: 'the sidecar (data plane): outbound 15001, inbound 15006, admin 15000',
-  control: 'the control plane: endpoint discovery + certificate authority (not in this version yet)',
+  control: 'the control plane: endpoint discovery on 15012 from Kubernetes or the mesh file, admin 15014',
   init: 'install the traffic-interception rules with iptables (not in this version yet)',
   inject: 'offline: add the sidecar to Kubernetes YAML (not in this version yet)',
   injector: 'the mutating admission webhook (not in this version yet)',
@@ -38,6 +38,23 @@ example:
 `
 }
 
+function controlUsage (): string {
+  return `usage: remora control [options]
+
+The control plane. It watches Kubernetes Services, EndpointSlices and Pods (or reads a mesh file)
+and serves each sidecar the services it asks for (docs/discovery-api.md). Certificates come with a
+later version.
+
+options (flag, environment variable, meaning):
+${settingsHelp(ControlSettings)}
+
+examples:
+  remora control                                   # in a cluster, or with KUBECONFIG
+  remora control --mesh-file deploy/local/mesh.yaml --discovery-addr 127.0.0.1:15012
+  remora proxy --control-addr 127.0.0.1:15012 --mesh-file deploy/local/mesh.yaml --workload web
+`
+}
+
 /** `--name value` and `--name=value`; a flag followed by another flag (or nothing) is an error. */
 export function parseFlags (args: readonly string[]): Map<string, string> {
   const flags = new Map<string, string>()
@@ -67,6 +84,11 @@ async function main (argv: readonly string[]): Promise<number> {
       const { runProxy } = await import('./proxy/main.ts')
       return runProxy(parseFlags(rest))
     }
+    case 'control': {
+      if (help) { process.stdout.write(controlUsage()); return 0 }
+      const { runControl } = await import('./control/main.ts')
+      return runControl(parseFlags(rest))
+    }
     case 'demo': {
       const { runDemo, demoUsage } = await import('./demo/main.ts')
       if (help) { process.stdout.write(demoUsage()); return 0 }
@@ -74,7 +96,7 @@ async function main (argv: readonly string[]): Promise<number> {
     }
     default:
       if (role in ROLES) {
-        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, demo`)
+        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, control, demo`)
       }
       throw new RemoraError('REMORA_ROLE_UNKNOWN', `unknown role "${role}"; run remora --help for the list`)
   }

@@ -24,6 +24,10 @@ export const ProxyErrors = Object.freeze({
     reason: 'unknown authority', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
     hint: 'No service in the endpoint table has this authority (name:port). Check the Host / :authority and the mesh file or control plane.',
   }),
+  discoveryUnavailable: reason({
+    reason: 'discovery unavailable', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The control plane cannot be reached and this sidecar has not resolved this authority before. Check that remora control runs and REMORA_CONTROL_ADDR points at it; known services keep working meanwhile.',
+  }),
   noEndpoints: reason({
     reason: 'no endpoints', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
     hint: 'The service is known but has no endpoints right now. Check that its workloads are running and listed.',
@@ -80,6 +84,7 @@ export type RemoraErrorCode =
   | 'REMORA_MESH_FILE_REFERENCE'
   | 'REMORA_WORKLOAD_UNKNOWN'
   | 'REMORA_LISTEN'
+  | 'REMORA_KUBE_CONFIG'
   | 'REMORA_ROLE_UNKNOWN'
   | 'REMORA_ROLE_UNAVAILABLE'
 

@@ -28,7 +28,7 @@ t.test('remora demo: traffic flows, the printed curl works, Ctrl-C stops every p
   demo.kill('SIGINT')
   t.equal(await exited, 0)
   t.match(out, /demo: stopped/)
-  for (const port of [15101, 15106, 15206, 15301, 18080, 18081]) {
+  for (const port of [15012, 15014, 15101, 15106, 15206, 15301, 18080, 18081]) {
     const free = await new Promise<boolean>((resolve) => {
       const s = net.createServer().once('error', () => resolve(false)).listen(port, '127.0.0.1', () => s.close(() => resolve(true)))
     })

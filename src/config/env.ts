@@ -56,7 +56,8 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = typeof LOG_LEVELS[number]
 
 export const ProxySettings = Object.freeze({
-  meshFile: { env: 'REMORA_MESH_FILE', help: 'Local mesh YAML file: services, endpoints, workloads. Reloaded on change.', parse: text } as Setting<string>,
+  meshFile: { env: 'REMORA_MESH_FILE', help: 'Local mesh YAML file: services, endpoints, workloads. Reloaded on change. With REMORA_CONTROL_ADDR, only its workloads: entry is read.', parse: text } as Setting<string>,
+  controlAddr: { env: 'REMORA_CONTROL_ADDR', help: 'The control plane (remora control) as host:port; services then come from it, watched per authority on first use.', parse: parseHostPort } as Setting<HostPort>,
   workload: { env: 'REMORA_WORKLOAD', help: 'Name of the workload this sidecar serves, as named under `workloads:` in the mesh file.', parse: text } as Setting<string>,
   outboundAddr: { env: 'REMORA_OUTBOUND_ADDR', default: '127.0.0.1:15001', help: "Outbound listener: the workload's own outgoing traffic (redirected, or as an HTTP proxy).", parse: parseHostPort } as Setting<HostPort>,
   inboundAddr: { env: 'REMORA_INBOUND_ADDR', default: '0.0.0.0:15006', help: 'Inbound listener: traffic from peer sidecars and from non-meshed clients.', parse: parseHostPort } as Setting<HostPort>,
@@ -66,6 +67,21 @@ export const ProxySettings = Object.freeze({
   accessLog: { env: 'REMORA_ACCESS_LOG', default: 'on', help: 'One JSON line per request: on or off.', parse: (raw: string) => oneOf('on', 'off')(raw) === 'on' } as Setting<boolean>,
   connectTimeout: { env: 'REMORA_CONNECT_TIMEOUT', default: '5s', help: 'How long to wait for a TCP connection to a peer sidecar or the local app.', parse: parseDuration } as Setting<number>,
   shutdownGrace: { env: 'REMORA_SHUTDOWN_GRACE', default: '30s', help: 'On SIGTERM, how long in-flight requests may take to finish before connections are closed.', parse: parseDuration } as Setting<number>,
+  discoveryTimeout: { env: 'REMORA_DISCOVERY_TIMEOUT', default: '3s', help: "How long a request for an authority this sidecar has not resolved yet waits for the control plane's answer.", parse: parseDuration } as Setting<number>,
+  discoveryIdle: { env: 'REMORA_DISCOVERY_IDLE', default: '10m', help: 'A watched authority no request has used for this long is dropped from the table (watched again on next use).', parse: parseDuration } as Setting<number>,
+})
+
+export const CONTROL_SOURCES = ['kubernetes', 'file'] as const
+export type ControlSource = typeof CONTROL_SOURCES[number]
+
+export const ControlSettings = Object.freeze({
+  source: { env: 'REMORA_SOURCE', help: 'Where services come from: kubernetes (Services + EndpointSlices, via KUBECONFIG or the in-cluster account) or file. Default: file when REMORA_MESH_FILE is set, else kubernetes.', parse: oneOf(...CONTROL_SOURCES) } as Setting<ControlSource>,
+  meshFile: { env: 'REMORA_MESH_FILE', help: 'With the file source: the mesh YAML file whose services are served. Reloaded on change.', parse: text } as Setting<string>,
+  discoveryAddr: { env: 'REMORA_DISCOVERY_ADDR', default: '0.0.0.0:15012', help: 'Discovery API (HTTP/2) that sidecars watch.', parse: parseHostPort } as Setting<HostPort>,
+  adminAddr: { env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15014', help: 'Admin server of the control plane: /live /ready /metrics; /catalog.json from loopback only.', parse: parseHostPort } as Setting<HostPort>,
+  trustDomain: { env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: 'SPIFFE trust domain of the identities in the table (Kubernetes source).', parse: text } as Setting<string>,
+  proxyInboundPort: { env: 'REMORA_PROXY_INBOUND_PORT', default: '15006', help: "Port of every pod's sidecar inbound listener (Kubernetes source).", parse: parsePort } as Setting<number>,
+  logLevel: { env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) } as Setting<LogLevel>,
 })
 
 export type SettingsOf<S extends Record<string, Setting<unknown>>> = {

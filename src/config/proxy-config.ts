@@ -6,7 +6,11 @@ import { readMeshFile, type AppPort, type MeshConfig, type Workload } from './me
 import { DEFAULT_INBOUND_POLICY, type InboundPolicy } from '../resilience/policy.ts'
 
 export interface ProxyConfig {
-  readonly meshFile: string
+  readonly meshFile: string | undefined
+  /** The control plane; when set, the endpoint table comes from it, not from the mesh file. */
+  readonly controlAddr: HostPort | undefined
+  readonly discoveryTimeout: number
+  readonly discoveryIdle: number
   readonly workload: string | undefined
   readonly identity: string | undefined
   readonly outboundAddr: HostPort
@@ -22,14 +26,14 @@ export interface ProxyConfig {
   readonly inbound: InboundPolicy
 }
 
-export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): { config: ProxyConfig, mesh: MeshConfig } {
+export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): { config: ProxyConfig, mesh: MeshConfig | undefined } {
   const s = readSettings(ProxySettings, env, flags)
-  if (s.meshFile === undefined) {
-    throw new RemoraError('REMORA_CONFIG_ENV', 'no endpoint source: set REMORA_MESH_FILE (or --mesh-file) to a mesh YAML file such as deploy/local/mesh.yaml')
+  if (s.meshFile === undefined && s.controlAddr === undefined) {
+    throw new RemoraError('REMORA_CONFIG_ENV', 'no endpoint source: set REMORA_CONTROL_ADDR (or --control-addr) to the control plane, or REMORA_MESH_FILE (or --mesh-file) to a mesh YAML file such as deploy/local/mesh.yaml')
   }
-  const mesh = readMeshFile(s.meshFile)
+  const mesh = s.meshFile !== undefined ? readMeshFile(s.meshFile) : undefined
   let workload: Workload | undefined
-  if (s.workload !== undefined) {
+  if (s.workload !== undefined && mesh !== undefined) {
     workload = mesh.workloads[s.workload]
     if (workload === undefined) {
       const known = Object.keys(mesh.workloads)
@@ -43,7 +47,10 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     : workload?.appPorts ?? []
   const config: ProxyConfig = {
     meshFile: s.meshFile,
-    workload: workload?.name,
+    controlAddr: s.controlAddr,
+    discoveryTimeout: s.discoveryTimeout as number,
+    discoveryIdle: s.discoveryIdle as number,
+    workload: workload?.name ?? s.workload,
     identity: workload?.identity,
     outboundAddr: pick('outboundAddr', workload?.sidecar.outbound),
     inboundAddr: pick('inboundAddr', workload?.sidecar.inbound),

@@ -14,6 +14,8 @@ const ROOT = new URL('../..', import.meta.url).pathname
 // The same entry point this process runs from: src/cli.ts in a checkout, dist/cli.js once built.
 const CLI = fileURLToPath(new URL(`../cli${extname(import.meta.url)}`, import.meta.url))
 const DEFAULT_MESH = join(ROOT, 'deploy/local/mesh.yaml')
+/** The demo's control plane; every sidecar watches its services from here. */
+const CONTROL = { discovery: '127.0.0.1:15012', admin: '127.0.0.1:15014' }
 
 /** Which demo app runs as which workload; the client workload is this process's traffic loop. */
 const APPS: Record<string, string> = { web: 'deploy/local/apps/web.ts', greeter: 'deploy/local/apps/greeter.ts' }
@@ -21,8 +23,9 @@ const APPS: Record<string, string> = { web: 'deploy/local/apps/web.ts', greeter:
 export function demoUsage (): string {
   return `usage: remora demo [--mesh-file deploy/local/mesh.yaml] [--duration 30s] [--logs DIR]
 
-Starts every workload of the mesh file with its own sidecar on loopback, sends a request through
-the mesh every second, and prints what to try. Ctrl-C stops everything. --duration stops by itself.
+Starts a control plane serving the mesh file (discovery ${CONTROL.discovery}, admin ${CONTROL.admin}),
+every workload of the mesh file with its own sidecar on loopback, sends a request through the
+mesh every second, and prints what to try. Ctrl-C stops everything. --duration stops by itself.
 `
 }
 
@@ -58,8 +61,10 @@ export async function runDemo (flags: ReadonlyMap<string, string>): Promise<numb
   }
 
   try {
+    start('control', [CLI, 'control', '--mesh-file', meshFile, '--discovery-addr', CONTROL.discovery, '--admin-addr', CONTROL.admin], { REMORA_LOG_LEVEL: 'info' })
+    await waitUrl(`http://${CONTROL.admin}/ready`, 'control plane', children)
     for (const w of workloads) {
-      start(`${w.name}-sidecar`, [CLI, 'proxy', '--mesh-file', meshFile, '--workload', w.name], { REMORA_LOG_LEVEL: 'info' })
+      start(`${w.name}-sidecar`, [CLI, 'proxy', '--mesh-file', meshFile, '--workload', w.name], { REMORA_LOG_LEVEL: 'info', REMORA_CONTROL_ADDR: CONTROL.discovery })
       const app = APPS[w.name]
       if (app !== undefined) {
         start(w.name, [join(ROOT, app)], {
@@ -71,7 +76,7 @@ export async function runDemo (flags: ReadonlyMap<string, string>): Promise<numb
         })
       }
     }
-    await Promise.all(workloads.map((w) => waitReady(w, children)))
+    await Promise.all(workloads.map((w) => waitUrl(`http://${addr(w, 'admin')}/ready`, `sidecar of ${w.name}`, children)))
   } catch (err) {
     await stopAll()
     console.error(`demo: ${(err as Error).message}\n  logs: ${logs}`)
@@ -82,6 +87,7 @@ export async function runDemo (flags: ReadonlyMap<string, string>): Promise<numb
   const via = addr(client, 'outbound')
   console.log(`
 remora demo: ${workloads.length} workloads, each with its own sidecar (mesh file ${meshFile})
+  control  discovery ${CONTROL.discovery}  admin ${CONTROL.admin}  (serves the mesh file's services to every sidecar)
 ${workloads.map((w) => `  ${w.name.padEnd(8)} app ${String(w.appPorts[0].port).padEnd(6)} sidecar outbound ${addr(w, 'outbound')}  inbound ${addr(w, 'inbound')}  admin ${addr(w, 'admin')}`).join('\n')}
 
 Try (as the "${client.name}" workload, through its sidecar):
@@ -91,10 +97,11 @@ Try (as the "${client.name}" workload, through its sidecar):
   curl -x http://${via} http://nowhere/                            # what an error looks like
 
 Admin (each sidecar): /live /ready /metrics, and from loopback /config.json /endpoints.json
-  curl http://${addr(client, 'admin')}/endpoints.json
+  curl http://${addr(client, 'admin')}/endpoints.json      # only what this sidecar's app has called
+  curl http://${CONTROL.admin}/catalog.json                # everything the control plane serves
   curl -s http://${addr(client, 'admin')}/metrics | grep remora_requests_total
 Logs (one JSON access line per request): ${logs}/<name>.log
-Edit ${meshFile} while this runs: sidecars reload it without a restart.
+Edit ${meshFile} while this runs: the control plane reloads it and pushes the change to the sidecars.
 Ctrl-C stops everything.
 `)
 
@@ -130,15 +137,15 @@ function addr (w: Workload, which: 'outbound' | 'inbound' | 'admin'): string {
   return a === undefined ? '(default)' : `${a.host}:${a.port}`
 }
 
-async function waitReady (w: Workload, children: Child[]): Promise<void> {
+async function waitUrl (url: string, what: string, children: Child[]): Promise<void> {
   const deadline = Date.now() + 20_000
   while (Date.now() < deadline) {
     const dead = children.find((c) => c.proc.exitCode !== null)
     if (dead !== undefined) throw new Error(`${dead.name} exited during start-up (code ${dead.proc.exitCode}); is another demo still running?`)
     try {
-      if ((await fetch(`http://${addr(w, 'admin')}/ready`)).status === 200) return
+      if ((await fetch(url)).status === 200) return
     } catch { /* not up yet */ }
     await sleep(100)
   }
-  throw new Error(`sidecar of ${w.name} not ready within 20 s`)
+  throw new Error(`${what} not ready within 20 s`)
 }

@@ -1,39 +1,76 @@
-// The live endpoint table: services by authority, replaced whole by a source (file now, control plane later).
+// The live endpoint table: services by authority, fed whole by the mesh file or per service by the control plane.
 import { EventEmitter } from 'node:events'
 import type { Service } from './service.ts'
 
 export interface TableState {
+  /** Where the table comes from: `file:<path>` or `control:<host:port>`. */
   readonly source: string
+  /** Increments on every change of this table. */
   readonly version: number
   readonly updatedAt: string
   readonly services: readonly Service[]
+  /** With the control plane: each service's revision there, by `name.namespace:port`. */
+  readonly revisions?: Readonly<Record<string, number>>
 }
 
-/** Feeds the table. The mesh file is one; the control-plane stream is the other, behind this interface. */
-export interface EndpointSource {
-  readonly name: string
-  start (table: EndpointTable): Promise<void>
-  stop (): Promise<void>
+/** Authority → service: the table itself (mesh file), or the discovery client, which may have to ask first. */
+export interface Resolver {
+  resolve (authority: string): Service | undefined | Promise<Service | undefined>
 }
+
+export const serviceKey = (s: Service): string => s.authorities[1]
 
 export class EndpointTable extends EventEmitter<{ update: [TableState] }> {
+  #byKey = new Map<string, Service>()
   #byAuthority = new Map<string, Service>()
+  #revisions = new Map<string, number>()
   #state: TableState = { source: 'none', version: 0, updatedAt: new Date(0).toISOString(), services: [] }
 
   get loaded (): boolean { return this.#state.version > 0 }
   get state (): TableState { return this.#state }
 
+  /** The whole table at once (the mesh file). */
   replace (services: readonly Service[], source: string): void {
-    const next = new Map<string, Service>()
-    for (const s of services) for (const a of s.authorities) next.set(a, s)
-    this.#byAuthority = next
-    this.#state = Object.freeze({ source, version: this.#state.version + 1, updatedAt: new Date().toISOString(), services })
-    this.emit('update', this.#state)
+    this.#byKey = new Map(services.map((s) => [serviceKey(s), s]))
+    this.#revisions.clear()
+    this.#reindex(source)
+  }
+
+  /** One service added or changed (the control plane), with its revision there. */
+  upsert (service: Service, source: string, revision: number): void {
+    this.#byKey.set(serviceKey(service), service)
+    this.#revisions.set(serviceKey(service), revision)
+    this.#reindex(source)
+  }
+
+  remove (key: string, source: string): void {
+    if (!this.#byKey.delete(key)) return
+    this.#revisions.delete(key)
+    this.#reindex(source)
+  }
+
+  /** The first sync of a source that has no services to report still makes the table "loaded". */
+  touch (source: string): void {
+    if (!this.loaded) this.#reindex(source)
   }
 
   /** `web`, `web:80`, `Web.Demo.svc.cluster.local.:80` all find the same service; no port means 80. */
   resolve (authority: string): Service | undefined {
     return this.#byAuthority.get(normalizeAuthority(authority))
+  }
+
+  #reindex (source: string): void {
+    const next = new Map<string, Service>()
+    for (const s of this.#byKey.values()) for (const a of s.authorities) next.set(a, s)
+    this.#byAuthority = next
+    this.#state = Object.freeze({
+      source,
+      version: this.#state.version + 1,
+      updatedAt: new Date().toISOString(),
+      services: [...this.#byKey.values()],
+      revisions: this.#revisions.size > 0 ? Object.fromEntries(this.#revisions) : undefined,
+    })
+    this.emit('update', this.#state)
   }
 }
 

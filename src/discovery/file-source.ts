@@ -3,26 +3,30 @@ import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import type { Logger } from 'pino'
 import { readMeshFile, type MeshConfig } from '../config/mesh-file.ts'
-import type { EndpointSource, EndpointTable } from './endpoint-table.ts'
+import type { Service } from './service.ts'
 
-export class MeshFileSource implements EndpointSource {
+/** Whatever holds the services the file lists: the sidecar's endpoint table, or the control plane's catalog. */
+export interface ServiceSink { replace (services: readonly Service[], source: string): void }
+
+export class MeshFileSource {
   readonly name: string
   readonly #file: string
   readonly #log: Logger
-  readonly #onMesh: (mesh: MeshConfig) => void
+  readonly #onError: (kind: string) => void
   #watcher?: FSWatcher
   #timer?: NodeJS.Timeout
   #lastText = ''
+  #loads = 0
 
-  constructor (file: string, log: Logger, onMesh: (mesh: MeshConfig) => void = () => {}) {
+  constructor (file: string, log: Logger, onError: (kind: string) => void = () => {}) {
     this.#file = file
     this.name = `file:${file}`
     this.#log = log
-    this.#onMesh = onMesh
+    this.#onError = onError
   }
 
   /** The first load must succeed; later bad edits are logged and the last good table stays. */
-  async start (table: EndpointTable): Promise<void> {
+  async start (table: ServiceSink): Promise<void> {
     this.#load(table, true)
     // Watch the folder, not the file: editors and `kubectl cp` replace files by rename.
     this.#watcher = watch(dirname(this.#file), (_event, name) => {
@@ -38,20 +42,21 @@ export class MeshFileSource implements EndpointSource {
     this.#watcher?.close()
   }
 
-  #load (table: EndpointTable, first: boolean): void {
+  #load (table: ServiceSink, first: boolean): void {
     let mesh: MeshConfig
     try {
       mesh = readMeshFile(this.#file)
     } catch (err) {
       if (first) throw err
-      this.#log.error({ file: this.#file, code: (err as { code?: string }).code }, `mesh file not reloaded, keeping version ${table.state.version}: ${(err as Error).message}`)
+      this.#onError((err as { code?: string }).code ?? 'read')
+      this.#log.error({ file: this.#file, code: (err as { code?: string }).code }, `mesh file not reloaded, keeping load ${this.#loads}: ${(err as Error).message}`)
       return
     }
     const text = JSON.stringify(mesh.services)
     if (!first && text === this.#lastText) return
     this.#lastText = text
-    this.#onMesh(mesh)
     table.replace(mesh.services, this.name)
-    if (!first) this.#log.info({ file: this.#file, version: table.state.version, services: mesh.services.length }, 'mesh file reloaded')
+    this.#loads++
+    if (!first) this.#log.info({ file: this.#file, load: this.#loads, services: mesh.services.length }, 'mesh file reloaded')
   }
 }

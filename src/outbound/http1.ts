@@ -2,7 +2,8 @@
 // proxy, and Upgrade; each request becomes an Exchange routed to a peer sidecar.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { ProxyErrors } from '../errors.ts'
+import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
+import type { Service } from '../discovery/service.ts'
 import { fromHttp1 } from '../http/exchange.ts'
 import { MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, respondError, statusLine, type ResponseSink } from '../http/response-sink.ts'
@@ -26,14 +27,20 @@ export function createOutboundHttp1 (ctx: ProxyContext): http.Server {
       socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-length': '0', connection: 'close' }))
       return
     }
-    if (ctx.table.resolve(authority) === undefined) {
-      const body = `${ProxyErrors.unknownAuthority.reason}: ${authority}\n${ProxyErrors.unknownAuthority.hint}\n`
-      socket.end(statusLine(503, { [MeshHeader.proxyError]: ProxyErrors.unknownAuthority.reason, 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
-      return
+    const refuse = (why: ProxyErrorReason, detail: string): void => {
+      const body = `${why.reason}: ${detail}\n${why.hint}\n`
+      socket.end(statusLine(why.status, { [MeshHeader.proxyError]: why.reason, 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
     }
-    socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
-    if (head.length > 0) socket.unshift(head)
-    ctx.tunnels.open(socket, authority)
+    const open = (service: Service | undefined): void => {
+      if (socket.destroyed) return
+      if (service === undefined) return refuse(ProxyErrors.unknownAuthority, authority)
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      if (head.length > 0) socket.unshift(head)
+      ctx.tunnels.open(socket, authority)
+    }
+    const found = ctx.resolver.resolve(authority)
+    if (found instanceof Promise) found.then(open, (err: Error) => { if (!socket.destroyed) refuse(ProxyErrors.discoveryUnavailable, `${authority}: ${err.message}`) })
+    else open(found)
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }

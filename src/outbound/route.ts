@@ -1,6 +1,7 @@
 // Outbound routing, the Logical stage: the authority the app asked for → its service in the table
 // → admission under the service's concurrency limit → a call across attempts (call.ts).
-import { ProxyErrors } from '../errors.ts'
+import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
+import type { Service } from '../discovery/service.ts'
 import type { Exchange } from '../http/exchange.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
@@ -8,15 +9,34 @@ import { OutboundCall } from './call.ts'
 import { refusedSpan } from '../telemetry/spans.ts'
 
 export function routeOutbound (ctx: ProxyContext, ex: Exchange, sink: ResponseSink): void {
-  const record = ex.record
-  const service = ctx.table.resolve(ex.authority)
-  if (service === undefined) {
-    record.error = ProxyErrors.unknownAuthority.reason
-    refusedSpan(ctx.tracing, ex, ProxyErrors.unknownAuthority.status, record.error)
-    respondError(sink, ProxyErrors.unknownAuthority, { grpc: ex.grpc, detail: ex.authority })
-    ex.body?.resume()
-    return
+  let found: Service | undefined | Promise<Service | undefined>
+  try {
+    found = ctx.resolver.resolve(ex.authority)
+  } catch (err) {
+    found = Promise.reject(err as Error)
   }
+  if (!(found instanceof Promise)) return route(ctx, ex, sink, found)
+  // First request for this authority with the control plane: the body waits (paused) for the answer.
+  let gone = false
+  sink.onClose(() => { gone = true })
+  found.then((service) => {
+    if (!gone) route(ctx, ex, sink, service)
+  }, (err: Error) => {
+    if (gone) return
+    refuse(ctx, ex, sink, ProxyErrors.discoveryUnavailable, `${ex.authority}: ${err.message}`)
+  })
+}
+
+function refuse (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, why: ProxyErrorReason, detail: string): void {
+  ex.record.error = why.reason
+  refusedSpan(ctx.tracing, ex, why.status, why.reason)
+  respondError(sink, why, { grpc: ex.grpc, detail })
+  ex.body?.resume()
+}
+
+function route (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, service: Service | undefined): void {
+  const record = ex.record
+  if (service === undefined) return refuse(ctx, ex, sink, ProxyErrors.unknownAuthority, ex.authority)
   const authority = service.authorities[1]
   record.metricAuthority = authority
   const state = ctx.services.get(service)
@@ -26,11 +46,7 @@ export function routeOutbound (ctx: ProxyContext, ex: Exchange, sink: ResponseSi
   })
   if (queued === false) {
     ctx.metrics.shed.inc({ direction: 'outbound', authority, reason: 'overloaded' })
-    record.error = ProxyErrors.overloaded.reason
-    refusedSpan(ctx.tracing, ex, ProxyErrors.overloaded.status, record.error)
-    respondError(sink, ProxyErrors.overloaded, { grpc: ex.grpc, detail: `${authority}: ${state.policy.limits.maxConcurrent} in flight and ${state.policy.limits.maxQueued} queued` })
-    ex.body?.resume()
-    return
+    return refuse(ctx, ex, sink, ProxyErrors.overloaded, `${authority}: ${state.policy.limits.maxConcurrent} in flight and ${state.policy.limits.maxQueued} queued`)
   }
   sink.onClose(queued)
 }

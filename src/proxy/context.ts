@@ -1,7 +1,7 @@
 // What every stage of the request path shares: config, table, connections, telemetry, drain state.
 import type { Logger } from 'pino'
 import type { ProxyConfig } from '../config/proxy-config.ts'
-import type { EndpointTable } from '../discovery/endpoint-table.ts'
+import type { EndpointTable, Resolver } from '../discovery/endpoint-table.ts'
 import type { EndpointStates } from '../balancer/endpoint-state.ts'
 import type { BalancerName, BalancerPolicy } from '../balancer/policy.ts'
 import type { ServiceStates } from '../outbound/service-state.ts'
@@ -19,6 +19,8 @@ export class ProxyContext {
   readonly log: Logger
   readonly metrics: ProxyMetrics
   readonly table: EndpointTable
+  /** Authority → service; with the control plane, possibly after asking it. */
+  readonly resolver: Resolver
   readonly endpoints: EndpointStates
   readonly policies: Readonly<Record<BalancerName, BalancerPolicy>>
   readonly services: ServiceStates
@@ -39,6 +41,7 @@ export class ProxyContext {
     this.log = init.log
     this.metrics = init.metrics
     this.table = init.table
+    this.resolver = init.resolver
     this.endpoints = init.endpoints
     this.policies = init.policies
     this.services = init.services

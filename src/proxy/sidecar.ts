@@ -13,6 +13,7 @@ import { ServiceStates } from '../outbound/service-state.ts'
 import { InboundLimits } from '../inbound/limits.ts'
 import { EndpointTable } from '../discovery/endpoint-table.ts'
 import { MeshFileSource } from '../discovery/file-source.ts'
+import { DiscoveryClient } from '../discovery/control-client.ts'
 import { AppHttp1 } from '../inbound/app-http1.ts'
 import { createInboundHttp1 } from '../inbound/http1.ts'
 import { createInboundHttp2 } from '../inbound/http2.ts'
@@ -38,11 +39,15 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   const tracing = await Tracing.start({ serviceName: config.workload ?? 'remora-proxy', env, metrics, log })
   const table = new EndpointTable()
   const endpoints = new EndpointStates()
+  const discovery = config.controlAddr !== undefined
+    ? new DiscoveryClient({ address: config.controlAddr, workload: config.workload, idleMs: config.discoveryIdle, timeoutMs: config.discoveryTimeout, connectTimeoutMs: config.connectTimeout, table, log, metrics })
+    : undefined
   const ctx = new ProxyContext({
     config,
     log,
     metrics,
     table,
+    resolver: discovery ?? table,
     endpoints,
     policies: createPolicies(endpoints),
     services: new ServiceStates(),
@@ -60,8 +65,9 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     // Endpoints that left the table lose their health state; their in-flight requests finish.
     endpoints.retain(new Set(state.services.flatMap((s) => s.endpoints.map((e) => e.key))))
   })
-  const source = new MeshFileSource(config.meshFile, log)
-  await source.start(table)
+  const fileSource = discovery === undefined ? new MeshFileSource(config.meshFile as string, log) : undefined
+  await fileSource?.start(table)
+  discovery?.start()
 
   const outH1 = createOutboundHttp1(ctx)
   const outH2 = createOutboundHttp2(ctx)
@@ -78,6 +84,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   const admin = createAdminServer(ctx, {
     ready: () => {
       if (ctx.draining) return { ready: false, why: 'draining: shutting down' }
+      if (discovery !== undefined && !discovery.synced) return { ready: false, why: `not connected to the control plane at ${discovery.source.slice('control:'.length)} yet` }
       if (!table.loaded) return { ready: false, why: 'endpoint table not loaded yet' }
       if (!listening) return { ready: false, why: 'listeners not bound yet' }
       return { ready: true, why: `ready: endpoint table version ${table.state.version} from ${table.state.source}` }
@@ -106,7 +113,8 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
       const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), config.shutdownGrace).unref())
       const result = await Promise.race([ctx.whenIdle().then(() => 'idle' as const), grace])
       if (result === 'timeout') log.warn({ inflight: ctx.inflight }, 'grace period over; closing requests still in flight')
-      await source.stop()
+      await fileSource?.stop()
+      discovery?.stop()
       await Promise.race([Promise.all([ctx.peers.close(), ctx.appH2.close(), ctx.appH1.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
       ctx.peers.destroy()
       ctx.appH2.destroy()

@@ -31,6 +31,31 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly discoveryConnected = new Gauge({
+    name: 'remora_discovery_connected',
+    help: '1 while this sidecar holds a connection to the control plane, else 0.',
+    registers: [this.registry],
+  })
+
+  readonly discoveryWatches = new Gauge({
+    name: 'remora_discovery_watches',
+    help: 'Authorities this sidecar watches on the control plane.',
+    registers: [this.registry],
+  })
+
+  readonly discoveryUpdates = new Counter({
+    name: 'remora_discovery_updates_total',
+    help: 'Messages received from the control plane, by type (snapshot, delta, absent).',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  })
+
+  readonly discoveryReconnects = new Counter({
+    name: 'remora_discovery_reconnects_total',
+    help: 'Connections to the control plane lost (the sidecar reconnects with backoff, keeping its table).',
+    registers: [this.registry],
+  })
+
   readonly retries = new Counter({
     name: 'remora_retries_total',
     help: 'Attempts retried, by destination and why the attempt failed.',

@@ -50,6 +50,6 @@ t.test('mesh file edits move traffic with zero failed requests; a bad edit keeps
   t.ok(seen.length > countB, 'traffic keeps flowing after the bad edit')
   t.equal(seen.at(-1), 'b', 'still served by the last good table')
   t.equal(await version(), before, 'the table version did not move')
-  t.match(client.output, /mesh file not reloaded, keeping version \d+: .*mesh\.yaml:3:\d+: not valid YAML/)
+  t.match(client.output, /mesh file not reloaded, keeping load \d+: .*mesh\.yaml:3:\d+: not valid YAML/)
   t.same(failures, [], `no failed requests across ${seen.length} requests`)
 })

@@ -101,12 +101,12 @@ export class SidecarProcess {
   get proxyUrl (): string { return `http://127.0.0.1:${this.ports.outbound}` }
   get adminUrl (): string { return `http://127.0.0.1:${this.ports.admin}` }
 
-  async start (): Promise<void> {
+  async start (readyTimeoutMs = 15_000): Promise<void> {
     this.output = ''
     this.proc = spawn(process.execPath, [CLI, 'proxy', ...this.#args], { env: this.#env, stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })
     this.proc.stderr?.on('data', (c: Buffer) => { this.output += c.toString() })
-    await this.waitReady()
+    await this.waitReady(readyTimeoutMs)
   }
 
   async waitReady (timeoutMs = 15_000): Promise<void> {
@@ -146,6 +146,8 @@ export class Mesh {
     this.file = file
     this.#spec = spec
   }
+
+  get workloads (): string[] { return Object.keys(this.#spec.workloads) }
 
   sidecar (name: string): SidecarProcess {
     const s = this.sidecars.get(name)
@@ -191,20 +193,30 @@ export interface StartOptions {
 
 /** Writes the mesh file and starts one sidecar per workload; all stopped at teardown. */
 export async function startMesh (t: Teardown, spec: MeshSpec, options: StartOptions = {}): Promise<Mesh> {
+  const mesh = await writeMesh(spec)
+  await startSidecars(t, mesh, options)
+  return mesh
+}
+
+/** Writes the mesh file in a fresh folder, allocating every workload's sidecar ports; starts nothing. */
+export async function writeMesh (spec: MeshSpec): Promise<Mesh> {
   const dir = mkdtempSync(join(tmpdir(), 'remora-test-'))
   const mesh = new Mesh(join(dir, 'mesh.yaml'), spec)
   await mesh.write()
-  const names = options.only ?? Object.keys(spec.workloads)
+  return mesh
+}
+
+/** Starts one sidecar per workload of a written mesh (or `options.only`); all stopped at teardown. */
+export async function startSidecars (t: Teardown, mesh: Mesh, options: StartOptions = {}): Promise<void> {
   t.teardown(async () => {
     await Promise.all([...mesh.sidecars.values()].map((s) => s.stop('SIGKILL')))
   })
-  await Promise.all(names.map(async (name) => {
+  await Promise.all((options.only ?? mesh.workloads).map(async (name) => {
     const env = { ...process.env, REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '5s', ...options.env }
     const s = new SidecarProcess(name, mesh.ports.get(name) as SidecarPorts, ['--mesh-file', mesh.file, '--workload', name], env)
     mesh.sidecars.set(name, s)
     await s.start()
   }))
-  return mesh
 }
 
 /** Waits until `check` passes or the time is up; for eventually-consistent state (reloads). */

@@ -1,0 +1,199 @@
+// The discovery API on 15012 (HTTP/2): a sidecar watches the authorities it uses; each watch gets
+// a snapshot, then a delta per change, every message encoded once and written to all its watchers.
+import http2, { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
+import type { Logger } from 'pino'
+import type { HostPort } from '../config/env.ts'
+import { RemoraError } from '../errors.ts'
+import { normalizeAuthority } from '../discovery/endpoint-table.ts'
+import { WATCH_PATH, WIRE_CONTENT_TYPE, diff, encode, type WatchMessage } from '../discovery/wire.ts'
+import type { Catalog, CatalogEntry } from './catalog.ts'
+import type { ControlMetrics } from './metrics.ts'
+
+interface Watch {
+  readonly stream: ServerHttp2Stream
+  /** As the sidecar asked, normalized (`web.demo:80`). */
+  readonly authority: string
+  key: string | undefined
+}
+
+/** A watch whose sidecar stops reading is reset past this much unread data; it resubscribes. */
+const MAX_UNREAD_BYTES = 4 * 1024 * 1024
+const AUTHORITY = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*:\d{1,5}$/
+
+export class DiscoveryServer {
+  readonly #server: Http2Server
+  readonly #catalog: Catalog
+  readonly #log: Logger
+  readonly #metrics: ControlMetrics
+  readonly #sessions = new Set<ServerHttp2Session>()
+  /** Watches of a service, by catalog key. */
+  readonly #byKey = new Map<string, Set<Watch>>()
+  /** Watches of an authority no service has, by normalized authority. */
+  readonly #absent = new Map<string, Set<Watch>>()
+  /** What the watches of a key were last sent; always the catalog's current entry. */
+  readonly #sent = new Map<string, CatalogEntry>()
+  readonly #snapshots = new Map<string, { version: number, buf: Buffer }>()
+  #closing = false
+
+  constructor (catalog: Catalog, log: Logger, metrics: ControlMetrics) {
+    this.#catalog = catalog
+    this.#log = log
+    this.#metrics = metrics
+    this.#server = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } })
+    this.#server.on('session', (s: ServerHttp2Session) => {
+      this.#sessions.add(s)
+      metrics.sidecars.inc()
+      s.once('close', () => { this.#sessions.delete(s); metrics.sidecars.dec() })
+      s.on('error', (err) => log.debug({ err }, 'discovery connection error'))
+    })
+    this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers))
+    catalog.on('change', (key, entry) => this.#onChange(key, entry))
+  }
+
+  get watches (): number {
+    let n = 0
+    for (const set of this.#byKey.values()) n += set.size
+    for (const set of this.#absent.values()) n += set.size
+    return n
+  }
+
+  listen (addr: HostPort): Promise<HostPort> {
+    return new Promise((resolve, reject) => {
+      this.#server.once('error', (err: NodeJS.ErrnoException) => reject(new RemoraError('REMORA_LISTEN', `discovery listener cannot bind ${addr.host}:${addr.port}: ${err.code ?? err.message}`)))
+      this.#server.listen(addr.port, addr.host, () => {
+        const a = this.#server.address() as { address: string, port: number }
+        resolve({ host: a.address, port: a.port })
+      })
+    })
+  }
+
+  /** GOAWAY to every sidecar and end every watch: they reconnect elsewhere or later, keeping their tables. */
+  async close (): Promise<void> {
+    this.#closing = true
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    for (const s of this.#sessions) {
+      s.goaway()
+      for (const set of [...this.#byKey.values(), ...this.#absent.values()]) for (const w of set) if (w.stream.session === s && !w.stream.destroyed) w.stream.end()
+      s.close()
+    }
+    const timer = setTimeout(() => { for (const s of this.#sessions) s.destroy() }, 2000)
+    await closed
+    clearTimeout(timer)
+  }
+
+  #onStream (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on('error', () => {})
+    const [path, query = ''] = String(headers[':path'] ?? '/').split('?', 2)
+    if (path !== WATCH_PATH) return fail(stream, 404, 'not_found', `no such endpoint ${path}; the discovery API serves GET ${WATCH_PATH}?authority=<name[.namespace]:port>`)
+    if (headers[':method'] !== 'GET') return fail(stream, 405, 'method_not_allowed', `use GET ${WATCH_PATH}`)
+    if (this.#closing) return fail(stream, 503, 'shutting_down', 'the control plane is shutting down; reconnect')
+    const raw = new URLSearchParams(query).get('authority')
+    if (raw === null || raw === '') return fail(stream, 400, 'bad_request', 'query parameter "authority" is required, e.g. authority=web.demo:80')
+    const authority = normalizeAuthority(raw)
+    if (!AUTHORITY.test(authority) || authority.length > 260) return fail(stream, 400, 'bad_request', `authority ${JSON.stringify(raw)} is not a DNS name with an optional :port`)
+    stream.respond({ ':status': 200, 'content-type': WIRE_CONTENT_TYPE, 'cache-control': 'no-store' })
+    const watch: Watch = { stream, authority, key: undefined }
+    stream.once('close', () => this.#detach(watch))
+    // A watch that arrives before the first sync waits for it: an early "absent" would be a lie.
+    if (this.#catalog.synced) this.#attach(watch)
+    else this.#catalog.once('synced', () => { if (!stream.destroyed) this.#attach(watch) })
+  }
+
+  #attach (watch: Watch): void {
+    this.#metrics.watchers.inc()
+    const entry = this.#catalog.lookup(watch.authority)
+    if (entry === undefined) {
+      add(this.#absent, watch.authority, watch)
+      this.#write(watch, encode({ type: 'absent', version: this.#catalog.revision, authority: watch.authority }), 'absent')
+      return
+    }
+    this.#watchKey(watch, entry)
+  }
+
+  #watchKey (watch: Watch, entry: CatalogEntry): void {
+    watch.key = entry.key
+    if (!this.#sent.has(entry.key)) this.#sent.set(entry.key, entry)
+    add(this.#byKey, entry.key, watch)
+    this.#write(watch, this.#snapshot(entry), 'snapshot')
+  }
+
+  #detach (watch: Watch): void {
+    const from = watch.key !== undefined ? this.#byKey : this.#absent
+    const id = watch.key ?? watch.authority
+    const set = from.get(id)
+    if (set?.delete(watch) !== true) return
+    this.#metrics.watchers.dec()
+    if (set.size > 0) return
+    from.delete(id)
+    if (watch.key !== undefined) { this.#sent.delete(id); this.#snapshots.delete(id) }
+  }
+
+  #onChange (key: string, entry: CatalogEntry | undefined): void {
+    this.#metrics.revision.set(this.#catalog.revision)
+    this.#metrics.services.set(this.#catalog.size)
+    const started = process.hrtime.bigint()
+    const watchers = this.#byKey.get(key)
+    if (watchers !== undefined) {
+      if (entry === undefined) {
+        this.#byKey.delete(key)
+        this.#sent.delete(key)
+        this.#snapshots.delete(key)
+        for (const w of watchers) {
+          w.key = undefined
+          add(this.#absent, w.authority, w)
+          this.#write(w, encode({ type: 'absent', version: this.#catalog.revision, authority: w.authority }), 'absent')
+        }
+      } else {
+        const before = this.#sent.get(key) as CatalogEntry
+        this.#sent.set(key, entry)
+        const message: WatchMessage = diff(before.service, before.version, entry.service, entry.version)
+        const buf = encode(message)
+        for (const w of watchers) this.#write(w, buf, message.type)
+      }
+    }
+    if (entry !== undefined) {
+      for (const a of entry.service.authorities) {
+        const waiting = this.#absent.get(a)
+        if (waiting === undefined) continue
+        this.#absent.delete(a)
+        for (const w of waiting) this.#watchKey(w, entry)
+      }
+    }
+    if (watchers !== undefined || entry !== undefined) {
+      this.#metrics.pushDuration.observe(Number(process.hrtime.bigint() - started) / 1e9)
+    }
+  }
+
+  #snapshot (entry: CatalogEntry): Buffer {
+    const cached = this.#snapshots.get(entry.key)
+    if (cached?.version === entry.version) return cached.buf
+    const buf = encode({ type: 'snapshot', version: entry.version, service: entry.service })
+    this.#snapshots.set(entry.key, { version: entry.version, buf })
+    return buf
+  }
+
+  #write (watch: Watch, buf: Buffer, type: WatchMessage['type']): void {
+    const stream = watch.stream
+    if (stream.destroyed || stream.closed) return
+    if (stream.writableLength > MAX_UNREAD_BYTES) {
+      this.#metrics.slowWatchers.inc()
+      this.#log.warn({ authority: watch.authority, unread: stream.writableLength }, 'discovery watch reset: the sidecar is not reading its messages; it will resubscribe')
+      stream.close(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+      return
+    }
+    stream.write(buf)
+    this.#metrics.pushes.inc({ type })
+  }
+}
+
+function add<K, V> (map: Map<K, Set<V>>, key: K, value: V): void {
+  let set = map.get(key)
+  if (set === undefined) map.set(key, set = new Set())
+  set.add(value)
+}
+
+function fail (stream: ServerHttp2Stream, status: number, code: string, message: string): void {
+  if (stream.destroyed) return
+  stream.respond({ ':status': status, 'content-type': 'application/json' })
+  stream.end(JSON.stringify({ error: { code, message } }) + '\n')
+}

@@ -1,0 +1,21 @@
+// The control plane's file source: the same mesh YAML a sidecar can read, served to every sidecar.
+import type { Logger } from 'pino'
+import { MeshFileSource } from '../discovery/file-source.ts'
+import type { Catalog, CatalogSource } from './catalog.ts'
+
+export class FileCatalogSource implements CatalogSource {
+  readonly name: string
+  readonly #file: MeshFileSource
+
+  constructor (file: string, log: Logger, onError: (kind: string) => void = () => {}) {
+    this.#file = new MeshFileSource(file, log, onError)
+    this.name = this.#file.name
+  }
+
+  async start (catalog: Catalog): Promise<void> {
+    await this.#file.start(catalog)
+    catalog.markSynced()
+  }
+
+  stop (): Promise<void> { return this.#file.stop() }
+}

@@ -1,0 +1,26 @@
+// Runs the control plane as a process: settings, logger, signals, exit code.
+import { ControlSettings, readSettings, type ControlSource, type HostPort } from '../config/env.ts'
+import { createLogger } from '../telemetry/log.ts'
+import { startControl } from './plane.ts'
+
+export async function runControl (flags: ReadonlyMap<string, string>): Promise<number> {
+  const s = readSettings(ControlSettings, process.env, flags)
+  const log = createLogger(s.logLevel ?? 'info', 'control')
+  process.on('uncaughtException', (err) => log.error({ err }, 'unexpected error; the control plane keeps serving'))
+  const plane = await startControl({
+    source: s.source ?? (s.meshFile !== undefined ? 'file' : 'kubernetes') as ControlSource,
+    meshFile: s.meshFile,
+    discoveryAddr: s.discoveryAddr as HostPort,
+    adminAddr: s.adminAddr as HostPort,
+    trustDomain: s.trustDomain as string,
+    proxyInboundPort: s.proxyInboundPort as number,
+  }, log)
+  let failed: unknown
+  plane.synced.catch((err: unknown) => { failed = err; void plane.shutdown('the endpoint source failed to start') })
+  process.once('SIGTERM', () => { void plane.shutdown('SIGTERM') })
+  process.once('SIGINT', () => { void plane.shutdown('SIGINT') })
+  await plane.stopped
+  log.flush()
+  if (failed !== undefined) throw failed
+  return 0
+}

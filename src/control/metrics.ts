@@ -1,0 +1,60 @@
+// Prometheus metrics of the control plane (prom-client): watchers, pushes, push latency, source errors.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+export class ControlMetrics {
+  readonly registry = new Registry()
+  readonly sidecars = new Gauge({
+    name: 'remora_control_connections',
+    help: 'HTTP/2 connections from sidecars to the discovery API.',
+    registers: [this.registry],
+  })
+
+  readonly watchers = new Gauge({
+    name: 'remora_control_watchers',
+    help: 'Open watches (one per sidecar and authority).',
+    registers: [this.registry],
+  })
+
+  readonly services = new Gauge({
+    name: 'remora_control_services',
+    help: 'Services (name.namespace:port) in the catalog.',
+    registers: [this.registry],
+  })
+
+  readonly revision = new Gauge({
+    name: 'remora_control_catalog_revision',
+    help: 'Catalog revision: increments on every service change.',
+    registers: [this.registry],
+  })
+
+  readonly pushes = new Counter({
+    name: 'remora_control_pushes_total',
+    help: 'Messages written to watches, by type (snapshot, delta, absent).',
+    labelNames: ['type'] as const,
+    registers: [this.registry],
+  })
+
+  readonly pushDuration = new Histogram({
+    name: 'remora_control_push_duration_seconds',
+    help: 'From a catalog change to its message being written to every watch of that service.',
+    buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
+    registers: [this.registry],
+  })
+
+  readonly slowWatchers = new Counter({
+    name: 'remora_control_slow_watch_resets_total',
+    help: 'Watches reset because the sidecar did not read its messages (it resubscribes and gets a snapshot).',
+    registers: [this.registry],
+  })
+
+  readonly sourceErrors = new Counter({
+    name: 'remora_control_source_errors_total',
+    help: 'Errors from the endpoint source (Kubernetes API or mesh file), by kind.',
+    labelNames: ['source', 'kind'] as const,
+    registers: [this.registry],
+  })
+
+  constructor () {
+    collectDefaultMetrics({ register: this.registry })
+  }
+}

@@ -1,0 +1,57 @@
+// Test harness: a real `remora control` child process (file or Kubernetes source) that can be killed and restarted.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { CLI, freePort, type Teardown } from './mesh.ts'
+
+export class ControlProcess {
+  readonly args: string[]
+  readonly env: NodeJS.ProcessEnv
+  discoveryPort = 0
+  adminPort = 0
+  proc!: ChildProcess
+  output = ''
+
+  constructor (args: string[], env: NodeJS.ProcessEnv = {}) {
+    this.args = args
+    this.env = env
+  }
+
+  get address (): string { return `127.0.0.1:${this.discoveryPort}` }
+  get adminUrl (): string { return `http://127.0.0.1:${this.adminPort}` }
+
+  /** Starts (or restarts, on the same ports) and waits for /ready: the first full view is loaded. */
+  async start (): Promise<void> {
+    if (this.discoveryPort === 0) this.discoveryPort = await freePort()
+    if (this.adminPort === 0) this.adminPort = await freePort()
+    this.output = ''
+    this.proc = spawn(process.execPath, [CLI, 'control', '--discovery-addr', this.address, '--admin-addr', `127.0.0.1:${this.adminPort}`, ...this.args], {
+      env: { ...process.env, REMORA_LOG_LEVEL: 'info', ...this.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
+    this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })
+    this.proc.stderr?.on('data', (c: Buffer) => { this.output += c.toString() })
+    const deadline = Date.now() + 15_000
+    while (Date.now() < deadline) {
+      if (this.proc.exitCode !== null) throw new Error(`remora control exited with ${this.proc.exitCode}:\n${this.output}`)
+      try {
+        if ((await fetch(`${this.adminUrl}/ready`)).status === 200) return
+      } catch { /* not listening yet */ }
+      await sleep(50)
+    }
+    throw new Error(`remora control not ready within 15 s:\n${this.output}`)
+  }
+
+  async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.proc.exitCode
+    const exited = new Promise<number | null>((resolve) => this.proc.once('exit', (code) => resolve(code)))
+    this.proc.kill(signal)
+    return exited
+  }
+}
+
+export async function startControl (t: Teardown, args: string[], env: NodeJS.ProcessEnv = {}): Promise<ControlProcess> {
+  const c = new ControlProcess(args, env)
+  t.teardown(() => c.stop('SIGKILL'))
+  await c.start()
+  return c
+}
