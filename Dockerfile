@@ -22,6 +22,6 @@ RUN groupadd --system --gid 2102 remora && useradd --system --uid 2102 --gid 210
 USER 2102:2102
 
 # outbound, inbound, admin (see docs/DESIGN.md)
-EXPOSE 15001 15006 15000
+EXPOSE 15001 15006 15000 15012 15014
 ENTRYPOINT ["node", "/opt/remora/dist/cli.js"]
 CMD ["proxy"]

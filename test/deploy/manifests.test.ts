@@ -56,10 +56,26 @@ t.test('sidecar containers honour the design: UID 2102, probes on the admin port
   }
 })
 
-t.test('the image runs Node 24 as UID 2102 and exposes the three sidecar ports', async (t) => {
+t.test('Services carry only valid remora.dev/* annotations; the control plane may read what it watches', async (t) => {
+  const { policyFromAnnotations } = await import('../../src/resilience/annotations.ts')
+  const granted = new Set<string>()
+  for (const file of yamlFiles(join(ROOT, 'k8s'))) {
+    for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
+      const m = doc.toJS() as { kind: string, metadata?: { name?: string, annotations?: Record<string, string> }, rules?: Array<{ apiGroups: string[], resources: string[], verbs: string[] }> }
+      if (m.kind === 'Service') t.same(policyFromAnnotations(m.metadata?.annotations ?? {}, `${file}: ${m.metadata?.name}`).errors, [], `${file}: Service ${m.metadata?.name} annotations`)
+      if (m.kind === 'ClusterRole' && m.metadata?.name === 'remora-control') {
+        for (const r of m.rules ?? []) for (const g of r.apiGroups) for (const res of r.resources) if (r.verbs.includes('list') && r.verbs.includes('watch')) granted.add(`${g}/${res}`)
+      }
+    }
+  }
+  // What src/control/kube-source.ts lists and watches.
+  for (const need of ['/services', '/pods', 'discovery.k8s.io/endpointslices']) t.ok(granted.has(need), `ClusterRole remora-control may list and watch ${need}`)
+})
+
+t.test('the image runs Node 24 as UID 2102 and exposes the sidecar and control-plane ports', async (t) => {
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
   t.match(dockerfile, /^FROM node:24[-\w.]*$/m)
   t.match(dockerfile, /^USER 2102:2102$/m)
-  t.match(dockerfile, /^EXPOSE 15001 15006 15000$/m)
+  t.match(dockerfile, /^EXPOSE 15001 15006 15000 15012 15014$/m)
   t.match(dockerfile, /^ENTRYPOINT \["node", "\/opt\/remora\/dist\/cli\.js"\]$/m)
 })

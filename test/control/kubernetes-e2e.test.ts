@@ -1,0 +1,147 @@
+// Black-box, Kubernetes source: a real `remora control` watching the in-test API server feeds real
+// sidecars; scaling up and down moves traffic with no request sent to a removed or not-ready
+// endpoint after the update, a terminating endpoint finishes what it has, and a control-plane
+// restart under load fails nothing.
+import t from 'tap'
+import http from 'node:http'
+import { mkdtempSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Pool } from 'undici'
+import { FakeKubeApi, endpointSlice, pod, service, type EndpointSpec } from '../harness/kube-api.ts'
+import { ControlProcess } from '../harness/control.ts'
+import { SidecarProcess, eventually, freePort, type Teardown } from '../harness/mesh.ts'
+import { startApp } from '../harness/apps.ts'
+
+const NS = 'shop'
+
+interface Pod { name: string, ip: string, app: { port: number, requests: number } }
+
+/** One pod: an app on its own port behind its own sidecar, whose inbound listens on the pod IP (127.0.0.x). */
+async function startPod (t: Teardown, name: string, ip: string, inboundPort: number, control: string): Promise<Pod> {
+  const app = await startApp(t, (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const delay = req.url === '/slow' ? 1500 : 0
+    req.resume()
+    setTimeout(() => res.end(`${name} ${req.url}`), delay)
+  })
+  const admin = await freePort()
+  const s = new SidecarProcess(name, { outbound: await freePort(), inbound: inboundPort, admin }, [
+    '--inbound-addr', `${ip}:${inboundPort}`, '--app-ports', String(app.port), '--outbound-addr', `127.0.0.1:${await freePort()}`, '--admin-addr', `127.0.0.1:${admin}`, '--control-addr', control,
+  ], { ...process.env, REMORA_LOG_LEVEL: 'warn', REMORA_WORKLOAD: name })
+  t.teardown(() => s.stop('SIGKILL'))
+  await s.start()
+  return { name, ip, app }
+}
+
+/** Each pod's app listens on its own port, so each pod gets its own slice (as a named targetPort resolving differently per pod would). */
+function slice (p: Pod, conditions: EndpointSpec['conditions'] = { ready: true, serving: true, terminating: false }): ReturnType<typeof endpointSlice> {
+  return endpointSlice(NS, `web-${p.name}`, 'web', {
+    ports: [{ name: 'http', port: p.app.port }],
+    endpoints: [{ addresses: [p.ip], conditions, targetRef: { kind: 'Pod', name: p.name, namespace: NS } }],
+  })
+}
+
+t.test('scaling in the cluster moves traffic through two sidecars without a request to a gone endpoint', async (t) => {
+  const kube = await FakeKubeApi.start()
+  t.teardown(() => kube.close())
+  const dir = mkdtempSync(join(tmpdir(), 'remora-kube-'))
+  const kubeconfig = join(dir, 'kubeconfig')
+  writeFileSync(kubeconfig, kube.kubeConfig().exportConfig())
+  const inboundPort = await freePort()
+  const cp = new ControlProcess(['--proxy-inbound-port', String(inboundPort)], { KUBECONFIG: kubeconfig, REMORA_SOURCE: 'kubernetes' })
+  t.teardown(() => cp.stop('SIGKILL'))
+
+  kube.apply(service(NS, 'web', { ports: [{ name: 'http', port: 80, targetPort: 'http' }] }))
+  await cp.start()
+
+  const pods: Pod[] = []
+  for (let i = 1; i <= 3; i++) {
+    const p = await startPod(t, `web-${i}`, `127.0.0.${10 + i}`, inboundPort, cp.address)
+    kube.apply(pod(NS, p.name, { ip: p.ip, serviceAccountName: 'web' }))
+    pods.push(p)
+  }
+  kube.apply(slice(pods[0]))
+
+  const clientAdmin = await freePort()
+  const clientOut = await freePort()
+  const client = new SidecarProcess('client', { outbound: clientOut, inbound: await freePort(), admin: clientAdmin }, [
+    '--outbound-addr', `127.0.0.1:${clientOut}`, '--admin-addr', `127.0.0.1:${clientAdmin}`, '--inbound-addr', `127.0.0.1:${await freePort()}`, '--control-addr', cp.address,
+  ], { ...process.env, REMORA_LOG_LEVEL: 'warn' })
+  t.teardown(() => client.stop('SIGKILL'))
+  await client.start()
+
+  const endpointsSeen = async (): Promise<string[]> => {
+    const state = await (await fetch(`${client.adminUrl}/endpoints.json`)).json() as { services: Array<{ endpoints: Array<{ address: { host: string }, identity: string }> }> }
+    return (state.services[0]?.endpoints ?? []).map((e) => e.address.host).sort()
+  }
+  const pool = new Pool(client.proxyUrl, { connections: 8 })
+  t.teardown(() => pool.close())
+  const failures: string[] = []
+  const byPod = new Map<string, number>()
+  let running = true
+  const loop = Promise.all(Array.from({ length: 4 }, async () => {
+    while (running) {
+      try {
+        const res = await pool.request({ path: '/', method: 'GET', headers: { host: `web.${NS}` } })
+        const body = await res.body.text()
+        if (res.statusCode !== 200) failures.push(`${res.statusCode} ${String(res.headers['remora-proxy-error'])}`)
+        else byPod.set(body.split(' ')[0], (byPod.get(body.split(' ')[0]) ?? 0) + 1)
+      } catch (err) { failures.push((err as Error).message) }
+    }
+  }))
+  t.teardown(async () => { running = false; await loop })
+
+  await eventually(() => (byPod.get('web-1') ?? 0) > 20, 10_000, 'traffic reaches web-1')
+  const state = await (await fetch(`${client.adminUrl}/endpoints.json`)).json() as { services: Array<{ endpoints: Array<{ identity: string }> }> }
+  t.equal(state.services[0].endpoints[0].identity, 'spiffe://cluster.local/ns/shop/sa/web', "the endpoint's identity comes from its pod's service account")
+
+  // Scale up: two more pods become ready.
+  kube.apply(slice(pods[1]))
+  kube.apply(slice(pods[2]))
+  await eventually(async () => (await endpointsSeen()).length === 3, 5000, 'three endpoints in the client sidecar')
+  await eventually(() => (byPod.get('web-2') ?? 0) > 10 && (byPod.get('web-3') ?? 0) > 10, 10_000, 'traffic spreads to the new pods')
+
+  // web-3 goes not ready: once the client sidecar has the update, web-3's app gets no new request.
+  kube.apply(slice(pods[2], { ready: false, serving: false, terminating: false }))
+  await eventually(async () => !(await endpointsSeen()).includes('127.0.0.13'), 5000, 'web-3 leaves the table')
+  await new Promise((resolve) => setTimeout(resolve, 100)) // requests already on their way may land
+  const web3 = pods[2].app.requests
+  await eventually(() => (byPod.get('web-1') ?? 0) + (byPod.get('web-2') ?? 0) > 200 + web3, 10_000, 'more traffic')
+  t.equal(pods[2].app.requests, web3, 'no request reached the not-ready pod after the update')
+
+  // Scale down: web-2's slice is deleted.
+  kube.remove('EndpointSlice', NS, 'web-web-2')
+  await eventually(async () => (await endpointsSeen()).join() === '127.0.0.11', 5000, 'only web-1 left')
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  const web2 = pods[1].app.requests
+  const web1 = byPod.get('web-1') ?? 0
+  await eventually(() => (byPod.get('web-1') ?? 0) > web1 + 100, 10_000, 'traffic on web-1')
+  t.equal(pods[1].app.requests, web2, 'no request reached the removed pod after the update')
+
+  // Terminating: a slow request already on web-1 finishes while web-1 drains and web-2 takes new traffic.
+  kube.apply(slice(pods[1]))
+  await eventually(async () => (await endpointsSeen()).length === 2, 5000, 'web-2 back')
+  const slowPool = new Pool(client.proxyUrl, { connections: 8 })
+  t.teardown(() => slowPool.close())
+  const slow = Array.from({ length: 6 }, async () => {
+    const res = await slowPool.request({ path: '/slow', method: 'GET', headers: { host: `web.${NS}` } })
+    return `${res.statusCode} ${await res.body.text()}`
+  })
+  await eventually(() => pods[0].app.requests > 0, 1000, 'slow requests in flight')
+  await new Promise((resolve) => setTimeout(resolve, 300))
+  kube.apply(slice(pods[0], { ready: false, serving: true, terminating: true }))
+  await eventually(async () => (await endpointsSeen()).join() === '127.0.0.12', 5000, 'web-1 terminating: out of the table while web-2 is ready')
+  const done = await Promise.all(slow)
+  t.ok(done.every((r) => r.startsWith('200 ')), `in-flight requests finished: ${done.join(', ')}`)
+  t.ok(done.some((r) => r.includes('web-1 /slow')), 'some were on the terminating pod')
+
+  // The control plane dies and comes back under load: nothing fails.
+  await cp.stop('SIGKILL')
+  await new Promise((resolve) => setTimeout(resolve, 500))
+  kube.apply(slice(pods[0]))
+  await cp.start()
+  await eventually(async () => (await endpointsSeen()).length === 2, 10_000, 'reconciled after the restart')
+  running = false
+  await loop
+  t.same(failures, [], 'zero failed requests')
+})
