@@ -1,0 +1,632 @@
+// A fake Kubernetes API server for tests: Services, Pods and EndpointSlices listed and watched over the real wire protocol.
+import { randomUUID } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import http from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { isDeepStrictEqual } from 'node:util'
+import { KubeConfig } from '@kubernetes/client-node'
+
+export type Kind = 'Service' | 'Pod' | 'EndpointSlice'
+export type Resource = 'services' | 'pods' | 'endpointslices'
+export type Verb = 'list' | 'watch' | 'get' | 'discovery' | 'other'
+export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR'
+
+export interface ObjectMeta {
+  name: string
+  namespace?: string
+  uid?: string
+  resourceVersion?: string
+  creationTimestamp?: string
+  labels?: Record<string, string>
+  annotations?: Record<string, string>
+  [field: string]: unknown
+}
+
+/** An object as stored and served. The server checks only kind, metadata.name and metadata.namespace. */
+export interface KubeObject {
+  apiVersion?: string
+  kind: Kind
+  metadata: ObjectMeta
+  [field: string]: unknown
+}
+
+export interface FakeKubeApiOptions {
+  /** Bearer token every request must carry (kubeConfig()'s user sends it); others get 401. Default 'fake-token'. */
+  token?: string
+  /** Also send a BOOKMARK this often to watches that asked for them (allowWatchBookmarks=true). 0 (default): only on bookmark(). */
+  bookmarkIntervalMs?: number
+  /** End a watch after this long when the client sent no timeoutSeconds (the real server picks 30-60 min). 0 (default): never. */
+  watchTimeoutMs?: number
+}
+
+export interface RequestRecord {
+  readonly method: string
+  /** Path and query as sent. */
+  readonly url: string
+  readonly query: Readonly<Record<string, string>>
+  readonly verb: Verb
+  readonly resource?: Resource
+  readonly namespace?: string
+  readonly name?: string
+  /** HTTP status answered (0 while a held watch waits). A watch answered with a 410 ERROR event has 200 and `expired`. */
+  status: number
+  expired?: boolean
+}
+
+export interface FailureMatch { verb?: Verb; resource?: Resource }
+
+interface ResourceInfo { readonly kind: Kind; readonly apiVersion: string; readonly prefix: string; readonly singular: string }
+
+const RESOURCES: Record<Resource, ResourceInfo> = {
+  services: { kind: 'Service', apiVersion: 'v1', prefix: '/api/v1', singular: 'service' },
+  pods: { kind: 'Pod', apiVersion: 'v1', prefix: '/api/v1', singular: 'pod' },
+  endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', prefix: '/apis/discovery.k8s.io/v1', singular: 'endpointslice' },
+}
+const RESOURCE_OF_KIND: Record<Kind, Resource> = { Service: 'services', Pod: 'pods', EndpointSlice: 'endpointslices' }
+const isResource = (s: string): s is Resource => Object.hasOwn(RESOURCES, s)
+
+interface HistoryEvent {
+  readonly rv: number
+  readonly resource: Resource
+  readonly type: 'ADDED' | 'MODIFIED' | 'DELETED'
+  /** The new state; for DELETED the last state stamped with the delete's resourceVersion. */
+  readonly object: KubeObject
+  readonly prev?: KubeObject
+}
+
+interface Watcher {
+  readonly resource: Resource
+  readonly filter: (o: KubeObject) => boolean
+  readonly bookmarks: boolean
+  /** Only events after this resourceVersion go out. */
+  readonly fromRv: number
+  readonly res: http.ServerResponse
+}
+
+interface Route { verb: Verb; resource?: Resource; namespace?: string; name?: string; body?: unknown }
+
+/** Thrown inside request handling; becomes a Status response. */
+class StatusError extends Error {
+  readonly code: number
+  readonly reason: string
+  constructor (code: number, reason: string, message: string) {
+    super(message)
+    this.code = code
+    this.reason = reason
+  }
+}
+
+const REASONS: Record<number, string> = {
+  400: 'BadRequest', 401: 'Unauthorized', 403: 'Forbidden', 404: 'NotFound', 405: 'MethodNotAllowed', 409: 'Conflict',
+  410: 'Expired', 422: 'Invalid', 429: 'TooManyRequests', 500: 'InternalError', 503: 'ServiceUnavailable', 504: 'Timeout',
+}
+
+export function status (code: number, reason: string, message: string): Record<string, unknown> {
+  return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code }
+}
+
+const CONTINUE_EXPIRED = 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.'
+
+const keyOf = (o: KubeObject): string => `${o.metadata.namespace ?? ''}/${o.metadata.name}`
+const clone = <T>(o: T): T => structuredClone(o)
+const now = (): string => new Date().toISOString().replace(/\.\d+Z$/, 'Z')
+
+/** The object's content without what the server assigns, to spot no-op updates (which the real server ignores). */
+function content (o: KubeObject): unknown {
+  const { resourceVersion: _rv, uid: _uid, creationTimestamp: _ct, ...meta } = o.metadata
+  return { ...o, metadata: meta }
+}
+
+/** What a protobuf round trip does: EndpointSlice `endpoints` and `ports` are not omitempty, so empty lists come back null. */
+function normalize (o: KubeObject): void {
+  if (o.kind !== 'EndpointSlice') return
+  for (const field of ['endpoints', 'ports']) {
+    const v = o[field]
+    if (v === undefined || (Array.isArray(v) && v.length === 0)) o[field] = null
+  }
+}
+
+/** A label selector (`a=b,c!=d,e in (x,y),f notin (z),g,!h`) as a predicate; throws StatusError 400 if it does not parse. */
+export function parseLabelSelector (selector: string): (labels: Record<string, string> | undefined) => boolean {
+  const parts = selector.split(/,(?![^(]*\))/).map((p) => p.trim()).filter((p) => p !== '')
+  const tests = parts.map((part): (l: Record<string, string>) => boolean => {
+    const key = '([A-Za-z0-9][-A-Za-z0-9_./]*)'
+    let m = new RegExp(`^${key}\\s+(in|notin)\\s+\\(([^)]*)\\)$`).exec(part)
+    if (m !== null) {
+      const [, k, op, list] = m
+      const values = new Set(list.split(',').map((v) => v.trim()))
+      return op === 'in' ? (l) => Object.hasOwn(l, k) && values.has(l[k]) : (l) => !Object.hasOwn(l, k) || !values.has(l[k])
+    }
+    m = new RegExp(`^${key}\\s*(==|=|!=)\\s*([-A-Za-z0-9_.]*)$`).exec(part)
+    if (m !== null) {
+      const [, k, op, v] = m
+      return op === '!=' ? (l) => l[k] !== v : (l) => Object.hasOwn(l, k) && l[k] === v
+    }
+    m = new RegExp(`^(!?)\\s*${key}$`).exec(part)
+    if (m !== null) {
+      const [, not, k] = m
+      return not === '!' ? (l) => !Object.hasOwn(l, k) : (l) => Object.hasOwn(l, k)
+    }
+    throw new StatusError(400, 'BadRequest', `unable to parse requirement: ${JSON.stringify(part)}`)
+  })
+  return (labels) => tests.every((test) => test(labels ?? {}))
+}
+
+/** `metadata.name` / `metadata.namespace` with =, ==, != (what every resource supports); others are 400. */
+function parseFieldSelector (selector: string): (o: KubeObject) => boolean {
+  const tests = selector.split(',').filter((p) => p.trim() !== '').map((part): (o: KubeObject) => boolean => {
+    const m = /^\s*(metadata\.name|metadata\.namespace)\s*(==|=|!=)\s*([^,]*?)\s*$/.exec(part)
+    if (m === null) throw new StatusError(400, 'BadRequest', `field label not supported: ${part.split(/!?=/)[0].trim()}`)
+    const [, field, op, v] = m
+    const get = (o: KubeObject): string => (field === 'metadata.name' ? o.metadata.name : o.metadata.namespace ?? '')
+    return op === '!=' ? (o) => get(o) !== v : (o) => get(o) === v
+  })
+  return (o) => tests.every((test) => test(o))
+}
+
+function parseRv (value: string, what = 'resourceVersion'): number {
+  if (!/^\d+$/.test(value)) throw new StatusError(400, 'BadRequest', `${what}: Invalid value: ${JSON.stringify(value)}: strconv.ParseUint: parsing ${JSON.stringify(value)}: invalid syntax`)
+  return Number(value)
+}
+
+function route (pathname: string): Route {
+  const discovery = discoveryBody(pathname)
+  if (discovery !== undefined) return { verb: 'discovery', body: discovery }
+  const m = /^(\/api\/v1|\/apis\/discovery\.k8s\.io\/v1)(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?$/.exec(pathname)
+  if (m === null) return { verb: 'other' }
+  const [, prefix, namespace, resource, name] = m
+  if (!isResource(resource) || RESOURCES[resource].prefix !== prefix) return { verb: 'other' }
+  if (name !== undefined && namespace === undefined) return { verb: 'other' }
+  return { verb: name === undefined ? 'list' : 'get', resource, namespace, name }
+}
+
+function discoveryBody (pathname: string): unknown {
+  const group = { name: 'discovery.k8s.io', versions: [{ groupVersion: 'discovery.k8s.io/v1', version: 'v1' }], preferredVersion: { groupVersion: 'discovery.k8s.io/v1', version: 'v1' } }
+  const resources = (prefix: string, groupVersion: string): unknown => ({
+    kind: 'APIResourceList', apiVersion: 'v1', groupVersion,
+    resources: Object.entries(RESOURCES).filter(([, r]) => r.prefix === prefix)
+      .map(([name, r]) => ({ name, singularName: r.singular, namespaced: true, kind: r.kind, verbs: ['get', 'list', 'watch'] })),
+  })
+  switch (pathname) {
+    case '/version': return { major: '1', minor: '33', gitVersion: 'v1.33.0-remora-fake', platform: 'linux/amd64' }
+    case '/api': return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] }
+    case '/apis': return { kind: 'APIGroupList', apiVersion: 'v1', groups: [group] }
+    case '/apis/discovery.k8s.io': return { kind: 'APIGroup', apiVersion: 'v1', ...group }
+    case '/api/v1': return resources('/api/v1', 'v1')
+    case '/apis/discovery.k8s.io/v1': return resources('/apis/discovery.k8s.io/v1', 'discovery.k8s.io/v1')
+    default: return undefined
+  }
+}
+
+export class FakeKubeApi extends EventEmitter {
+  /** `http://127.0.0.1:PORT` */
+  readonly url: string
+  /** Every request, in arrival order. */
+  readonly requests: RequestRecord[] = []
+  private readonly server: http.Server
+  private readonly token: string
+  private readonly watchTimeoutMs: number
+  private readonly stores: Record<Resource, Map<string, KubeObject>> = { services: new Map(), pods: new Map(), endpointslices: new Map() }
+  private history: HistoryEvent[] = []
+  private readonly watches = new Set<Watcher>()
+  private readonly failures: Array<{ count: number; code: number; match: FailureMatch }> = []
+  private held: Array<() => void> | undefined
+  private readonly bookmarkTimer: NodeJS.Timeout | undefined
+  private rv = 1
+  private compactedRv = 1
+
+  private constructor (server: http.Server, opts: FakeKubeApiOptions) {
+    super()
+    this.server = server
+    this.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    this.token = opts.token ?? 'fake-token'
+    this.watchTimeoutMs = opts.watchTimeoutMs ?? 0
+    if ((opts.bookmarkIntervalMs ?? 0) > 0) this.bookmarkTimer = setInterval(() => this.bookmark(), opts.bookmarkIntervalMs).unref()
+    server.on('request', (req, res) => this.handle(req, res))
+  }
+
+  static async start (opts: FakeKubeApiOptions = {}): Promise<FakeKubeApi> {
+    const server = http.createServer()
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, '127.0.0.1', resolve))
+    return new FakeKubeApi(server, opts)
+  }
+
+  /** A KubeConfig whose current context points here, with a token user. */
+  kubeConfig (): KubeConfig {
+    const kc = new KubeConfig()
+    kc.loadFromClusterAndUser({ name: 'fake', server: this.url, skipTLSVerify: true }, { name: 'fake-user', token: this.token })
+    return kc
+  }
+
+  /** The current (latest) resourceVersion. */
+  resourceVersion (): string { return String(this.rv) }
+
+  /** Create or update by kind/namespace/name (ADDED or MODIFIED); an update that changes nothing is a no-op, as in the real server. */
+  apply (obj: KubeObject): KubeObject { return this.applyRaw(obj) }
+
+  /** Like apply, for deliberately malformed objects: nothing beyond kind, metadata.name and metadata.namespace is checked. */
+  applyRaw (input: object): KubeObject {
+    const obj = clone(input) as KubeObject
+    if (typeof obj.kind !== 'string' || !Object.hasOwn(RESOURCE_OF_KIND, obj.kind)) throw new Error(`kind must be Service, Pod or EndpointSlice, got ${String(obj.kind)}`)
+    if (typeof obj.metadata?.name !== 'string' || obj.metadata.name === '') throw new Error('metadata.name is required')
+    const resource = RESOURCE_OF_KIND[obj.kind]
+    obj.apiVersion = RESOURCES[resource].apiVersion
+    obj.metadata.namespace ??= 'default'
+    normalize(obj)
+    const store = this.store(resource)
+    const prev = store.get(keyOf(obj))
+    if (prev !== undefined && isDeepStrictEqual(content(prev), content(obj))) return clone(prev)
+    const rv = ++this.rv
+    Object.assign(obj.metadata, { uid: prev?.metadata.uid ?? randomUUID(), resourceVersion: String(rv), creationTimestamp: prev?.metadata.creationTimestamp ?? now() })
+    store.set(keyOf(obj), obj)
+    this.publish({ rv, resource, type: prev === undefined ? 'ADDED' : 'MODIFIED', object: obj, prev })
+    return clone(obj)
+  }
+
+  /** Delete (DELETED carries the last state with the new resourceVersion); returns it, or undefined if absent. */
+  remove (kind: Kind, namespace: string, name: string): KubeObject | undefined {
+    const resource = RESOURCE_OF_KIND[kind]
+    const prev = this.store(resource).get(`${namespace}/${name}`)
+    if (prev === undefined) return undefined
+    const rv = ++this.rv
+    const object = clone(prev)
+    object.metadata.resourceVersion = String(rv)
+    this.store(resource).delete(keyOf(prev))
+    this.publish({ rv, resource, type: 'DELETED', object, prev })
+    return clone(object)
+  }
+
+  get (kind: Kind, namespace: string, name: string): KubeObject | undefined {
+    const o = this.store(RESOURCE_OF_KIND[kind]).get(`${namespace}/${name}`)
+    return o === undefined ? undefined : clone(o)
+  }
+
+  /** Forget all history, like an etcd compaction: watches and lists from any older resourceVersion now get 410 Expired. */
+  compact (): void {
+    this.history = []
+    this.compactedRv = this.rv
+  }
+
+  /** Send a BOOKMARK at the current resourceVersion to every watch that asked for bookmarks. */
+  bookmark (): void {
+    for (const w of this.watches) if (w.bookmarks) this.send(w.res, 'BOOKMARK', this.bookmarkObject(w.resource))
+  }
+
+  /**
+   * End every open watch stream; returns how many. Default: a clean end of the chunked response (an apiserver
+   * restarting gracefully, or its own watch timeout). `abrupt`: destroy the sockets mid-stream (a crash, a lost connection).
+   */
+  dropWatches (opts: { abrupt?: boolean } = {}): number {
+    const dropped = [...this.watches]
+    this.watches.clear()
+    for (const w of dropped) {
+      if (opts.abrupt === true) w.res.destroy()
+      else w.res.end()
+    }
+    if (dropped.length > 0) this.activity()
+    return dropped.length
+  }
+
+  /** Park new watch requests (no response yet) until releaseWatches(); they are then served against the state of that moment. */
+  holdWatches (): void { this.held ??= [] }
+
+  releaseWatches (): void {
+    const held = this.held ?? []
+    this.held = undefined
+    for (const open of held) open()
+  }
+
+  /** Number of watch requests parked by holdWatches(). */
+  heldWatches (): number { return this.held?.length ?? 0 }
+
+  /** Answer the next `n` matching requests with a Status of `code` (e.g. 500, 503, 429). */
+  fail (n: number, code = 503, match: FailureMatch = {}): void {
+    this.failures.push({ count: n, code, match })
+  }
+
+  /** Open watch streams, of one resource or all. */
+  watchers (resource?: Resource): number {
+    let n = 0
+    for (const w of this.watches) if (resource === undefined || w.resource === resource) n++
+    return n
+  }
+
+  /** How many requests of this verb (and resource) arrived. */
+  count (verb: Verb, resource?: Resource): number {
+    return this.requests.filter((r) => r.verb === verb && (resource === undefined || r.resource === resource)).length
+  }
+
+  /** Resolves once `predicate` holds, re-checking on every request and watch open/close; rejects after `timeoutMs`. */
+  async waitFor (predicate: () => boolean, timeoutMs = 10_000): Promise<void> {
+    if (predicate()) return
+    await new Promise<void>((resolve, reject) => {
+      const check = (): void => { if (predicate()) done(undefined) }
+      const timer = setTimeout(() => done(new Error(`FakeKubeApi.waitFor: not true after ${timeoutMs} ms`)), timeoutMs)
+      const done = (err: Error | undefined): void => {
+        clearTimeout(timer)
+        this.off('activity', check)
+        if (err === undefined) resolve()
+        else reject(err)
+      }
+      this.on('activity', check)
+    })
+  }
+
+  /** End the watches, close the server and every connection. */
+  async close (): Promise<void> {
+    clearInterval(this.bookmarkTimer)
+    this.held = undefined
+    this.dropWatches()
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
+    this.server.closeAllConnections()
+    await closed
+  }
+
+  private store (resource: Resource): Map<string, KubeObject> { return this.stores[resource] }
+
+  private activity (): void { this.emit('activity') }
+
+  private publish (ev: HistoryEvent): void {
+    this.history.push(ev)
+    for (const w of this.watches) if (w.resource === ev.resource) this.deliver(w, ev)
+  }
+
+  /** As the watch cache does: an object moving into or out of a watch's filter is ADDED or DELETED for that watch. */
+  private deliver (w: Watcher, ev: HistoryEvent): void {
+    if (ev.rv <= w.fromRv) return
+    const was = ev.prev !== undefined && w.filter(ev.prev)
+    const is = ev.type !== 'DELETED' && w.filter(ev.object)
+    if (is) this.send(w.res, was ? 'MODIFIED' : 'ADDED', ev.object)
+    else if (was) {
+      const gone = ev.type === 'DELETED' ? ev.object : clone(ev.prev as KubeObject)
+      gone.metadata.resourceVersion = String(ev.rv)
+      this.send(w.res, 'DELETED', gone)
+    }
+  }
+
+  private send (res: http.ServerResponse, type: WatchEventType, object: unknown): void {
+    if (!res.writableEnded && !res.destroyed) res.write(JSON.stringify({ type, object }) + '\n')
+  }
+
+  private bookmarkObject (resource: Resource, annotations?: Record<string, string>): unknown {
+    const { kind, apiVersion } = RESOURCES[resource]
+    return { kind, apiVersion, metadata: { resourceVersion: String(this.rv), ...(annotations === undefined ? {} : { annotations }) } }
+  }
+
+  /** The objects of `resource` as they were at `rv` (which must not be older than the compaction), by undoing later history. */
+  private snapshot (resource: Resource, rv: number): Map<string, KubeObject> {
+    const state = new Map(this.store(resource))
+    for (let i = this.history.length - 1; i >= 0 && this.history[i].rv > rv; i--) {
+      const ev = this.history[i]
+      if (ev.resource !== resource) continue
+      if (ev.prev === undefined) state.delete(keyOf(ev.object))
+      else state.set(keyOf(ev.prev), ev.prev)
+    }
+    return state
+  }
+
+  private handle (req: http.IncomingMessage, res: http.ServerResponse): void {
+    const url = new URL(req.url ?? '/', 'http://fake')
+    const query = Object.fromEntries(url.searchParams)
+    const r = route(url.pathname)
+    const watch = r.verb === 'list' && (query.watch === 'true' || query.watch === '1')
+    const rec: RequestRecord = { method: req.method ?? 'GET', url: req.url ?? '/', query, verb: watch ? 'watch' : r.verb, resource: r.resource, namespace: r.namespace, name: r.name, status: 0 }
+    this.requests.push(rec)
+    req.resume()
+    try {
+      this.serve(req, res, rec, r, query)
+    } catch (err) {
+      if (!(err instanceof StatusError)) throw err
+      this.reply(res, rec, err.code, status(err.code, err.reason, err.message))
+    }
+    this.activity()
+  }
+
+  private serve (req: http.IncomingMessage, res: http.ServerResponse, rec: RequestRecord, r: Route, query: Record<string, string>): void {
+    if (req.headers.authorization !== `Bearer ${this.token}`) throw new StatusError(401, 'Unauthorized', 'Unauthorized')
+    const failure = this.failures.find((f) => f.count > 0 && (f.match.verb ?? rec.verb) === rec.verb && (f.match.resource ?? rec.resource) === rec.resource)
+    if (failure !== undefined) {
+      failure.count--
+      throw new StatusError(failure.code, REASONS[failure.code] ?? 'InternalError', `injected failure (${failure.code})`)
+    }
+    if (r.verb === 'discovery') return this.reply(res, rec, 200, r.body)
+    if (r.resource === undefined) throw new StatusError(404, 'NotFound', 'the server could not find the requested resource')
+    if (req.method !== 'GET') throw new StatusError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (${req.method})`)
+    if (rec.verb === 'get') return this.getOne(res, rec, r.resource, r.namespace as string, r.name as string)
+    const filter = this.filter(r.namespace, query)
+    if (rec.verb === 'watch') return this.watch(res, rec, r.resource, filter, query)
+    this.list(res, rec, r.resource, filter, query)
+  }
+
+  private reply (res: http.ServerResponse, rec: RequestRecord, code: number, body: unknown): void {
+    rec.status = code
+    res.writeHead(code, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' }).end(JSON.stringify(body))
+  }
+
+  private getOne (res: http.ServerResponse, rec: RequestRecord, resource: Resource, namespace: string, name: string): void {
+    const o = this.store(resource).get(`${namespace}/${name}`)
+    if (o === undefined) {
+      const body = { ...status(404, 'NotFound', `${resource} ${JSON.stringify(name)} not found`), details: { name, kind: resource } }
+      return this.reply(res, rec, 404, body)
+    }
+    this.reply(res, rec, 200, o)
+  }
+
+  private filter (namespace: string | undefined, query: Record<string, string>): (o: KubeObject) => boolean {
+    const labels = parseLabelSelector(query.labelSelector ?? '')
+    const fields = parseFieldSelector(query.fieldSelector ?? '')
+    return (o) => (namespace === undefined || o.metadata.namespace === namespace) && labels(o.metadata.labels) && fields(o)
+  }
+
+  private list (res: http.ServerResponse, rec: RequestRecord, resource: Resource, filter: (o: KubeObject) => boolean, query: Record<string, string>): void {
+    const { rv, start } = this.listPoint(query)
+    const limit = query.limit === undefined ? 0 : parseRv(query.limit, 'limit')
+    const objects = rv === this.rv ? this.store(resource) : this.snapshot(resource, rv)
+    const items = [...objects.values()].filter((o) => keyOf(o) > start && filter(o)).sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1))
+    const page = limit > 0 ? items.slice(0, limit) : items
+    const metadata: Record<string, unknown> = { resourceVersion: String(rv) }
+    if (page.length < items.length) {
+      const token = { v: 'meta.k8s.io/v1', rv, start: keyOf(page[page.length - 1]) + '\u0000' }
+      metadata.continue = Buffer.from(JSON.stringify(token)).toString('base64url')
+      if (query.labelSelector === undefined && query.fieldSelector === undefined) metadata.remainingItemCount = items.length - page.length
+    }
+    const { kind, apiVersion } = RESOURCES[resource]
+    // The real server leaves kind and apiVersion off list items.
+    const bare = page.map(({ kind: _k, apiVersion: _a, ...rest }) => rest)
+    this.reply(res, rec, 200, { kind: `${kind}List`, apiVersion, metadata, items: bare })
+  }
+
+  /** Which resourceVersion a list reads at, and the key it continues after. */
+  private listPoint (query: Record<string, string>): { rv: number; start: string } {
+    const match = query.resourceVersionMatch
+    if (query.continue !== undefined && query.continue !== '') {
+      if (query.resourceVersion !== undefined && query.resourceVersion !== '') throw new StatusError(422, 'Invalid', 'ListOptions.meta.k8s.io "" is invalid: resourceVersion: Forbidden: specifying resource version is not allowed when using continue')
+      let token: { v?: unknown; rv?: unknown; start?: unknown }
+      try {
+        token = JSON.parse(Buffer.from(query.continue, 'base64url').toString()) as typeof token
+      } catch {
+        throw new StatusError(400, 'BadRequest', 'continue key is not valid: illegal base64 data')
+      }
+      if (token.v !== 'meta.k8s.io/v1' || typeof token.rv !== 'number' || typeof token.start !== 'string') throw new StatusError(400, 'BadRequest', 'continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)')
+      if (token.rv < this.compactedRv) throw new StatusError(410, 'Expired', CONTINUE_EXPIRED)
+      return { rv: token.rv, start: token.start }
+    }
+    if (query.resourceVersion === undefined || query.resourceVersion === '') {
+      if (match !== undefined && match !== '') throw new StatusError(422, 'Invalid', 'ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided')
+      return { rv: this.rv, start: '' }
+    }
+    const rv = parseRv(query.resourceVersion)
+    if (rv > this.rv) throw new StatusError(504, 'Timeout', `Too large resource version: ${rv}, current: ${this.rv}`)
+    if (match === 'Exact') {
+      if (rv < this.compactedRv) throw new StatusError(410, 'Expired', `too old resource version: ${rv} (${this.compactedRv})`)
+      return { rv, start: '' }
+    }
+    if (match !== undefined && match !== '' && match !== 'NotOlderThan') throw new StatusError(422, 'Invalid', `ListOptions.meta.k8s.io "" is invalid: resourceVersionMatch: Unsupported value: ${JSON.stringify(match)}`)
+    return { rv: this.rv, start: '' }
+  }
+
+  private watch (res: http.ServerResponse, rec: RequestRecord, resource: Resource, filter: (o: KubeObject) => boolean, query: Record<string, string>): void {
+    const from = query.resourceVersion === undefined || query.resourceVersion === '' || query.resourceVersion === '0' ? undefined : parseRv(query.resourceVersion)
+    const initial = query.sendInitialEvents === 'true'
+    const bookmarks = query.allowWatchBookmarks === 'true' || query.allowWatchBookmarks === '1'
+    if (initial && (query.resourceVersionMatch !== 'NotOlderThan' || !bookmarks)) throw new StatusError(422, 'Invalid', 'ListOptions.meta.k8s.io "" is invalid: sendInitialEvents: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan and allowWatchBookmarks')
+    const timeoutMs = query.timeoutSeconds === undefined ? this.watchTimeoutMs : parseRv(query.timeoutSeconds, 'timeoutSeconds') * 1000
+    let gone = false
+    res.on('close', () => { gone = true })
+    const open = (): void => {
+      if (gone) return
+      this.openWatch(res, rec, { resource, filter, bookmarks, from, initial, timeoutMs })
+      this.activity()
+    }
+    if (this.held === undefined) open()
+    else this.held.push(open)
+  }
+
+  private openWatch (res: http.ServerResponse, rec: RequestRecord, o: { resource: Resource; filter: (o: KubeObject) => boolean; bookmarks: boolean; from: number | undefined; initial: boolean; timeoutMs: number }): void {
+    rec.status = 200
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-cache, private' })
+    res.flushHeaders()
+    if (o.from !== undefined && o.from < this.compactedRv) {
+      // Past authn and parsing, the real server reports an expired resourceVersion as an ERROR event, then ends the stream.
+      rec.expired = true
+      this.send(res, 'ERROR', status(410, 'Expired', `too old resource version: ${o.from} (${this.compactedRv})`))
+      res.end()
+      return
+    }
+    const w: Watcher = { resource: o.resource, filter: o.filter, bookmarks: o.bookmarks, fromRv: o.from ?? this.rv, res }
+    this.watches.add(w)
+    const timer = o.timeoutMs > 0 ? setTimeout(() => res.end(), o.timeoutMs) : undefined
+    res.on('close', () => {
+      clearTimeout(timer)
+      this.watches.delete(w)
+      this.activity()
+    })
+    if (o.from === undefined || o.initial) {
+      // No resourceVersion (or "0"): synthetic ADDED events for the current state first, each with its own resourceVersion.
+      const current = [...this.store(o.resource).values()].filter(o.filter).sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1))
+      for (const obj of current) this.send(res, 'ADDED', obj)
+      if (o.initial) this.send(res, 'BOOKMARK', this.bookmarkObject(o.resource, { 'k8s.io/initial-events-end': 'true' }))
+    } else {
+      for (const ev of this.history) if (ev.resource === o.resource) this.deliver(w, ev)
+    }
+  }
+}
+
+export interface ServicePort { name?: string; port: number; targetPort?: number | string; protocol?: string; appProtocol?: string }
+
+/** A ClusterIP Service as the API server returns it (defaults filled in). */
+export function service (namespace: string, name: string, opts: { ports?: ServicePort[]; annotations?: Record<string, string>; labels?: Record<string, string>; ipFamilies?: string[]; clusterIP?: string; selector?: Record<string, string> } = {}): KubeObject {
+  const ipFamilies = opts.ipFamilies ?? ['IPv4']
+  const clusterIP = opts.clusterIP ?? fakeClusterIP(`${namespace}/${name}`, ipFamilies[0])
+  return {
+    apiVersion: 'v1',
+    kind: 'Service',
+    metadata: { name, namespace, ...(opts.labels && { labels: opts.labels }), ...(opts.annotations && { annotations: opts.annotations }) },
+    spec: {
+      ports: (opts.ports ?? [{ name: 'http', port: 80 }]).map((p) => ({ protocol: 'TCP', targetPort: p.port, ...p })),
+      selector: opts.selector ?? { app: name },
+      clusterIP,
+      clusterIPs: [clusterIP],
+      type: 'ClusterIP',
+      sessionAffinity: 'None',
+      ipFamilies,
+      ipFamilyPolicy: ipFamilies.length > 1 ? 'PreferDualStack' : 'SingleStack',
+      internalTrafficPolicy: 'Cluster',
+    },
+    status: { loadBalancer: {} },
+  }
+}
+
+function fakeClusterIP (seed: string, family = 'IPv4'): string {
+  let h = 0
+  for (const c of seed) h = (h * 31 + c.charCodeAt(0)) >>> 0
+  return family === 'IPv6' ? `fd00:10:96::${(h & 0xffff).toString(16)}` : `10.96.${(h >> 8) & 255}.${(h & 255) || 1}`
+}
+
+export interface EndpointSpec {
+  addresses: string[]
+  conditions?: { ready?: boolean; serving?: boolean; terminating?: boolean }
+  targetRef?: { kind: 'Pod'; name: string; namespace: string; uid?: string }
+  nodeName?: string
+  zone?: string
+  hostname?: string
+}
+
+export interface EndpointPortSpec { name?: string; port: number; protocol?: string; appProtocol?: string }
+
+export interface EndpointSliceObject extends KubeObject {
+  kind: 'EndpointSlice'
+  addressType: string
+  endpoints: EndpointSpec[] | null
+  ports: EndpointPortSpec[] | null
+}
+
+/** An EndpointSlice of `serviceName` (labelled `kubernetes.io/service-name`); empty endpoints/ports become null, as served. */
+export function endpointSlice (namespace: string, name: string, serviceName: string, opts: { addressType?: 'IPv4' | 'IPv6' | 'FQDN'; ports?: EndpointPortSpec[]; endpoints?: EndpointSpec[]; labels?: Record<string, string> } = {}): EndpointSliceObject {
+  const obj: EndpointSliceObject = {
+    apiVersion: 'discovery.k8s.io/v1',
+    kind: 'EndpointSlice',
+    metadata: {
+      name,
+      namespace,
+      labels: { 'kubernetes.io/service-name': serviceName, 'endpointslice.kubernetes.io/managed-by': 'endpointslice-controller.k8s.io', ...opts.labels },
+    },
+    addressType: opts.addressType ?? 'IPv4',
+    endpoints: opts.endpoints ?? null,
+    ports: (opts.ports ?? [{ name: 'http', port: 8080 }]).map((p) => ({ protocol: 'TCP', ...p })),
+  }
+  normalize(obj)
+  return obj
+}
+
+/** A running Pod with one container and an IP. */
+export function pod (namespace: string, name: string, opts: { serviceAccountName?: string; ip?: string; labels?: Record<string, string>; nodeName?: string; phase?: string } = {}): KubeObject {
+  const ip = opts.ip ?? '10.244.0.10'
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace, labels: opts.labels ?? { app: name } },
+    spec: { serviceAccountName: opts.serviceAccountName ?? 'default', nodeName: opts.nodeName ?? 'node-1', containers: [{ name: 'app', image: 'app:latest' }] },
+    status: { phase: opts.phase ?? 'Running', podIP: ip, podIPs: [{ ip }] },
+  }
+}
