@@ -40,6 +40,22 @@ export const ProxyErrors = Object.freeze({
     reason: 'connect timeout', status: 504, grpcStatus: GrpcStatus.UNAVAILABLE,
     hint: 'The peer sidecar did not accept a connection in time. Check the network path to the endpoint.',
   }),
+  peerIdentityMismatch: reason({
+    reason: 'peer identity mismatch', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: 'The peer sidecar presented a valid mesh certificate, but for another workload than the endpoint table expects for that address (a stale endpoint, or an impostor). The request was not sent; another endpoint may be tried.',
+  }),
+  peerTlsFailed: reason({
+    reason: 'peer tls failed', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
+    hint: "The mTLS handshake with the peer sidecar failed (untrusted or expired certificate, protocol version). Check that both sidecars use the same control plane's CA; remora_tls_handshake_failures_total says why.",
+  }),
+  mtlsRequired: reason({
+    reason: 'mtls required', status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED,
+    hint: 'This port accepts only mutual TLS from mesh sidecars (REMORA_INBOUND_MTLS=strict). Call it through your own sidecar, or set the workload to permissive.',
+  }),
+  forbidden: reason({
+    reason: 'forbidden', status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED,
+    hint: "This workload's authorization policy does not allow the caller on this port. Check REMORA_AUTHZ_DEFAULT / REMORA_AUTHZ_ALLOW (or the mesh file's authorization) of the called workload.",
+  }),
   upstreamReset: reason({
     reason: 'upstream reset', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
     hint: 'The upstream closed or reset the stream before answering. Check the upstream logs; the request may be retried if it is idempotent.',
@@ -85,6 +101,8 @@ export type RemoraErrorCode =
   | 'REMORA_WORKLOAD_UNKNOWN'
   | 'REMORA_LISTEN'
   | 'REMORA_KUBE_CONFIG'
+  | 'REMORA_CA'
+  | 'REMORA_CERTIFICATE'
   | 'REMORA_ROLE_UNKNOWN'
   | 'REMORA_ROLE_UNAVAILABLE'
 

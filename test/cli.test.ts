@@ -29,7 +29,7 @@ t.test('start-up errors exit 2 and say what to fix', async (t) => {
   t.equal(missing.code, 2)
   t.match(missing.stderr, /cannot read mesh file \/no\/such\/mesh\.yaml.*REMORA_MESH_FILE_READ/)
   const none = await run('proxy')
-  t.match(none.stderr, /set REMORA_MESH_FILE \(or --mesh-file\)/)
+  t.match(none.stderr, /set REMORA_CONTROL_ADDR \(or --control-addr\) to the control plane, or REMORA_MESH_FILE \(or --mesh-file\)/)
   const flag = await run('proxy', '--mesh-file')
   t.match(flag.stderr, /option --mesh-file needs a value/)
   const role = await run('frobnicate')

@@ -1,5 +1,6 @@
 // Every REMORA_* setting of the proxy, declared once: name, flag, default, parser and help text.
 import { RemoraError } from '../errors.ts'
+import { DEFAULT_POLICIES, parseAllowSetting, type AllowRule, type DefaultPolicy } from '../inbound/authorization.ts'
 
 export interface Setting<T> {
   /** Environment variable, e.g. REMORA_INBOUND_ADDR; the CLI flag is derived (--inbound-addr). */
@@ -67,9 +68,28 @@ export const ProxySettings = Object.freeze({
   accessLog: { env: 'REMORA_ACCESS_LOG', default: 'on', help: 'One JSON line per request: on or off.', parse: (raw: string) => oneOf('on', 'off')(raw) === 'on' } as Setting<boolean>,
   connectTimeout: { env: 'REMORA_CONNECT_TIMEOUT', default: '5s', help: 'How long to wait for a TCP connection to a peer sidecar or the local app.', parse: parseDuration } as Setting<number>,
   shutdownGrace: { env: 'REMORA_SHUTDOWN_GRACE', default: '30s', help: 'On SIGTERM, how long in-flight requests may take to finish before connections are closed.', parse: parseDuration } as Setting<number>,
+  trustAnchors: { env: 'REMORA_TRUST_ANCHORS', help: "PEM file of the mesh's trust anchor(s) (the CA root). Turns mutual TLS on: the sidecar gets its certificate from the control plane and every sidecar-to-sidecar hop is mTLS.", parse: text } as Setting<string>,
+  identity: { env: 'REMORA_IDENTITY', help: "This workload's SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>). Default: from the mesh file workload.", parse: text } as Setting<string>,
+  tokenFile: { env: 'REMORA_TOKEN_FILE', help: "File holding the proof of identity sent with each certificate request (in Kubernetes, a projected service account token with audience remora); re-read at every renewal. Default: the workload's bootstrapToken in the mesh file.", parse: text } as Setting<string>,
+  inboundMtls: { env: 'REMORA_INBOUND_MTLS', default: 'strict', help: 'With mTLS on: strict (inbound accepts only mTLS) or permissive (plaintext from non-meshed clients too, on the same port).', parse: oneOf('strict', 'permissive') } as Setting<'strict' | 'permissive'>,
+  authzDefault: { env: 'REMORA_AUTHZ_DEFAULT', help: `Who may call ports without an allow list: ${DEFAULT_POLICIES.join(', ')}. Default: the mesh file workload's, else all-authenticated with mTLS and all-unauthenticated without.`, parse: oneOf(...DEFAULT_POLICIES) } as Setting<DefaultPolicy>,
+  authzAllow: { env: 'REMORA_AUTHZ_ALLOW', help: 'Allow lists per app port, e.g. 8080=ns:shop,spiffe://cluster.local/ns/ops/sa/admin;9090=ns:ops (adds to the mesh file\'s).', parse: parseAllowSetting } as Setting<Record<number, AllowRule[]>>,
   discoveryTimeout: { env: 'REMORA_DISCOVERY_TIMEOUT', default: '3s', help: "How long a request for an authority this sidecar has not resolved yet waits for the control plane's answer.", parse: parseDuration } as Setting<number>,
   discoveryIdle: { env: 'REMORA_DISCOVERY_IDLE', default: '10m', help: 'A watched authority no request has used for this long is dropped from the table (watched again on next use).', parse: parseDuration } as Setting<number>,
 })
+
+export type CaSetting = { readonly kind: 'off' } | { readonly kind: 'dev' | 'files', readonly dir: string } | { readonly kind: 'secret', readonly namespace: string, readonly name: string }
+
+export function parseCaSetting (raw: string): CaSetting {
+  const v = raw.trim()
+  if (v === 'off') return Object.freeze({ kind: 'off' })
+  const m = /^(dev|files|secret):(.+)$/.exec(v)
+  if (m === null) throw new Error(`expected off, dev:<dir>, files:<dir> or secret:<namespace>/<name>, got "${raw}"`)
+  if (m[1] !== 'secret') return Object.freeze({ kind: m[1] as 'dev' | 'files', dir: m[2] })
+  const s = /^([a-z0-9-]+)\/([a-z0-9.-]+)$/.exec(m[2])
+  if (s === null) throw new Error(`secret: needs <namespace>/<name>, got "${m[2]}"`)
+  return Object.freeze({ kind: 'secret', namespace: s[1], name: s[2] })
+}
 
 export const CONTROL_SOURCES = ['kubernetes', 'file'] as const
 export type ControlSource = typeof CONTROL_SOURCES[number]
@@ -79,6 +99,9 @@ export const ControlSettings = Object.freeze({
   meshFile: { env: 'REMORA_MESH_FILE', help: 'With the file source: the mesh YAML file whose services are served. Reloaded on change.', parse: text } as Setting<string>,
   discoveryAddr: { env: 'REMORA_DISCOVERY_ADDR', default: '0.0.0.0:15012', help: 'Discovery API (HTTP/2) that sidecars watch.', parse: parseHostPort } as Setting<HostPort>,
   adminAddr: { env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15014', help: 'Admin server of the control plane: /live /ready /metrics; /catalog.json from loopback only.', parse: parseHostPort } as Setting<HostPort>,
+  ca: { env: 'REMORA_CA', default: 'off', help: 'Certificate authority: off (plaintext discovery, no certificates), dev:<dir> (load, or create on first start, a development CA in dir), files:<dir> (root.pem, issuer.pem, issuer-key.pem) or secret:<namespace>/<name> (a Kubernetes Secret with those keys).', parse: parseCaSetting } as Setting<CaSetting>,
+  certTtl: { env: 'REMORA_CERT_TTL', default: '24h', help: 'Lifetime of the workload certificates the CA signs (sidecars renew at 70 %).', parse: parseDuration } as Setting<number>,
+  servingNames: { env: 'REMORA_SERVING_NAMES', default: 'localhost,127.0.0.1,remora-control.remora-system.svc,remora-control.remora-system.svc.cluster.local', help: 'DNS names and IPs in the certificate the discovery port serves (sidecars check REMORA_CONTROL_ADDR against it).', parse: (raw: string) => Object.freeze(raw.split(',').map((n) => n.trim()).filter((n) => n !== '')) } as Setting<readonly string[]>,
   trustDomain: { env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: 'SPIFFE trust domain of the identities in the table (Kubernetes source).', parse: text } as Setting<string>,
   proxyInboundPort: { env: 'REMORA_PROXY_INBOUND_PORT', default: '15006', help: "Port of every pod's sidecar inbound listener (Kubernetes source).", parse: parsePort } as Setting<number>,
   logLevel: { env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) } as Setting<LogLevel>,

@@ -10,6 +10,7 @@ import { deepFreeze } from './deep-freeze.ts'
 import { authoritiesOf, spiffeId, type AppProtocol, type Endpoint, type Service } from '../discovery/service.ts'
 import { servicePolicy, inboundPolicy, type RawInboundPolicy, type RawServicePolicy } from '../resilience/policy-file.ts'
 import type { InboundPolicy } from '../resilience/policy.ts'
+import { parseAllowRule, type AllowRule, type DefaultPolicy } from '../inbound/authorization.ts'
 
 export interface AppPort { readonly port: number, readonly protocol: AppProtocol }
 
@@ -21,6 +22,9 @@ export interface Workload {
   readonly appPorts: readonly AppPort[]
   readonly sidecar: { readonly inbound?: HostPort, readonly outbound?: HostPort, readonly admin?: HostPort }
   readonly inbound: InboundPolicy
+  /** Proves this workload's identity to a control plane serving this file (local mode). */
+  readonly bootstrapToken: string | undefined
+  readonly authorization: { readonly default?: DefaultPolicy, readonly allow: Readonly<Record<number, readonly AllowRule[]>> }
 }
 
 export interface MeshConfig {
@@ -37,6 +41,8 @@ interface RawMesh {
     appPorts: Array<number | { port: number, protocol?: AppProtocol }>
     sidecar?: { inbound?: string, outbound?: string, admin?: string }
     inbound?: RawInboundPolicy
+    bootstrapToken?: string
+    authorization?: { default?: DefaultPolicy, allow?: Record<string, string[]> }
   }>
   services?: Array<RawServicePolicy & {
     name: string, namespace?: string, port: number, protocol?: AppProtocol
@@ -141,10 +147,26 @@ function resolve (raw: RawMesh, file: string, doc: Document, lines: LineCounter)
         admin: w.sidecar?.admin !== undefined ? parseHostPort(w.sidecar.admin) : undefined,
       },
       inbound: inboundPolicy(w.inbound),
+      bootstrapToken: w.bootstrapToken,
+      authorization: { default: w.authorization?.default, allow: {} },
     }
   }
   const fail = (path: Array<string | number>, what: string): never => {
     throw new RemoraError('REMORA_MESH_FILE_REFERENCE', `${file}:${where(doc, lines, path)}: ${keyName(path)} ${what}`)
+  }
+  const tokens = new Map<string, string>()
+  for (const [name, w] of Object.entries(raw.workloads ?? {})) {
+    const allow = workloads[name].authorization.allow as Record<number, AllowRule[]>
+    for (const [port, rules] of Object.entries(w.authorization?.allow ?? {})) {
+      allow[Number(port)] = rules.map((r, i) => {
+        try { return parseAllowRule(r) } catch (err) { return fail(['workloads', name, 'authorization', 'allow', port, i], (err as Error).message) }
+      })
+    }
+    if (w.bootstrapToken !== undefined) {
+      const other = tokens.get(w.bootstrapToken)
+      if (other !== undefined) fail(['workloads', name, 'bootstrapToken'], `is the same as workload "${other}"'s; each workload needs its own`)
+      tokens.set(w.bootstrapToken, name)
+    }
   }
   const seen = new Map<string, number>()
   const services: Service[] = (raw.services ?? []).map((s, i) => {

@@ -42,6 +42,23 @@ export const meshSchema = {
             additionalProperties: false,
             properties: { inbound: hostPort, outbound: hostPort, admin: hostPort },
           },
+          bootstrapToken: { type: 'string', pattern: '^[A-Za-z0-9._~+/=-]{16,}$', description: 'a secret of at least 16 letters, digits or ._~+/=- (the workload proves its identity to the local control plane with it)' },
+          authorization: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              default: { enum: ['all-authenticated', 'all-unauthenticated', 'deny'] },
+              allow: {
+                type: 'object',
+                propertyNames: { type: 'string', pattern: '^[0-9]{1,5}$', description: 'an app port number' },
+                additionalProperties: {
+                  type: 'array',
+                  minItems: 1,
+                  items: { type: 'string', pattern: '^(ns:[a-z0-9]([-a-z0-9]*[a-z0-9])?|spiffe://[^\\s]+)$', description: 'a SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>) or ns:<namespace>' },
+                },
+              },
+            },
+          },
           inbound: {
             type: 'object',
             additionalProperties: false,

@@ -1,7 +1,9 @@
 // The proxy's configuration: settings + the workload's entry in the mesh file, parsed once and frozen.
 import { RemoraError } from '../errors.ts'
 import { deepFreeze } from './deep-freeze.ts'
-import { isExplicit, ProxySettings, readSettings, type Environment, type HostPort, type LogLevel } from './env.ts'
+import { isExplicit, ProxySettings, readSettings, type Environment, type HostPort, type LogLevel, type SettingsOf } from './env.ts'
+import type { AllowRule, AuthorizationPolicy } from '../inbound/authorization.ts'
+import { parseSpiffeId } from '../identity/spiffe.ts'
 import { readMeshFile, type AppPort, type MeshConfig, type Workload } from './mesh-file.ts'
 import { DEFAULT_INBOUND_POLICY, type InboundPolicy } from '../resilience/policy.ts'
 
@@ -24,6 +26,17 @@ export interface ProxyConfig {
   readonly shutdownGrace: number
   /** Inbound protection: concurrency limit and optional rate limit per app port. */
   readonly inbound: InboundPolicy
+  /** Mutual TLS; undefined = off (plaintext between sidecars). */
+  readonly mtls: MtlsConfig | undefined
+  readonly authorization: AuthorizationPolicy
+}
+
+export interface MtlsConfig {
+  readonly trustAnchorsFile: string
+  readonly identity: string
+  /** Proof of identity for the CA: a file re-read at every renewal, or the mesh file's bootstrap token. */
+  readonly token: { readonly file: string } | { readonly value: string }
+  readonly inbound: 'strict' | 'permissive'
 }
 
 export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): { config: ProxyConfig, mesh: MeshConfig | undefined } {
@@ -45,13 +58,18 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
   const appPorts: readonly AppPort[] = s.appPorts !== undefined
     ? s.appPorts.map((port) => workload?.appPorts.find((p) => p.port === port) ?? { port, protocol: 'auto' as const })
     : workload?.appPorts ?? []
+  const mtls = mtlsConfig(s, workload)
+  const authorization: AuthorizationPolicy = {
+    default: s.authzDefault ?? workload?.authorization.default ?? (mtls !== undefined ? 'all-authenticated' : 'all-unauthenticated'),
+    allow: mergeAllow(workload?.authorization.allow ?? {}, s.authzAllow ?? {}),
+  }
   const config: ProxyConfig = {
     meshFile: s.meshFile,
     controlAddr: s.controlAddr,
     discoveryTimeout: s.discoveryTimeout as number,
     discoveryIdle: s.discoveryIdle as number,
     workload: workload?.name ?? s.workload,
-    identity: workload?.identity,
+    identity: s.identity ?? workload?.identity,
     outboundAddr: pick('outboundAddr', workload?.sidecar.outbound),
     inboundAddr: pick('inboundAddr', workload?.sidecar.inbound),
     adminAddr: pick('adminAddr', workload?.sidecar.admin),
@@ -61,6 +79,33 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     connectTimeout: s.connectTimeout as number,
     shutdownGrace: s.shutdownGrace as number,
     inbound: workload?.inbound ?? DEFAULT_INBOUND_POLICY,
+    mtls,
+    authorization,
   }
   return { config: deepFreeze(config), mesh }
+}
+
+function mtlsConfig (s: SettingsOf<typeof ProxySettings>, workload: Workload | undefined): MtlsConfig | undefined {
+  if (s.trustAnchors === undefined) return undefined
+  const identity = s.identity ?? workload?.identity
+  if (identity === undefined) {
+    throw new RemoraError('REMORA_CONFIG_ENV', 'REMORA_TRUST_ANCHORS turns mTLS on, which needs this workload\'s identity: set REMORA_IDENTITY (spiffe://<trust-domain>/ns/<ns>/sa/<sa>) or REMORA_WORKLOAD with a mesh file')
+  }
+  try { parseSpiffeId(identity) } catch (err) {
+    throw new RemoraError('REMORA_CONFIG_ENV', `REMORA_IDENTITY: ${(err as Error).message}`)
+  }
+  if (s.controlAddr === undefined) {
+    throw new RemoraError('REMORA_CONFIG_ENV', 'REMORA_TRUST_ANCHORS turns mTLS on, which needs the control plane (its CA signs the certificate): set REMORA_CONTROL_ADDR')
+  }
+  const token = s.tokenFile !== undefined ? { file: s.tokenFile } : workload?.bootstrapToken !== undefined ? { value: workload.bootstrapToken } : undefined
+  if (token === undefined) {
+    throw new RemoraError('REMORA_CONFIG_ENV', `mTLS needs a proof of identity for the CA: set REMORA_TOKEN_FILE (in Kubernetes, a projected service account token with audience remora) or give workload "${workload?.name ?? '?'}" a bootstrapToken in the mesh file`)
+  }
+  return { trustAnchorsFile: s.trustAnchors, identity, token, inbound: s.inboundMtls ?? 'strict' }
+}
+
+function mergeAllow (a: Readonly<Record<number, readonly AllowRule[]>>, b: Readonly<Record<number, readonly AllowRule[]>>): Record<number, readonly AllowRule[]> {
+  const out: Record<number, readonly AllowRule[]> = { ...a }
+  for (const [port, rules] of Object.entries(b)) out[Number(port)] = [...(out[Number(port)] ?? []), ...rules]
+  return out
 }

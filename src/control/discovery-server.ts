@@ -1,6 +1,7 @@
 // The discovery API on 15012 (HTTP/2): a sidecar watches the authorities it uses; each watch gets
 // a snapshot, then a delta per change, every message encoded once and written to all its watchers.
-import http2, { type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
+import http2, { type Http2SecureServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
+import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import type { HostPort } from '../config/env.ts'
 import { RemoraError } from '../errors.ts'
@@ -8,6 +9,10 @@ import { normalizeAuthority } from '../discovery/endpoint-table.ts'
 import { WATCH_PATH, WIRE_CONTENT_TYPE, diff, encode, type WatchMessage } from '../discovery/wire.ts'
 import type { Catalog, CatalogEntry } from './catalog.ts'
 import type { ControlMetrics } from './metrics.ts'
+import { CERTIFICATE_PATH, type Signer } from './signing.ts'
+
+/** The discovery port's own certificate (from the CA) and the anchors client certificates must chain to. */
+export interface ServingTls { readonly key: string, readonly cert: string, readonly ca: readonly string[] }
 
 interface Watch {
   readonly stream: ServerHttp2Stream
@@ -21,7 +26,8 @@ const MAX_UNREAD_BYTES = 4 * 1024 * 1024
 const AUTHORITY = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*:\d{1,5}$/
 
 export class DiscoveryServer {
-  readonly #server: Http2Server
+  readonly #server: Http2Server | Http2SecureServer
+  readonly #signer: Signer | undefined
   readonly #catalog: Catalog
   readonly #log: Logger
   readonly #metrics: ControlMetrics
@@ -35,11 +41,17 @@ export class DiscoveryServer {
   readonly #snapshots = new Map<string, { version: number, buf: Buffer }>()
   #closing = false
 
-  constructor (catalog: Catalog, log: Logger, metrics: ControlMetrics) {
+  /** With `tls`, the port speaks only TLS 1.3; watches then need a client certificate from the mesh CA. */
+  constructor (catalog: Catalog, log: Logger, metrics: ControlMetrics, tls?: ServingTls, signer?: Signer) {
     this.#catalog = catalog
     this.#log = log
     this.#metrics = metrics
-    this.#server = http2.createServer({ settings: { maxConcurrentStreams: 10_000 } })
+    this.#signer = signer
+    const settings = { maxConcurrentStreams: 10_000 }
+    this.#server = tls === undefined
+      ? http2.createServer({ settings })
+      : http2.createSecureServer({ ...tlsOptions(tls), settings, allowHTTP1: false })
+    this.#server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'discovery TLS handshake failed'))
     this.#server.on('session', (s: ServerHttp2Session) => {
       this.#sessions.add(s)
       metrics.sidecars.inc()
@@ -48,6 +60,11 @@ export class DiscoveryServer {
     })
     this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers))
     catalog.on('change', (key, entry) => this.#onChange(key, entry))
+  }
+
+  /** New connections get the new certificate; open ones keep theirs. */
+  setCredentials (tls: ServingTls): void {
+    if ('setSecureContext' in this.#server) this.#server.setSecureContext(tlsOptions(tls))
   }
 
   get watches (): number {
@@ -84,9 +101,17 @@ export class DiscoveryServer {
   #onStream (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     stream.on('error', () => {})
     const [path, query = ''] = String(headers[':path'] ?? '/').split('?', 2)
+    if (path === CERTIFICATE_PATH) {
+      if (this.#signer === undefined) return fail(stream, 404, 'ca_off', 'this control plane runs without a CA (REMORA_CA=off), so it signs no certificates')
+      this.#signer.handle(stream, headers)
+      return
+    }
     if (path !== WATCH_PATH) return fail(stream, 404, 'not_found', `no such endpoint ${path}; the discovery API serves GET ${WATCH_PATH}?authority=<name[.namespace]:port>`)
     if (headers[':method'] !== 'GET') return fail(stream, 405, 'method_not_allowed', `use GET ${WATCH_PATH}`)
     if (this.#closing) return fail(stream, 503, 'shutting_down', 'the control plane is shutting down; reconnect')
+    if (this.#signer !== undefined && (stream.session?.socket as TLSSocket | undefined)?.authorized !== true) {
+      return fail(stream, 401, 'unauthenticated', `watches need a client certificate from this mesh's CA; get one with POST ${CERTIFICATE_PATH}`)
+    }
     const raw = new URLSearchParams(query).get('authority')
     if (raw === null || raw === '') return fail(stream, 400, 'bad_request', 'query parameter "authority" is required, e.g. authority=web.demo:80')
     const authority = normalizeAuthority(raw)
@@ -184,6 +209,10 @@ export class DiscoveryServer {
     stream.write(buf)
     this.#metrics.pushes.inc({ type })
   }
+}
+
+function tlsOptions (tls: ServingTls): http2.SecureServerOptions {
+  return { key: tls.key, cert: tls.cert, ca: [...tls.ca], requestCert: true, rejectUnauthorized: false, minVersion: 'TLSv1.3', ALPNProtocols: ['h2'] }
 }
 
 function add<K, V> (map: Map<K, Set<V>>, key: K, value: V): void {

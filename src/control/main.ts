@@ -1,5 +1,5 @@
 // Runs the control plane as a process: settings, logger, signals, exit code.
-import { ControlSettings, readSettings, type ControlSource, type HostPort } from '../config/env.ts'
+import { ControlSettings, readSettings, type CaSetting, type ControlSource, type HostPort } from '../config/env.ts'
 import { createLogger } from '../telemetry/log.ts'
 import { startControl } from './plane.ts'
 
@@ -14,6 +14,9 @@ export async function runControl (flags: ReadonlyMap<string, string>): Promise<n
     adminAddr: s.adminAddr as HostPort,
     trustDomain: s.trustDomain as string,
     proxyInboundPort: s.proxyInboundPort as number,
+    ca: s.ca as CaSetting,
+    certTtlMs: s.certTtl as number,
+    servingNames: s.servingNames as readonly string[],
   }, log)
   let failed: unknown
   plane.synced.catch((err: unknown) => { failed = err; void plane.shutdown('the endpoint source failed to start') })

@@ -47,6 +47,19 @@ export class ControlMetrics {
     registers: [this.registry],
   })
 
+  readonly certificates = new Counter({
+    name: 'remora_control_certificates_total',
+    help: 'Certificate requests, by result: issued, or the error code (unauthenticated, identity_mismatch, bad_csr, …).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+
+  readonly caExpiry = new Gauge({
+    name: 'remora_control_ca_expiry_timestamp_seconds',
+    help: "When the issuer (intermediate) certificate expires, as a Unix time: alert well before it.",
+    registers: [this.registry],
+  })
+
   readonly sourceErrors = new Counter({
     name: 'remora_control_source_errors_total',
     help: 'Errors from the endpoint source (Kubernetes API or mesh file), by kind.',

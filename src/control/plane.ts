@@ -1,13 +1,22 @@
-// `remora control`: a catalog fed by one source (Kubernetes or the mesh file), served to sidecars on 15012.
+// `remora control`: a catalog fed by one source (Kubernetes or the mesh file), served to sidecars on
+// 15012, and — with a CA — certificates for the identities sidecars prove, on the same port over mTLS.
 import type http from 'node:http'
+import { isIP } from 'node:net'
+import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { RemoraError } from '../errors.ts'
-import type { ControlSource, HostPort } from '../config/env.ts'
+import type { CaSetting, ControlSource, HostPort } from '../config/env.ts'
+import { spiffeId } from '../discovery/service.ts'
+import type { CertificateAuthority } from '../identity/ca.ts'
+import { RENEW_AT_FRACTION } from '../identity/keys.ts'
 import { Catalog, type CatalogSource } from './catalog.ts'
-import { DiscoveryServer } from './discovery-server.ts'
+import { DiscoveryServer, type ServingTls } from './discovery-server.ts'
 import { FileCatalogSource } from './file-source.ts'
 import { createControlAdmin } from './admin.ts'
 import { ControlMetrics } from './metrics.ts'
+import { loadCa } from './ca-store.ts'
+import { BootstrapTokens, TokenReviews, type IdentityProof } from './identity-proof.ts'
+import { Signer } from './signing.ts'
 
 export interface ControlConfig {
   readonly source: ControlSource
@@ -16,6 +25,9 @@ export interface ControlConfig {
   readonly adminAddr: HostPort
   readonly trustDomain: string
   readonly proxyInboundPort: number
+  readonly ca: CaSetting
+  readonly certTtlMs: number
+  readonly servingNames: readonly string[]
 }
 
 export interface ControlPlane {
@@ -28,12 +40,38 @@ export interface ControlPlane {
   readonly stopped: Promise<void>
 }
 
+/** The control plane's own identity, in the certificate of its discovery port. */
+export const CONTROL_NAMESPACE = 'remora-system'
+export const CONTROL_SERVICE_ACCOUNT = 'remora-control'
+const SERVING_TTL_MS = 24 * 3600_000
+
 export async function startControl (config: ControlConfig, log: Logger, makeSource?: (onError: (kind: string) => void) => Promise<CatalogSource>): Promise<ControlPlane> {
   const metrics = new ControlMetrics()
   const catalog = new Catalog()
   const onError = (kind: string): void => { metrics.sourceErrors.inc({ source: config.source, kind }) }
-  const source = makeSource !== undefined ? await makeSource(onError) : await defaultSource(config, log, onError)
-  const discovery = new DiscoveryServer(catalog, log, metrics)
+  const tokens = new BootstrapTokens()
+  const kubeConfig = config.source === 'kubernetes' && makeSource === undefined ? await loadKubeConfig() : undefined
+  const source = makeSource !== undefined ? await makeSource(onError) : await defaultSource(config, kubeConfig, log, onError, tokens)
+  const ca = config.ca.kind === 'off' ? undefined : await loadCa(config.ca, config.trustDomain, log)
+  let serving: { tls: ServingTls, renew: NodeJS.Timeout } | undefined
+  let signer: Signer | undefined
+  if (ca !== undefined) {
+    const proof: IdentityProof = kubeConfig !== undefined ? new TokenReviews(kubeConfig, config.trustDomain) : tokens
+    signer = new Signer(ca, proof, config.certTtlMs, log, metrics)
+    metrics.caExpiry.set(ca.issuerNotAfter.getTime() / 1000)
+    serving = { tls: await servingTls(ca, config), renew: setTimeout(() => {}, 0) }
+  }
+  const discovery = new DiscoveryServer(catalog, log, metrics, serving?.tls, signer)
+  if (ca !== undefined && serving !== undefined) {
+    const s = serving
+    const renew = (): void => {
+      s.renew = setTimeout(() => {
+        servingTls(ca, config).then((tls) => { s.tls = tls; discovery.setCredentials(tls); log.info('discovery port certificate renewed'); renew() },
+          (err: Error) => { log.error({ err: err.message }, 'discovery port certificate not renewed; retrying in 1 min'); s.renew = setTimeout(renew, 60_000).unref() })
+      }, SERVING_TTL_MS * RENEW_AT_FRACTION).unref()
+    }
+    renew()
+  }
   const admin = createControlAdmin(catalog, metrics, () => catalog.synced
     ? { ready: true, why: `ready: ${catalog.size} services from ${source.name}, revision ${catalog.revision}` }
     : { ready: false, why: `waiting for the first full view from ${source.name}` })
@@ -50,6 +88,7 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   const shutdown = (why: string): Promise<void> => {
     stopping ??= (async () => {
       log.info({ why }, 'control plane stopping; sidecars keep their tables and reconnect')
+      clearTimeout(serving?.renew)
       await source.stop()
       await discovery.close()
       admin.close()
@@ -58,18 +97,23 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
     })()
     return stopping
   }
-  log.info({ source: source.name, ...addresses }, 'control plane listening')
+  log.info({ source: source.name, ca: config.ca.kind, ...addresses }, 'control plane listening')
   return { catalog, metrics, addresses, synced, shutdown, stopped }
 }
 
-async function defaultSource (config: ControlConfig, log: Logger, onError: (kind: string) => void): Promise<CatalogSource> {
-  if (config.source === 'file') {
-    if (config.meshFile === undefined) throw new RemoraError('REMORA_CONFIG_ENV', 'REMORA_SOURCE is file, but REMORA_MESH_FILE (or --mesh-file) is not set')
-    return new FileCatalogSource(config.meshFile, log, onError)
-  }
+async function servingTls (ca: CertificateAuthority, config: ControlConfig): Promise<ServingTls> {
+  const issued = await ca.issueServing({
+    dnsNames: config.servingNames.filter((n) => isIP(n) === 0),
+    ipAddresses: config.servingNames.filter((n) => isIP(n) !== 0),
+    identity: spiffeId(config.trustDomain, CONTROL_NAMESPACE, CONTROL_SERVICE_ACCOUNT),
+    ttlMs: SERVING_TTL_MS,
+  })
+  return { key: issued.key.privateKeyPem, cert: issued.chainPem.join(''), ca: issued.trustAnchorsPem }
+}
+
+async function loadKubeConfig (): Promise<KubeConfig> {
   // Loaded only for Kubernetes: the client library is large and local use never needs it.
   const { KubeConfig } = await import('@kubernetes/client-node')
-  const { KubernetesSource } = await import('./kube-source.ts')
   const kubeConfig = new KubeConfig()
   try {
     kubeConfig.loadFromDefault()
@@ -79,6 +123,15 @@ async function defaultSource (config: ControlConfig, log: Logger, onError: (kind
   if (kubeConfig.getCurrentCluster() === null) {
     throw new RemoraError('REMORA_KUBE_CONFIG', 'no Kubernetes cluster configured: run in a pod with a service account, set KUBECONFIG, or use REMORA_SOURCE=file with REMORA_MESH_FILE')
   }
+  return kubeConfig
+}
+
+async function defaultSource (config: ControlConfig, kubeConfig: KubeConfig | undefined, log: Logger, onError: (kind: string) => void, tokens: BootstrapTokens): Promise<CatalogSource> {
+  if (config.source === 'file' || kubeConfig === undefined) {
+    if (config.meshFile === undefined) throw new RemoraError('REMORA_CONFIG_ENV', 'REMORA_SOURCE is file, but REMORA_MESH_FILE (or --mesh-file) is not set')
+    return new FileCatalogSource(config.meshFile, log, onError, (mesh) => tokens.update(mesh.workloads))
+  }
+  const { KubernetesSource } = await import('./kube-source.ts')
   return new KubernetesSource({ kubeConfig, trustDomain: config.trustDomain, inboundPort: config.proxyInboundPort, log, onError })
 }
 

@@ -1,6 +1,7 @@
 // The sidecar's discovery client: one HTTP/2 connection to the control plane, a watch per authority
 // the app actually calls (opened on first use, closed when idle), and the last table kept when it is away.
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
+import type { ConnectionOptions } from 'node:tls'
 import type { Logger } from 'pino'
 import type { HostPort } from '../config/env.ts'
 import { backoffMs } from '../resilience/backoff.ts'
@@ -20,6 +21,8 @@ export interface DiscoveryOptions {
   readonly table: EndpointTable
   readonly log: Logger
   readonly metrics: ProxyMetrics
+  /** With mTLS: TLS options (this sidecar's certificate, the trust anchors) for each new connection. */
+  readonly tls?: () => ConnectionOptions
 }
 
 /** Thrown (as a rejection) when an authority cannot be resolved because the control plane is away. */
@@ -123,7 +126,8 @@ export class DiscoveryClient {
     if (this.#stopped) return
     this.#backingOff = false
     const { host, port } = this.#o.address
-    const session = http2.connect(`http://${host.includes(':') ? `[${host}]` : host}:${port}`)
+    const authority = `${host.includes(':') ? `[${host}]` : host}:${port}`
+    const session = this.#o.tls === undefined ? http2.connect(`http://${authority}`) : http2.connect(`https://${authority}`, this.#o.tls())
     this.#session = session
     const timer = setTimeout(() => session.destroy(new Error(`no connection within ${this.#o.connectTimeoutMs} ms`)), this.#o.connectTimeoutMs)
     session.once('connect', () => {

@@ -13,16 +13,18 @@ export class MeshFileSource {
   readonly #file: string
   readonly #log: Logger
   readonly #onError: (kind: string) => void
+  readonly #onMesh: (mesh: MeshConfig) => void
   #watcher?: FSWatcher
   #timer?: NodeJS.Timeout
   #lastText = ''
   #loads = 0
 
-  constructor (file: string, log: Logger, onError: (kind: string) => void = () => {}) {
+  constructor (file: string, log: Logger, onError: (kind: string) => void = () => {}, onMesh: (mesh: MeshConfig) => void = () => {}) {
     this.#file = file
     this.name = `file:${file}`
     this.#log = log
     this.#onError = onError
+    this.#onMesh = onMesh
   }
 
   /** The first load must succeed; later bad edits are logged and the last good table stays. */
@@ -52,6 +54,7 @@ export class MeshFileSource {
       this.#log.error({ file: this.#file, code: (err as { code?: string }).code }, `mesh file not reloaded, keeping load ${this.#loads}: ${(err as Error).message}`)
       return
     }
+    this.#onMesh(mesh)
     const text = JSON.stringify(mesh.services)
     if (!first && text === this.#lastText) return
     this.#lastText = text

@@ -23,6 +23,9 @@ export interface Exchange {
   readonly record: AccessRecord
   /** The caller's address as this sidecar saw it (inbound). */
   readonly peerAddress?: string
+  /** Inbound: did the caller come over mutual TLS, and as whom (its verified SPIFFE ID)? */
+  readonly mtls?: boolean
+  readonly peerIdentity?: string
 }
 
 /** An HTTP/1.1 request on either listener; mesh headers from the caller are dropped. */
@@ -42,7 +45,7 @@ export function fromHttp1 (req: IncomingMessage, authority: string, path: string
 }
 
 /** An h2 stream on either listener; `headers` are the ones to forward (already cleaned). */
-export function fromHttp2 (stream: ServerHttp2Stream, raw: IncomingHttpHeaders, headers: Headers, authority: string, origProto: OrigProto, record: AccessRecord, upgrade?: string): Exchange {
+export function fromHttp2 (stream: ServerHttp2Stream, raw: IncomingHttpHeaders, headers: Headers, authority: string, origProto: OrigProto, record: AccessRecord, upgrade?: string, peerIdentity?: string): Exchange {
   return {
     method: raw[':method'] ?? 'GET',
     path: raw[':path'] ?? '/',
@@ -54,6 +57,8 @@ export function fromHttp2 (stream: ServerHttp2Stream, raw: IncomingHttpHeaders, 
     grpc: isGrpc(raw),
     record,
     peerAddress: stream.session?.socket?.remoteAddress,
+    mtls: peerIdentity !== undefined,
+    peerIdentity,
   }
 }
 

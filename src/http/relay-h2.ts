@@ -3,6 +3,7 @@
 import { constants as h2c, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
 import type { Readable, Writable } from 'node:stream'
 import type { ProxyErrorReason } from '../errors.ts'
+import { tlsReason } from '../transport/tls-errors.ts'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
 import { bodyless, forwardable, MeshHeader, type Headers } from './headers.ts'
@@ -22,6 +23,9 @@ export const PEER_REASONS: RelayReasons = { refused: ProxyErrors.connectRefused,
 export const APP_REASONS: RelayReasons = { refused: ProxyErrors.appUnavailable, reset: ProxyErrors.appReset, trustMeshHeaders: false }
 
 export function classify (err: NodeJS.ErrnoException | undefined, reasons: RelayReasons): ProxyErrorReason {
+  const tls = tlsReason(err)
+  if (tls === 'identity-mismatch') return ProxyErrors.peerIdentityMismatch
+  if (tls !== undefined) return ProxyErrors.peerTlsFailed
   switch (err?.code) {
     case 'ECONNREFUSED': return reasons.refused
     case 'ETIMEDOUT': case 'UND_ERR_CONNECT_TIMEOUT': return ProxyErrors.connectTimeout
@@ -172,7 +176,8 @@ export function relayOverH2 (
       const err = (up as unknown as { errored?: NodeJS.ErrnoException }).errored ?? undefined
       const cause = err?.cause as NodeJS.ErrnoException | undefined
       const real = cause?.code !== undefined ? cause : err
-      const unprocessed = up.rstCode === h2c.NGHTTP2_REFUSED_STREAM || real?.code === 'ECONNREFUSED' || real?.code === 'ETIMEDOUT'
+      // Refused, timed out, or the handshake failed: the request never left this sidecar.
+      const unprocessed = up.rstCode === h2c.NGHTTP2_REFUSED_STREAM || real?.code === 'ECONNREFUSED' || real?.code === 'ETIMEDOUT' || tlsReason(real) !== undefined
       fail(classify(real, reasons), err?.message ?? `stream reset (code ${up.rstCode})`, unprocessed)
       return
     }

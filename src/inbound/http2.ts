@@ -8,10 +8,53 @@ import { fromHttp2 } from '../http/exchange.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { H2_SETTINGS } from '../transport/h2-sessions.ts'
 import { routeInbound } from './route.ts'
+import type { TLSSocket } from 'node:tls'
+import type { Credentials } from '../identity/workload-identity.ts'
+import { uriSans } from '../transport/h2-sessions.ts'
+import { tlsReason } from '../transport/tls-errors.ts'
+import { LogThrottle } from '../telemetry/throttle.ts'
 
 export function createInboundHttp2 (ctx: ProxyContext): http2.Http2Server {
   const server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
+  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(ctx, stream, headers, undefined))
+  server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
+  return server
+}
+
+/**
+ * Inbound mTLS from peer sidecars: TLS 1.3, ALPN h2, a client certificate that chains to the trust
+ * anchors required. The caller's SPIFFE ID is read once per connection.
+ */
+export function createInboundHttp2Tls (ctx: ProxyContext, creds: Credentials): http2.Http2SecureServer {
+  const server = http2.createSecureServer({ ...serverTls(creds), settings: H2_SETTINGS, maxSessionMemory: 64, allowHTTP1: false })
+  const peers = new WeakMap<http2.Http2Session, string>()
+  server.on('session', (session: http2.ServerHttp2Session) => {
+    const cert = (session.socket as TLSSocket).getPeerCertificate()
+    const ids = uriSans(cert)
+    if (ids.length === 1) peers.set(session, ids[0])
+    else { ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason: 'identity-mismatch' }); session.destroy() }
+  })
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    const identity = stream.session === undefined ? undefined : peers.get(stream.session)
+    if (identity === undefined) { stream.close(http2.constants.NGHTTP2_REFUSED_STREAM); return }
+    onStream(ctx, stream, headers, identity)
+  })
+  const throttle = new LogThrottle()
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
+    const reason = tlsReason(err) ?? 'other'
+    ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason })
+    throttle.run(reason, (suppressed) => ctx.log.warn({ reason, from: socket.remoteAddress, err: err.code ?? err.message, suppressed }, 'inbound TLS handshake refused'))
+  })
+  server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
+  return server
+}
+
+export function serverTls (creds: Credentials): http2.SecureServerOptions {
+  return { key: creds.key, cert: creds.cert, ca: [...creds.ca], requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['h2'] }
+}
+
+function onStream (ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string | undefined): void {
+  {
     const sink = new H2Sink(stream)
     const method = headers[':method'] ?? 'GET'
     const path = headers[':path'] ?? '/'
@@ -31,8 +74,6 @@ export function createInboundHttp2 (ctx: ProxyContext): http2.Http2Server {
     // The one mesh header the app may see: which attempt this is, when the caller's sidecar retries.
     const attempt = first(headers[MeshHeader.attempt])
     if (attempt !== undefined) forwarded[MeshHeader.attempt] = attempt
-    routeInbound(ctx, fromHttp2(stream, headers, forwarded, authority, origProto, record, first(headers[MeshHeader.upgrade])), port, sink)
-  })
-  server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
-  return server
+    routeInbound(ctx, fromHttp2(stream, headers, forwarded, authority, origProto, record, first(headers[MeshHeader.upgrade]), peerIdentity), port, sink)
+  }
 }

@@ -12,6 +12,9 @@ import { upgradeToApp } from './app-upgrade.ts'
 import { countBytes } from '../http/count-bytes.ts'
 import { endSpan, startServerSpan } from '../telemetry/spans.ts'
 import { logIds } from '../telemetry/tracing.ts'
+import { LogThrottle } from '../telemetry/throttle.ts'
+import { MeshHeader } from '../http/headers.ts'
+import { authorize } from './authorization.ts'
 
 export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | undefined, sink: ResponseSink): void {
   const span = startServerSpan(ctx.tracing, ex, ex.peerAddress)
@@ -21,15 +24,13 @@ export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | un
   }
   const appPort = port === undefined ? ctx.config.appPorts[0] : ctx.config.appPorts.find((p) => p.port === port)
   if (appPort === undefined) {
-    const reason = ProxyErrors.targetPortRefused
-    ex.record.error = reason.reason
-    respondError(sink, reason, { grpc: ex.grpc, detail: port === undefined ? 'this workload declares no app ports' : `port ${port}` })
-    ex.body?.resume()
+    refuse(ctx, ex, sink, ProxyErrors.targetPortRefused, port === undefined ? 'this workload declares no app ports' : `port ${port}`)
     return
   }
   const label = `:${appPort.port}`
   ex.record.metricAuthority = label
   ex.record.endpoint = `127.0.0.1:${appPort.port}`
+  if (!admit(ctx, ex, appPort.port, sink)) return
   if (!ctx.inboundLimits.allow(appPort.port)) {
     shed(ctx, ex, sink, ProxyErrors.rateLimited, label, `${ctx.inboundLimits.policy.rateLimit?.requestsPerSecond ?? 0} requests/s on port ${appPort.port}`)
     return
@@ -46,11 +47,39 @@ export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | un
   sink.onClose(queued)
 }
 
-function shed (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, reason: ProxyErrorReason, label: string, detail: string): void {
-  ctx.metrics.shed.inc({ direction: 'inbound', authority: label, reason: reason.reason })
+const denials = new LogThrottle()
+
+/** mTLS (strict ports) and authorization: who the caller is, and whether it may call this port. */
+function admit (ctx: ProxyContext, ex: Exchange, port: number, sink: ResponseSink): boolean {
+  const mtls = ctx.config.mtls
+  if (mtls?.inbound === 'strict' && ex.mtls !== true) {
+    ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason: 'plaintext' })
+    refuse(ctx, ex, sink, ProxyErrors.mtlsRequired, `port ${port} accepts only mTLS from mesh sidecars`)
+    return false
+  }
+  const caller = ex.peerIdentity
+  const decision = authorize(ctx.config.authorization, port, caller)
+  if (!decision.allowed) {
+    ctx.metrics.denied.inc({ port: String(port), rule: decision.rule })
+    denials.run(`${caller ?? '-'} ${port} ${decision.rule}`, (suppressed) => ctx.log.warn({ caller: caller ?? 'unauthenticated', from: ex.peerAddress, port, rule: decision.rule, suppressed }, 'inbound request denied by authorization'))
+    refuse(ctx, ex, sink, ProxyErrors.forbidden, `${caller ?? 'an unauthenticated caller'} may not call port ${port} (${decision.rule})`)
+    return false
+  }
+  ctx.metrics.peerRequests.inc({ client_id: caller ?? 'unauthenticated', port: String(port) })
+  // The app learns who called from the verified certificate only (whatever the caller sent was stripped).
+  if (caller !== undefined) ex.headers[MeshHeader.clientId] = caller
+  return true
+}
+
+function refuse (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, reason: ProxyErrorReason, detail: string): void {
   ex.record.error = reason.reason
   respondError(sink, reason, { grpc: ex.grpc, detail })
   ex.body?.resume()
+}
+
+function shed (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, reason: ProxyErrorReason, label: string, detail: string): void {
+  ctx.metrics.shed.inc({ direction: 'inbound', authority: label, reason: reason.reason })
+  refuse(ctx, ex, sink, reason, detail)
 }
 
 function forward (ctx: ProxyContext, ex: Exchange, appPort: AppPort, sink: ResponseSink): void {

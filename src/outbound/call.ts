@@ -106,7 +106,7 @@ export class OutboundCall {
     }
     let outcome: { status: number, grpc?: string, error?: string } = { status: 0 }
     const body: Readable | null = this.#replay?.next() ?? ex.body
-    const session = this.#ctx.peers.get(endpoint.address, this.#state.policy.connectTimeoutMs || undefined)
+    const session = this.#ctx.peers.get(endpoint.address, this.#state.policy.connectTimeoutMs || undefined, endpoint.identity)
     // The endpoint's latency, not the handshake's: a new connection's setup would stick as its
     // peak EWMA and starve it for seconds (one gRPC channel then favours whoever connected first).
     let started = performance.now()

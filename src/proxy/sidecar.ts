@@ -16,7 +16,8 @@ import { MeshFileSource } from '../discovery/file-source.ts'
 import { DiscoveryClient } from '../discovery/control-client.ts'
 import { AppHttp1 } from '../inbound/app-http1.ts'
 import { createInboundHttp1 } from '../inbound/http1.ts'
-import { createInboundHttp2 } from '../inbound/http2.ts'
+import { createInboundHttp2, createInboundHttp2Tls, serverTls } from '../inbound/http2.ts'
+import { WorkloadIdentity } from '../identity/workload-identity.ts'
 import { createOutboundHttp1 } from '../outbound/http1.ts'
 import { createOutboundHttp2 } from '../outbound/http2.ts'
 import { Tunnels } from '../outbound/tunnel.ts'
@@ -39,8 +40,11 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   const tracing = await Tracing.start({ serviceName: config.workload ?? 'remora-proxy', env, metrics, log })
   const table = new EndpointTable()
   const endpoints = new EndpointStates()
+  const identity = config.mtls !== undefined && config.controlAddr !== undefined
+    ? new WorkloadIdentity(config.mtls, config.controlAddr, config.workload, log, metrics)
+    : undefined
   const discovery = config.controlAddr !== undefined
-    ? new DiscoveryClient({ address: config.controlAddr, workload: config.workload, idleMs: config.discoveryIdle, timeoutMs: config.discoveryTimeout, connectTimeoutMs: config.connectTimeout, table, log, metrics })
+    ? new DiscoveryClient({ address: config.controlAddr, workload: config.workload, idleMs: config.discoveryIdle, timeoutMs: config.discoveryTimeout, connectTimeoutMs: config.connectTimeout, table, log, metrics, tls: identity === undefined ? undefined : () => identity.controlTls() })
     : undefined
   const ctx = new ProxyContext({
     config,
@@ -53,7 +57,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     services: new ServiceStates(),
     inboundLimits: new InboundLimits(config.inbound),
     tracing,
-    peers: new H2Sessions(log, config.connectTimeout),
+    peers: new H2Sessions(log, config.connectTimeout, identity === undefined ? undefined : () => identity.current?.context, (reason) => metrics.tlsFailures.inc({ direction: 'outbound', reason })),
     appH2: new H2Sessions(log, config.connectTimeout),
     appH1: new AppHttp1(config.connectTimeout),
     tunnels: new Tunnels(),
@@ -65,18 +69,6 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     // Endpoints that left the table lose their health state; their in-flight requests finish.
     endpoints.retain(new Set(state.services.flatMap((s) => s.endpoints.map((e) => e.key))))
   })
-  const fileSource = discovery === undefined ? new MeshFileSource(config.meshFile as string, log) : undefined
-  await fileSource?.start(table)
-  discovery?.start()
-
-  const outH1 = createOutboundHttp1(ctx)
-  const outH2 = createOutboundHttp2(ctx)
-  const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2 }, log)
-  const inH1 = createInboundHttp1(ctx)
-  const inH2 = createInboundHttp2(ctx)
-  const inbound = new SniffingListener('inbound', { http1: inH1, h2: inH2 }, log)
-  const h2Sessions = trackSessions([outH2, inH2])
-
   let listening = false
   let stopping: Promise<void> | undefined
   let markStopped: () => void = () => {}
@@ -84,6 +76,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   const admin = createAdminServer(ctx, {
     ready: () => {
       if (ctx.draining) return { ready: false, why: 'draining: shutting down' }
+      if (identity !== undefined && identity.current === undefined) return { ready: false, why: `no workload certificate yet (asking the control plane at ${discovery?.source.slice('control:'.length) ?? '?'})` }
       if (discovery !== undefined && !discovery.synced) return { ready: false, why: `not connected to the control plane at ${discovery.source.slice('control:'.length)} yet` }
       if (!table.loaded) return { ready: false, why: 'endpoint table not loaded yet' }
       if (!listening) return { ready: false, why: 'listeners not bound yet' }
@@ -92,10 +85,28 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     shutdown: () => { void shutdown('admin /shutdown') },
   })
 
+  const adminAddress = await listenAdmin(admin, config.adminAddr)
+  const fileSource = discovery === undefined ? new MeshFileSource(config.meshFile as string, log) : undefined
+  await fileSource?.start(table)
+  // With mTLS: the certificate first (the discovery connection and the inbound port present it).
+  const creds = await identity?.start()
+  discovery?.start()
+
+  const outH1 = createOutboundHttp1(ctx)
+  const outH2 = createOutboundHttp2(ctx)
+  const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2 }, log)
+  const inH1 = createInboundHttp1(ctx)
+  const inH2 = createInboundHttp2(ctx)
+  const inTls = creds === undefined ? undefined : createInboundHttp2Tls(ctx, creds)
+  // New handshakes get the renewed certificate; connections already open keep theirs until they close.
+  identity?.on('rotated', (c) => inTls?.setSecureContext(serverTls(c)))
+  const inbound = new SniffingListener('inbound', { http1: inH1, h2: inH2, tls: inTls }, log)
+  const h2Sessions = trackSessions([outH2, inH2, ...(inTls === undefined ? [] : [inTls])])
+
   const addresses = {
     outbound: await outbound.listen(config.outboundAddr),
     inbound: await inbound.listen(config.inboundAddr),
-    admin: await listenAdmin(admin, config.adminAddr),
+    admin: adminAddress,
   }
   ctx.tunnels.bind(addresses.outbound)
   listening = true
@@ -115,6 +126,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
       if (result === 'timeout') log.warn({ inflight: ctx.inflight }, 'grace period over; closing requests still in flight')
       await fileSource?.stop()
       discovery?.stop()
+      identity?.stop()
       await Promise.race([Promise.all([ctx.peers.close(), ctx.appH2.close(), ctx.appH1.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
       ctx.peers.destroy()
       ctx.appH2.destroy()
@@ -133,7 +145,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   return { ctx, addresses, shutdown, stopped }
 }
 
-function trackSessions (servers: http2.Http2Server[]): Set<http2.ServerHttp2Session> {
+function trackSessions (servers: Array<http2.Http2Server | http2.Http2SecureServer>): Set<http2.ServerHttp2Session> {
   const sessions = new Set<http2.ServerHttp2Session>()
   for (const server of servers) {
     server.on('session', (s: http2.ServerHttp2Session) => {

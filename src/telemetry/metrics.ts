@@ -56,6 +56,40 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly certificateExpiry = new Gauge({
+    name: 'remora_certificate_expiry_timestamp_seconds',
+    help: "When this sidecar's workload certificate expires, as a Unix time (alert if it comes within hours: renewal is failing).",
+    registers: [this.registry],
+  })
+
+  readonly certificateRenewals = new Counter({
+    name: 'remora_certificate_requests_total',
+    help: 'Workload certificate requests to the control plane, by result: issued (first), renewed, failed.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  })
+
+  readonly tlsFailures = new Counter({
+    name: 'remora_tls_handshake_failures_total',
+    help: 'TLS handshakes that failed, by direction and reason (untrusted certificate, expired, no client certificate, protocol version, identity mismatch, plaintext to a strict port, …).',
+    labelNames: ['direction', 'reason'] as const,
+    registers: [this.registry],
+  })
+
+  readonly peerRequests = new Counter({
+    name: 'remora_inbound_requests_by_peer_total',
+    help: 'Inbound requests by the caller\'s verified SPIFFE ID ("unauthenticated" for plaintext callers) and app port.',
+    labelNames: ['client_id', 'port'] as const,
+    registers: [this.registry],
+  })
+
+  readonly denied = new Counter({
+    name: 'remora_authorization_denied_total',
+    help: 'Inbound requests refused by authorization, by app port and the rule that refused.',
+    labelNames: ['port', 'rule'] as const,
+    registers: [this.registry],
+  })
+
   readonly retries = new Counter({
     name: 'remora_retries_total',
     help: 'Attempts retried, by destination and why the attempt failed.',

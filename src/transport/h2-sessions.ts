@@ -1,8 +1,10 @@
 // One multiplexed HTTP/2 connection per destination (peer sidecar or local h2 app), reused by every
 // request; replaced when the peer sends GOAWAY or the connection dies.
 import http2, { type ClientHttp2Session } from 'node:http2'
+import type { PeerCertificate, SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { HostPort } from '../config/env.ts'
+import { tlsReason, type TlsReason } from './tls-errors.ts'
 
 /** Flow-control windows big enough that one stream can fill a fast link (64 KiB default is not). */
 export const H2_SETTINGS: http2.Settings = Object.freeze({
@@ -19,29 +21,53 @@ export class ConnectTimeoutError extends Error {
   constructor (target: string, ms: number) { super(`no connection to ${target} within ${ms} ms`) }
 }
 
+/** The peer presented a valid certificate, but for another workload than the endpoint table expects. */
+export class PeerIdentityMismatch extends Error {
+  readonly code = 'REMORA_PEER_IDENTITY'
+  constructor (expected: string, got: string) { super(`peer identity mismatch: expected ${expected}, the peer presented ${got}`) }
+}
+
+/** The SPIFFE IDs (URI SANs) in a peer certificate as node's TLS reports it. */
+export function uriSans (cert: PeerCertificate): string[] {
+  return (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4))
+}
+
 export class H2Sessions {
   readonly #sessions = new Map<string, ClientHttp2Session>()
   readonly #log: Logger
   readonly #connectTimeout: number
+  readonly #tls: (() => SecureContext | undefined) | undefined
+  readonly #onTlsFailure: (reason: TlsReason) => void
 
-  constructor (log: Logger, connectTimeout: number) {
+  /** With `tls`, connections are TLS 1.3 with this sidecar's current certificate, and the peer must prove the identity asked for. */
+  constructor (log: Logger, connectTimeout: number, tls?: () => SecureContext | undefined, onTlsFailure: (reason: TlsReason) => void = () => {}) {
     this.#log = log
     this.#connectTimeout = connectTimeout
+    this.#tls = tls
+    this.#onTlsFailure = onTlsFailure
   }
 
   get size (): number { return this.#sessions.size }
 
   /** The connection to `target`, opened if needed within `connectTimeout` ms (default: the proxy's). */
-  get (target: HostPort, connectTimeout: number = this.#connectTimeout): ClientHttp2Session {
-    const key = `${target.host}:${target.port}`
+  get (target: HostPort, connectTimeout: number = this.#connectTimeout, identity?: string): ClientHttp2Session {
+    const key = this.#tls === undefined || identity === undefined ? `${target.host}:${target.port}` : `${target.host}:${target.port}|${identity}`
     const existing = this.#sessions.get(key)
     if (existing !== undefined && !existing.closed && !existing.destroyed) return existing
     const host = target.host.includes(':') ? `[${target.host}]` : target.host
-    const session = http2.connect(`http://${host}:${target.port}`, {
-      settings: H2_SETTINGS,
-      maxSessionMemory: 64,
-      maxOutstandingPings: 4,
-    })
+    const common = { settings: H2_SETTINGS, maxSessionMemory: 64, maxOutstandingPings: 4 }
+    const session = this.#tls === undefined
+      ? http2.connect(`http://${host}:${target.port}`, common)
+      : http2.connect(`https://${host}:${target.port}`, {
+        ...common,
+        secureContext: this.#tls(),
+        minVersion: 'TLSv1.3',
+        ALPNProtocols: ['h2'],
+        checkServerIdentity: (_name: string, cert: PeerCertificate) => {
+          const got = uriSans(cert)
+          return identity !== undefined && got.length === 1 && got[0] === identity ? undefined : new PeerIdentityMismatch(identity ?? '(none)', got.join(', ') || 'no SPIFFE ID')
+        },
+      })
     this.#sessions.set(key, session)
     const forget = (): void => { if (this.#sessions.get(key) === session) this.#sessions.delete(key) }
     const timer = setTimeout(() => session.destroy(new ConnectTimeoutError(key, connectTimeout)), connectTimeout)
@@ -53,6 +79,10 @@ export class H2Sessions {
     // After GOAWAY, streams already accepted finish on this session; new ones go to a new one.
     session.once('goaway', () => forget())
     session.once('close', () => { clearTimeout(timer); forget() })
+    session.on('error', (err) => {
+      const reason = tlsReason(err as NodeJS.ErrnoException)
+      if (reason !== undefined) this.#onTlsFailure(reason)
+    })
     session.on('error', (err) => this.#log.debug({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, target: key }, 'h2 session error'))
     return session
   }

@@ -9,6 +9,8 @@ import { detect, type Detected } from './detect.ts'
 export interface ProtocolServers {
   readonly http1: net.Server
   readonly h2: net.Server
+  /** TLS ClientHellos (mTLS from peer sidecars); without it, TLS connections are closed. */
+  readonly tls?: net.Server
 }
 
 export class SniffingListener {
@@ -33,13 +35,19 @@ export class SniffingListener {
     detect(socket as Socket, 30_000, (kind: Detected) => {
       switch (kind) {
         case 'h2': this.#servers.h2.emit('connection', socket); break
+        case 'tls':
+          // No resume: TLS takes over the socket's handle and replays the bytes detection put back.
+          if (this.#servers.tls !== undefined) { this.#servers.tls.emit('connection', socket); break }
+          this.#log.debug({ listener: this.name }, 'connection closed: TLS, but this sidecar runs without mTLS (REMORA_TRUST_ANCHORS unset)')
+          socket.destroy()
+          break
         case 'http1':
           this.#servers.http1.emit('connection', socket)
           // node's HTTP/1 parser reads the handle directly; the bytes we put back need a resume.
           socket.resume()
           break
         default:
-          this.#log.debug({ listener: this.name, kind }, 'connection closed: neither HTTP/1.1 nor HTTP/2 (TLS and opaque TCP come with the mTLS and TCP issues)')
+          this.#log.debug({ listener: this.name, kind }, 'connection closed: neither HTTP/1.1, HTTP/2 nor TLS (opaque TCP comes with a later version)')
           socket.destroy()
       }
     })

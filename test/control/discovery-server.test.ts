@@ -26,7 +26,7 @@ function meshText (endpoints: string[], extra: Array<{ name: string, port: numbe
 async function plane (t: Teardown, text: string): Promise<{ cp: ControlPlane, file: string, url: string }> {
   const file = join(mkdtempSync(join(tmpdir(), 'remora-cp-')), 'mesh.yaml')
   writeFileSync(file, text)
-  const cp = await startControl({ source: 'file', meshFile: file, discoveryAddr: { host: '127.0.0.1', port: 0 }, adminAddr: { host: '127.0.0.1', port: 0 }, trustDomain: 'cluster.local', proxyInboundPort: 15006 }, log)
+  const cp = await startControl({ source: 'file', meshFile: file, discoveryAddr: { host: '127.0.0.1', port: 0 }, adminAddr: { host: '127.0.0.1', port: 0 }, trustDomain: 'cluster.local', proxyInboundPort: 15006, ca: { kind: 'off' }, certTtlMs: 86_400_000, servingNames: ['localhost'] }, log)
   t.teardown(() => cp.shutdown('test over'))
   await cp.synced
   return { cp, file, url: `http://127.0.0.1:${cp.addresses.discovery.port}` }
@@ -138,7 +138,7 @@ t.test('a cancelled watch is forgotten; a watch made before the first sync waits
     start: async (catalog: Catalog) => { await new Promise<void>((resolve) => { release = resolve }); catalog.markSynced() },
     stop: async () => {},
   }
-  const cp2 = await startControl({ source: 'file', meshFile: undefined, discoveryAddr: { host: '127.0.0.1', port: 0 }, adminAddr: { host: '127.0.0.1', port: 0 }, trustDomain: 'cluster.local', proxyInboundPort: 15006 }, log, async () => slow)
+  const cp2 = await startControl({ source: 'file', meshFile: undefined, discoveryAddr: { host: '127.0.0.1', port: 0 }, adminAddr: { host: '127.0.0.1', port: 0 }, trustDomain: 'cluster.local', proxyInboundPort: 15006, ca: { kind: 'off' }, certTtlMs: 86_400_000, servingNames: ['localhost'] }, log, async () => slow)
   t.teardown(() => cp2.shutdown('test over'))
   const s2 = http2.connect(`http://127.0.0.1:${cp2.addresses.discovery.port}`)
   t.teardown(() => s2.destroy())

@@ -61,6 +61,10 @@ export interface WorkloadSpec {
   namespace?: string
   /** Inbound protection of the app (docs/mesh-file.md, "Resilience policy"); written as is. */
   inbound?: RawInboundPolicy
+  serviceAccount?: string
+  /** Written as is; every workload gets one anyway (the control plane's CA needs it when mTLS is on). */
+  bootstrapToken?: string
+  authorization?: { default?: 'all-authenticated' | 'all-unauthenticated' | 'deny', allow?: Record<string, string[]> }
 }
 
 /** A service with its optional policy keys (balancer, timeout, retry, …), written as is. */
@@ -174,6 +178,9 @@ export class Mesh {
           admin: `127.0.0.1:${ports.admin}`,
         },
         ...(w.inbound === undefined ? {} : { inbound: w.inbound }),
+        ...(w.serviceAccount === undefined ? {} : { serviceAccount: w.serviceAccount }),
+        ...(w.authorization === undefined ? {} : { authorization: w.authorization }),
+        bootstrapToken: w.bootstrapToken ?? `token-${name}-0123456789abcdef`,
       }
     }
     const services = spec.services.map((s) => ({ namespace: 'test', ...s }))
