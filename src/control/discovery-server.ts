@@ -88,11 +88,8 @@ export class DiscoveryServer {
   async close (): Promise<void> {
     this.#closing = true
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()))
-    for (const s of this.#sessions) {
-      s.goaway()
-      for (const set of [...this.#byKey.values(), ...this.#absent.values()]) for (const w of set) if (w.stream.session === s && !w.stream.destroyed) w.stream.end()
-      s.close()
-    }
+    for (const set of [...this.#byKey.values(), ...this.#absent.values()]) for (const w of set) if (!w.stream.destroyed) w.stream.end()
+    for (const s of this.#sessions) { s.goaway(); s.close() }
     const timer = setTimeout(() => { for (const s of this.#sessions) s.destroy() }, 2000)
     await closed
     clearTimeout(timer)
@@ -129,7 +126,8 @@ export class DiscoveryServer {
     const entry = this.#catalog.lookup(watch.authority)
     if (entry === undefined) {
       add(this.#absent, watch.authority, watch)
-      this.#write(watch, encode({ type: 'absent', version: this.#catalog.revision, authority: watch.authority }), 'absent')
+      this.#write(watch, encode({ type: 'absent', version: this.#catalog.revision, authority: watch.authority }))
+      this.#metrics.pushes.inc({ type: 'absent' })
       return
     }
     this.#watchKey(watch, entry)
@@ -139,7 +137,8 @@ export class DiscoveryServer {
     watch.key = entry.key
     if (!this.#sent.has(entry.key)) this.#sent.set(entry.key, entry)
     add(this.#byKey, entry.key, watch)
-    this.#write(watch, this.#snapshot(entry), 'snapshot')
+    this.#write(watch, this.#snapshot(entry))
+    this.#metrics.pushes.inc({ type: 'snapshot' })
   }
 
   #detach (watch: Watch): void {
@@ -166,14 +165,16 @@ export class DiscoveryServer {
         for (const w of watchers) {
           w.key = undefined
           add(this.#absent, w.authority, w)
-          this.#write(w, encode({ type: 'absent', version: this.#catalog.revision, authority: w.authority }), 'absent')
+          this.#write(w, encode({ type: 'absent', version: this.#catalog.revision, authority: w.authority }))
         }
+        this.#metrics.pushes.inc({ type: 'absent' }, watchers.size)
       } else {
         const before = this.#sent.get(key) as CatalogEntry
         this.#sent.set(key, entry)
         const message: WatchMessage = diff(before.service, before.version, entry.service, entry.version)
         const buf = encode(message)
-        for (const w of watchers) this.#write(w, buf, message.type)
+        for (const w of watchers) this.#write(w, buf)
+        this.#metrics.pushes.inc({ type: message.type }, watchers.size)
       }
     }
     if (entry !== undefined) {
@@ -197,7 +198,7 @@ export class DiscoveryServer {
     return buf
   }
 
-  #write (watch: Watch, buf: Buffer, type: WatchMessage['type']): void {
+  #write (watch: Watch, buf: Buffer): void {
     const stream = watch.stream
     if (stream.destroyed || stream.closed) return
     if (stream.writableLength > MAX_UNREAD_BYTES) {
@@ -207,7 +208,6 @@ export class DiscoveryServer {
       return
     }
     stream.write(buf)
-    this.#metrics.pushes.inc({ type })
   }
 }
 

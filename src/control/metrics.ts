@@ -36,7 +36,7 @@ export class ControlMetrics {
 
   readonly pushDuration = new Histogram({
     name: 'remora_control_push_duration_seconds',
-    help: 'From a catalog change to its message being written to every watch of that service.',
+    help: 'From a catalog change to its message being queued on every watch of that service (HTTP/2 framing and socket writes follow).',
     buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1],
     registers: [this.registry],
   })

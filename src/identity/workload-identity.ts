@@ -115,13 +115,15 @@ export class WorkloadIdentity extends EventEmitter<{ rotated: [Credentials] }> {
     this.#metrics.certificateExpiry.set(info.notAfter.getTime() / 1000)
     this.#metrics.certificateRenewals.inc({ result: renewed ? 'renewed' : 'issued' })
     this.#log.info({ identity: info.identity, serial: info.serial, notAfter: info.notAfter.toISOString() }, renewed ? 'certificate renewed' : 'certificate issued')
-    this.#schedule(info.notBefore, info.notAfter)
+    this.#schedule(info.notAfter)
     this.emit('rotated', this.#current)
     return this.#current
   }
 
-  #schedule (notBefore: Date, notAfter: Date): void {
-    const at = notBefore.getTime() + (notAfter.getTime() - notBefore.getTime()) * RENEW_AT_FRACTION
+  /** 70 % of the way from now (not from notBefore: the CA back-dates that a minute for clock skew). */
+  #schedule (notAfter: Date): void {
+    const now = Date.now()
+    const at = now + (notAfter.getTime() - now) * RENEW_AT_FRACTION
     const renew = (): void => {
       if (this.#stopped) return
       this.#request().then((issued) => { this.#install(issued) }, (err: Error) => {

@@ -1,7 +1,8 @@
 // Test harness: a real `remora control` child process (file or Kubernetes source) that can be killed and restarted.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { CLI, freePort, type Teardown } from './mesh.ts'
+import { dirname, join } from 'node:path'
+import { CLI, freePort, startSidecars, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
 
 export class ControlProcess {
   readonly args: string[]
@@ -54,4 +55,19 @@ export async function startControl (t: Teardown, args: string[], env: NodeJS.Pro
   t.teardown(() => c.stop('SIGKILL'))
   await c.start()
   return c
+}
+
+export interface SecureMesh { mesh: Mesh, control: ControlProcess, caDir: string, trustAnchors: string }
+
+/**
+ * A whole mTLS mesh: the mesh file, a control plane with a development CA (in a fresh folder) serving it,
+ * and one sidecar per workload (or `only`) that gets its certificate from it.
+ */
+export async function startSecureMesh (t: Teardown, spec: MeshSpec, options: { certTtl?: string, only?: string[], env?: Record<string, string>, controlEnv?: Record<string, string> } = {}): Promise<SecureMesh> {
+  const mesh = await writeMesh(spec)
+  const caDir = join(dirname(mesh.file), 'ca')
+  const control = await startControl(t, ['--mesh-file', mesh.file, '--ca', `dev:${caDir}`, ...(options.certTtl === undefined ? [] : ['--cert-ttl', options.certTtl])], options.controlEnv)
+  const trustAnchors = join(caDir, 'root.pem')
+  await startSidecars(t, mesh, { only: options.only, env: { REMORA_CONTROL_ADDR: control.address, REMORA_TRUST_ANCHORS: trustAnchors, ...options.env } })
+  return { mesh, control, caDir, trustAnchors }
 }
