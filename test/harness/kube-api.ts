@@ -1,5 +1,5 @@
 // A fake Kubernetes API server for tests: Services, Pods and EndpointSlices listed and watched over the real wire protocol.
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import http from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -215,6 +215,9 @@ export class FakeKubeApi extends EventEmitter {
   private rv = 1
   private compactedRv = 1
 
+  readonly #tokens = new Map<string, { username: string, audiences: string[] }>()
+  readonly #secrets = new Map<string, Record<string, string>>()
+
   private constructor (server: http.Server, opts: FakeKubeApiOptions) {
     super()
     this.server = server
@@ -405,8 +408,61 @@ export class FakeKubeApi extends EventEmitter {
     return state
   }
 
+  /** A service account token (as a projected volume would hold) that TokenReview accepts for `audiences`. */
+  issueToken (namespace: string, serviceAccount: string, audiences: readonly string[] = ['remora']): string {
+    const token = `fake-sa-token.${namespace}.${serviceAccount}.${randomBytes(12).toString('hex')}`
+    this.#tokens.set(token, { username: `system:serviceaccount:${namespace}:${serviceAccount}`, audiences: [...audiences] })
+    return token
+  }
+
+  /** A Secret readable at /api/v1/namespaces/<ns>/secrets/<name> (values are base64-encoded as served). */
+  putSecret (namespace: string, name: string, data: Record<string, string>): void {
+    this.#secrets.set(`${namespace}/${name}`, Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')])))
+  }
+
+  /** TokenReview (authentication.k8s.io/v1, create) and Secret get: the two non-watch calls the control plane makes. */
+  private special (req: http.IncomingMessage, res: http.ServerResponse, pathname: string): boolean {
+    const secret = /^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/.exec(pathname)
+    const review = pathname === '/apis/authentication.k8s.io/v1/tokenreviews'
+    if (secret === null && !review) return false
+    const rec: RequestRecord = { method: req.method ?? 'GET', url: req.url ?? '/', query: {}, verb: 'other', status: 0 }
+    this.requests.push(rec)
+    if (req.headers.authorization !== `Bearer ${this.token}`) { req.resume(); this.reply(res, rec, 401, status(401, 'Unauthorized', 'Unauthorized')); return true }
+    if (secret !== null) {
+      req.resume()
+      const data = this.#secrets.get(`${secret[1]}/${secret[2]}`)
+      if (data === undefined) this.reply(res, rec, 404, status(404, 'NotFound', `secrets "${secret[2]}" not found`))
+      else this.reply(res, rec, 200, { kind: 'Secret', apiVersion: 'v1', metadata: { name: secret[2], namespace: secret[1] }, type: 'Opaque', data })
+      return true
+    }
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (c: string) => { body += c })
+    req.on('end', () => {
+      if (req.method !== 'POST') return this.reply(res, rec, 405, status(405, 'MethodNotAllowed', 'tokenreviews can only be created'))
+      let spec: { token?: string, audiences?: string[] }
+      try { spec = (JSON.parse(body) as { spec?: typeof spec }).spec ?? {} } catch { return this.reply(res, rec, 400, status(400, 'BadRequest', 'body is not JSON')) }
+      const known = spec.token === undefined ? undefined : this.#tokens.get(spec.token)
+      const wanted = spec.audiences ?? []
+      const audiences = known === undefined ? [] : wanted.length === 0 ? known.audiences : known.audiences.filter((a) => wanted.includes(a))
+      const ok = known !== undefined && audiences.length > 0
+      this.reply(res, rec, 201, {
+        kind: 'TokenReview',
+        apiVersion: 'authentication.k8s.io/v1',
+        metadata: { creationTimestamp: null },
+        spec,
+        status: ok
+          ? { authenticated: true, user: { username: known.username, groups: ['system:serviceaccounts', 'system:authenticated'] }, audiences }
+          : { user: {}, error: known === undefined ? '[invalid bearer token, token lookup failed]' : 'token audiences are invalid for the target audiences' },
+      })
+      this.activity()
+    })
+    return true
+  }
+
   private handle (req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://fake')
+    if (this.special(req, res, url.pathname)) return
     const query = Object.fromEntries(url.searchParams)
     const r = route(url.pathname)
     const watch = r.verb === 'list' && (query.watch === 'true' || query.watch === '1')
