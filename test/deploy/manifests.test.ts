@@ -72,6 +72,20 @@ t.test('Services carry only valid remora.dev/* annotations; the control plane ma
   for (const need of ['/services', '/pods', 'discovery.k8s.io/endpointslices']) t.ok(granted.has(need), `ClusterRole remora-control may list and watch ${need}`)
 })
 
+t.test('pod authorization annotations parse as the sidecar will read them', async (t) => {
+  const { parseAllowSetting, DEFAULT_POLICIES } = await import('../../src/inbound/authorization.ts')
+  let seen = 0
+  for (const file of yamlFiles(join(ROOT, 'k8s'))) {
+    for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {
+      const m = doc.toJS() as { spec?: { template?: { metadata?: { annotations?: Record<string, string> } } } }
+      const a = m.spec?.template?.metadata?.annotations ?? {}
+      if (a['remora.dev/allow'] !== undefined) { seen++; t.doesNotThrow(() => parseAllowSetting(a['remora.dev/allow']), `${file}: remora.dev/allow`) }
+      if (a['remora.dev/default-policy'] !== undefined) t.ok((DEFAULT_POLICIES as readonly string[]).includes(a['remora.dev/default-policy']), `${file}: remora.dev/default-policy`)
+    }
+  }
+  t.ok(seen > 0, 'an example sets an allow list')
+})
+
 t.test('the image runs Node 24 as UID 2102 and exposes the sidecar and control-plane ports', async (t) => {
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
   t.match(dockerfile, /^FROM node:24[-\w.]*$/m)
