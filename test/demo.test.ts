@@ -24,6 +24,12 @@ t.test('remora demo: traffic flows, the printed curl works, Ctrl-C stops every p
   const { stdout } = await promisify(execFile)('curl', ['-sS', '-x', curl?.[1] ?? '', 'http://web.demo/hello?name=you'])
   t.match(stdout, /^Hello, you!\n {2}web pid \d+ asked greeter over gRPC; greeter pid \d+/)
 
+  // Between sidecars it is mTLS only: the printed plaintext curl to web's inbound port is refused.
+  const plain = out.match(/curl -H 'Host: web' (http:\/\/127\.0\.0\.1:\d+)\/hello +# plaintext/)
+  t.ok(plain, 'the demo prints the plaintext curl')
+  const refused = await promisify(execFile)('curl', ['-sS', '-i', '-H', 'Host: web', `${plain?.[1] ?? ''}/hello`])
+  t.match(refused.stdout, /^HTTP\/1\.1 403[\s\S]*remora-proxy-error: mtls required/i)
+
   const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
   demo.kill('SIGINT')
   t.equal(await exited, 0)

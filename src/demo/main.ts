@@ -1,7 +1,7 @@
 // `remora demo` (npm start): a small mesh on this machine from deploy/local/ — apps, a sidecar for
 // each, a little traffic between them — and a clean stop on Ctrl-C.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdirSync, openSync } from 'node:fs'
+import { mkdirSync, openSync, rmSync } from 'node:fs'
 import { extname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { tmpdir } from 'node:os'
@@ -60,11 +60,13 @@ export async function runDemo (flags: ReadonlyMap<string, string>): Promise<numb
     })))
   }
 
+  // A development CA, made fresh for each run: every hop between sidecars is mTLS.
+  const caDir = join(logs, `ca-${process.pid}`)
   try {
-    start('control', [CLI, 'control', '--mesh-file', meshFile, '--discovery-addr', CONTROL.discovery, '--admin-addr', CONTROL.admin], { REMORA_LOG_LEVEL: 'info' })
+    start('control', [CLI, 'control', '--mesh-file', meshFile, '--discovery-addr', CONTROL.discovery, '--admin-addr', CONTROL.admin, '--ca', `dev:${caDir}`], { REMORA_LOG_LEVEL: 'info' })
     await waitUrl(`http://${CONTROL.admin}/ready`, 'control plane', children)
     for (const w of workloads) {
-      start(`${w.name}-sidecar`, [CLI, 'proxy', '--mesh-file', meshFile, '--workload', w.name], { REMORA_LOG_LEVEL: 'info', REMORA_CONTROL_ADDR: CONTROL.discovery })
+      start(`${w.name}-sidecar`, [CLI, 'proxy', '--mesh-file', meshFile, '--workload', w.name], { REMORA_LOG_LEVEL: 'info', REMORA_CONTROL_ADDR: CONTROL.discovery, REMORA_TRUST_ANCHORS: join(caDir, 'root.pem') })
       const app = APPS[w.name]
       if (app !== undefined) {
         start(w.name, [join(ROOT, app)], {
@@ -87,7 +89,8 @@ export async function runDemo (flags: ReadonlyMap<string, string>): Promise<numb
   const via = addr(client, 'outbound')
   console.log(`
 remora demo: ${workloads.length} workloads, each with its own sidecar (mesh file ${meshFile})
-  control  discovery ${CONTROL.discovery}  admin ${CONTROL.admin}  (serves the mesh file's services to every sidecar)
+  control  discovery ${CONTROL.discovery}  admin ${CONTROL.admin}  (serves the mesh file's services and signs each sidecar's certificate)
+Every hop between sidecars is mutual TLS; greeter admits only web (see its authorization in the mesh file).
 ${workloads.map((w) => `  ${w.name.padEnd(8)} app ${String(w.appPorts[0].port).padEnd(6)} sidecar outbound ${addr(w, 'outbound')}  inbound ${addr(w, 'inbound')}  admin ${addr(w, 'admin')}`).join('\n')}
 
 Try (as the "${client.name}" workload, through its sidecar):
@@ -95,6 +98,7 @@ Try (as the "${client.name}" workload, through its sidecar):
   curl -H 'Host: web' 'http://${via}/hello?name=you'               # Host-header mode
   curl --http2-prior-knowledge -H 'Host: web' 'http://${via}/hello' # h2c from the app
   curl -x http://${via} http://nowhere/                            # what an error looks like
+  curl -H 'Host: web' http://${addr(mesh.workloads.web ?? client, 'inbound')}/hello           # plaintext to a strict mTLS port: 403
 
 Admin (each sidecar): /live /ready /metrics, and from loopback /config.json /endpoints.json
   curl http://${addr(client, 'admin')}/endpoints.json      # only what this sidecar's app has called
@@ -128,6 +132,7 @@ Ctrl-C stops everything.
   clearInterval(traffic)
   console.log(`\ndemo: stopping (${ok}/${sent} requests ok) …`)
   await stopAll()
+  rmSync(caDir, { recursive: true, force: true })
   console.log('demo: stopped')
   return 0
 }
