@@ -94,13 +94,13 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
 
   const outH1 = createOutboundHttp1(ctx)
   const outH2 = createOutboundHttp2(ctx)
-  const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2 }, log)
+  const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2 }, log, metrics)
   const inH1 = createInboundHttp1(ctx)
   const inH2 = createInboundHttp2(ctx)
   const inTls = creds === undefined ? undefined : createInboundHttp2Tls(ctx, creds)
   // New handshakes get the renewed certificate; connections already open keep theirs until they close.
   identity?.on('rotated', (c) => inTls?.setSecureContext(serverTls(c)))
-  const inbound = new SniffingListener('inbound', { http1: inH1, h2: inH2, tls: inTls }, log)
+  const inbound = new SniffingListener('inbound', { http1: inH1, h2: inH2, tls: inTls }, log, metrics)
   const h2Sessions = trackSessions([outH2, inH2, ...(inTls === undefined ? [] : [inTls])])
 
   const addresses = {

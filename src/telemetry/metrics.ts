@@ -90,6 +90,35 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly tcpOpened = new Counter({
+    name: 'remora_tcp_connections_opened_total',
+    help: 'TCP connections accepted by a listener (outbound: from the app; inbound: from peers and clients).',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  })
+
+  readonly tcpClosed = new Counter({
+    name: 'remora_tcp_connections_closed_total',
+    help: 'TCP connections closed, by listener.',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  })
+
+  readonly tcpBytes = new Counter({
+    name: 'remora_tcp_bytes_total',
+    help: 'Bytes on accepted TCP connections (TLS included), counted when they close: received from or sent to the other end.',
+    labelNames: ['direction', 'flow'] as const,
+    registers: [this.registry],
+  })
+
+  readonly tcpDuration = new Histogram({
+    name: 'remora_tcp_connection_duration_seconds',
+    help: 'How long accepted TCP connections stayed open.',
+    labelNames: ['direction'] as const,
+    buckets: [0.01, 0.1, 1, 10, 60, 300, 1800, 3600],
+    registers: [this.registry],
+  })
+
   readonly retries = new Counter({
     name: 'remora_retries_total',
     help: 'Attempts retried, by destination and why the attempt failed.',

@@ -5,6 +5,7 @@ import type { Logger } from 'pino'
 import { RemoraError } from '../errors.ts'
 import type { HostPort } from '../config/env.ts'
 import { detect, type Detected } from './detect.ts'
+import type { ProxyMetrics } from '../telemetry/metrics.ts'
 
 export interface ProtocolServers {
   readonly http1: net.Server
@@ -19,12 +20,32 @@ export class SniffingListener {
   readonly #servers: ProtocolServers
   readonly #log: Logger
   readonly #sockets = new Set<Duplex>()
+  readonly #metrics: ProxyMetrics | undefined
 
-  constructor (name: string, servers: ProtocolServers, log: Logger) {
+  constructor (name: 'inbound' | 'outbound', servers: ProtocolServers, log: Logger, metrics?: ProxyMetrics) {
     this.name = name
     this.#servers = servers
     this.#log = log
-    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket))
+    this.#metrics = metrics
+    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+      this.#count(socket)
+      this.accept(socket)
+    })
+  }
+
+  /** TCP metrics per accepted connection; CONNECT tunnels re-entering over loopback are counted again, as the connections they are. */
+  #count (socket: Socket): void {
+    const m = this.#metrics
+    if (m === undefined) return
+    const direction = this.name
+    const opened = performance.now()
+    m.tcpOpened.inc({ direction })
+    socket.once('close', () => {
+      m.tcpClosed.inc({ direction })
+      m.tcpBytes.inc({ direction, flow: 'received' }, socket.bytesRead)
+      m.tcpBytes.inc({ direction, flow: 'sent' }, socket.bytesWritten)
+      m.tcpDuration.observe({ direction }, (performance.now() - opened) / 1000)
+    })
   }
 
   /** Also used for the inside of CONNECT tunnels, which start a new protocol on an old socket. */

@@ -4,7 +4,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { request } from 'undici'
-import { startMesh } from '../harness/mesh.ts'
+import { eventually, startMesh } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 
 const require = createRequire(import.meta.url)
@@ -55,6 +55,34 @@ t.test('metrics count the traffic sent, by direction, destination, status and re
   const inbound = parse(await (await request(`${mesh.sidecar('web').adminUrl}/metrics`)).body.text()).find((x) => x.name === 'remora_requests_total')
   const inboundOk = inbound?.metrics.filter((m) => m.labels?.direction === 'inbound' && m.labels?.status === '200').reduce((s, m) => s + Number(m.value), 0)
   t.equal(inboundOk, 5, "the server's sidecar counts the same requests inbound")
+})
+
+t.test('TCP metrics: connections opened and closed, bytes each way, how long they lasted', async (t) => {
+  const app = await startApp(t, (req, res) => { req.resume(); req.on('end', () => res.end('y'.repeat(10_000))) })
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, web: { appPorts: [app.port] } },
+    services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: app.port }] }],
+  })
+  const client = mesh.sidecar('client')
+  // Three separate connections, each closed by the client after one request with a 5,000-byte body.
+  for (let i = 0; i < 3; i++) {
+    const res = await request(`${client.proxyUrl}/`, { method: 'POST', body: 'x'.repeat(5000), headers: { host: 'web', connection: 'close' } })
+    await res.body.text()
+  }
+  const value = async (name: string, labels: Record<string, string>): Promise<number> => {
+    const f = parse(await (await request(`${client.adminUrl}/metrics`)).body.text()).find((x) => x.name === name)
+    return (f?.metrics ?? []).filter((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v)).reduce((sum, m) => sum + Number(m.value ?? m.count ?? 0), 0)
+  }
+  await eventually(async () => await value('remora_tcp_connections_closed_total', { direction: 'outbound' }) >= 3, 3000, 'three outbound connections closed')
+  t.ok(await value('remora_tcp_connections_opened_total', { direction: 'outbound' }) >= 3)
+  t.ok(await value('remora_tcp_bytes_total', { direction: 'outbound', flow: 'received' }) >= 15_000, 'the three request bodies were received')
+  t.ok(await value('remora_tcp_bytes_total', { direction: 'outbound', flow: 'sent' }) >= 30_000, 'the three responses were sent')
+  const text = await (await request(`${client.adminUrl}/metrics`)).body.text()
+  t.match(text, /^remora_tcp_connection_duration_seconds_count\{direction="outbound"\} [3-9]\d*$/m, 'their durations were observed')
+  // The server side saw one multiplexed connection from the client's sidecar, still open.
+  t.equal(await value('remora_tcp_connections_opened_total', { direction: 'inbound' }), 0, 'the client sidecar accepted nothing inbound')
+  const web = parse(await (await request(`${mesh.sidecar('web').adminUrl}/metrics`)).body.text()).find((x) => x.name === 'remora_tcp_connections_opened_total')
+  t.equal(Number(web?.metrics.find((m) => m.labels?.direction === 'inbound')?.value), 1, "the three requests shared one sidecar-to-sidecar connection")
 })
 
 t.test('the Grafana dashboard is valid JSON and queries only metrics remora exports', async (t) => {
