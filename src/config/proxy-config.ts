@@ -60,7 +60,8 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     : workload?.appPorts ?? []
   const mtls = mtlsConfig(s, workload)
   const authorization: AuthorizationPolicy = {
-    default: s.authzDefault ?? workload?.authorization.default ?? (mtls !== undefined ? 'all-authenticated' : 'all-unauthenticated'),
+    // Strict mTLS admits mesh workloads by default; permissive mode exists to let plaintext clients in.
+    default: s.authzDefault ?? workload?.authorization.default ?? (mtls?.inbound === 'strict' ? 'all-authenticated' : 'all-unauthenticated'),
     allow: mergeAllow(workload?.authorization.allow ?? {}, s.authzAllow ?? {}),
   }
   const config: ProxyConfig = {

@@ -41,9 +41,11 @@ export function createInboundHttp2Tls (ctx: ProxyContext, creds: Credentials): h
   })
   const throttle = new LogThrottle()
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
-    const reason = tlsReason(err) ?? 'other'
+    // A client certificate that fails verification ends as a bare reset: the why is on the socket.
+    const verify = socket.authorizationError as Error | string | null | undefined
+    const reason = tlsReason(verify === null || verify === undefined ? undefined : { code: typeof verify === 'string' ? verify : (verify as NodeJS.ErrnoException).code ?? verify.message }) ?? tlsReason(err) ?? 'other'
     ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason })
-    throttle.run(reason, (suppressed) => ctx.log.warn({ reason, from: socket.remoteAddress, err: err.code ?? err.message, suppressed }, 'inbound TLS handshake refused'))
+    throttle.run(reason, (suppressed) => ctx.log.warn({ reason, from: socket.remoteAddress, err: verify !== null && verify !== undefined ? String(verify) : err.code ?? err.message, suppressed }, 'inbound TLS handshake refused'))
   })
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
   return server
