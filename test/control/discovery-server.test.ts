@@ -100,6 +100,21 @@ t.test('an unknown authority is absent until it appears, and absent again when i
   t.match(w.messages[2], { type: 'absent', authority: 'api.demo:8080' })
 })
 
+t.test('a broken mesh file edit keeps the last good catalog, counted as a source error', async (t) => {
+  const { cp, file, url } = await plane(t, meshText(['10.0.0.1:15006']))
+  const session = http2.connect(url)
+  t.teardown(() => session.destroy())
+  const w = watch(session, 'web.demo:80')
+  await eventually(() => w.messages.length === 1, 3000, 'snapshot')
+  rewrite(file, 'services:\n  - name: web\n   port: 80\n')
+  await eventually(async () => (await cp.metrics.sourceErrors.get()).values.some((v) => v.value > 0), 3000, 'source error counted')
+  t.equal(w.messages.length, 1, 'watchers got nothing from the broken edit')
+  t.equal(cp.catalog.lookup('web.demo:80')?.service.endpoints.length, 1, 'the last good service is still served')
+  rewrite(file, meshText(['10.0.0.1:15006', '10.0.0.2:15006']))
+  await eventually(() => w.messages.length === 2, 3000, 'the next good edit goes out')
+  t.match(w.messages[1], { type: 'delta', add: [{ address: { host: '10.0.0.2' } }] })
+})
+
 t.test('bad requests get a JSON error naming what to fix', async (t) => {
   const { url } = await plane(t, meshText(['10.0.0.1:15006']))
   const session = http2.connect(url)
