@@ -51,6 +51,8 @@ export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: st
   if (span?.isRecording() === true) {
     const { attributes } = baseAttributes(ex)
     if (peerAddress !== undefined) attributes['network.peer.address'] = peerAddress
+    // The caller's verified SPIFFE ID (mTLS); the CLIENT span carries the one it expected of us.
+    if (ex.peerIdentity !== undefined) attributes['remora.peer.identity'] = ex.peerIdentity
     span.setAttributes(attributes)
   }
   tracing.inject(span, ex.headers)
