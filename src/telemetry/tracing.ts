@@ -3,7 +3,7 @@
 // OTLP export through the SDK's batch processor, with spans dropped (never traffic slowed) when
 // the collector is slow or away.
 // Only the light API is loaded here; the SDK (tens of MB) is imported when tracing is switched on.
-import { propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type TextMapGetter, type TextMapPropagator, type TextMapSetter } from '@opentelemetry/api'
+import { isSpanContextValid, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type TextMapGetter, type TextMapPropagator, type TextMapSetter } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import type { Environment } from '../config/env.ts'
 import type { Headers } from '../http/headers.ts'
@@ -79,7 +79,15 @@ export class Tracing {
 
   /** The caller's trace context from whichever format it sent (W3C wins over B3). */
   extract (headers: Headers): Context {
-    return propagation.extract(ROOT_CONTEXT, headers, getter)
+    const f = this.#formats
+    if (f === undefined) return propagation.extract(ROOT_CONTEXT, headers, getter)
+    // What the default composite propagator (B3 multi, B3 single, then W3C) does, without asking
+    // each format for headers the request does not have: each extractor leaves the context as it
+    // is when its headers are absent, and B3's reads both of its encodings.
+    let ctx = ROOT_CONTEXT
+    if (headers.b3 !== undefined || headers['x-b3-traceid'] !== undefined) ctx = extractWith(f.b3multi, ctx, headers)
+    if (headers.traceparent !== undefined) ctx = extractWith(f.w3c, ctx, headers)
+    return ctx
   }
 
   start (name: string, kind: SpanKind, parent: Context): Span | undefined {
@@ -92,9 +100,16 @@ export class Tracing {
     if (span === undefined) return
     const b3single = headers.b3 !== undefined
     const b3multi = headers['x-b3-traceid'] !== undefined
-    for (const h of TRACE_HEADERS) delete headers[h]
-    const ctx = trace.setSpan(ROOT_CONTEXT, span)
     const f = this.#formats
+    // W3C always writes traceparent for a valid span context: overwritten in place, not deleted.
+    // Deleting only the headers that are there matters too: a delete turns the header object into
+    // a slow dictionary for the rest of the request (and deleting absent keys is not free either).
+    // (A recording span is the SDK's own, its ids valid by construction: the check is for the rest.)
+    const keepTraceparent = f !== undefined && (span.isRecording() || isSpanContextValid(span.spanContext()))
+    for (const h of TRACE_HEADERS) {
+      if (headers[h] !== undefined && !(keepTraceparent && h === 'traceparent')) delete headers[h]
+    }
+    const ctx = trace.setSpan(ROOT_CONTEXT, span)
     if (f === undefined) { propagation.inject(ctx, headers, setter); return }
     f.w3c.inject(ctx, headers, setter)
     if (b3single) f.b3single.inject(ctx, headers, setter)
@@ -107,6 +122,11 @@ export class Tracing {
 }
 
 export { SpanKind, SpanStatusCode }
+
+function extractWith (p: TextMapPropagator, ctx: Context, headers: Headers): Context {
+  // As CompositePropagator: a propagator that throws leaves the context as it was.
+  try { return p.extract(ctx, headers, getter) } catch { return ctx }
+}
 
 function one (v: string | string[] | undefined): string | undefined { return Array.isArray(v) ? v[0] : v }
 
