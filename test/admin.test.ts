@@ -2,7 +2,7 @@
 import t from 'tap'
 import { request } from 'undici'
 import { isLoopback } from '../src/admin/server.ts'
-import { startMesh } from './harness/mesh.ts'
+import { eventually, startMesh } from './harness/mesh.ts'
 import { namedApp, startApp } from './harness/apps.ts'
 
 t.test('live, ready, metrics and the loopback-only pages', async (t) => {
@@ -23,7 +23,9 @@ t.test('live, ready, metrics and the loopback-only pages', async (t) => {
 
   for (let i = 0; i < 3; i++) await (await request(`${client.proxyUrl}/x`, { headers: { host: 'web' } })).body.text()
   await (await request(`${client.proxyUrl}/x`, { headers: { host: 'nowhere' } })).body.text()
-  const metrics = (await get('/metrics')).text
+  // A request is counted when its response has closed on the sidecar's side, a moment after the client read it.
+  let metrics = ''
+  await eventually(async () => /remora_request_duration_seconds_count\{direction="outbound",authority="web\.test:80"\} 3/.test(metrics = (await get('/metrics')).text), 3000, 'three requests counted')
   t.match(metrics, /remora_requests_total\{direction="outbound",authority="web\.test:80",status="200",grpc_status="",reason=""\} 3/)
   t.match(metrics, /remora_requests_total\{direction="outbound",authority="unknown",status="503",grpc_status="",reason="unknown authority"\} 1/)
   t.match(metrics, /remora_request_duration_seconds_count\{direction="outbound",authority="web\.test:80"\} 3/)
