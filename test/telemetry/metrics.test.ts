@@ -26,7 +26,9 @@ t.test('metrics count the traffic sent, by direction, destination, status and re
   for (let i = 0; i < 3; i++) await send('web', '/fail')
   for (let i = 0; i < 2; i++) await send(`nowhere-${i}`, '/')
 
-  const text = await (await request(`${client.adminUrl}/metrics`)).body.text()
+  // Each request is counted when the sidecar's side of its response closes, just after the client read it.
+  let text = ''
+  await eventually(async () => /^remora_request_duration_seconds_count\{direction="outbound",authority="web\.test:80"\} 8$/m.test(text = await (await request(`${client.adminUrl}/metrics`)).body.text()), 3000, 'eight requests counted')
   const families = parse(text)
   const family = (name: string): Family => {
     const f = families.find((x) => x.name === name)
