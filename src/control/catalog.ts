@@ -21,8 +21,8 @@ export interface CatalogSource {
 }
 
 export interface CatalogEvents {
-  /** A service appeared or changed (`entry` set) or went away (`entry` undefined). */
-  change: [key: string, entry: CatalogEntry | undefined]
+  /** A service appeared or changed (`entry` set) or went away (`entry` undefined); `previous` is what it was. */
+  change: [key: string, entry: CatalogEntry | undefined, previous: CatalogEntry | undefined]
   synced: []
 }
 
@@ -55,7 +55,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     const entry: CatalogEntry = Object.freeze({ key, service, version: ++this.#revision })
     this.#byKey.set(key, entry)
     for (const a of service.authorities) this.#byAuthority.set(a, key)
-    this.emit('change', key, entry)
+    this.emit('change', key, entry, old)
   }
 
   delete (key: string): void {
@@ -64,7 +64,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     this.#byKey.delete(key)
     for (const a of old.service.authorities) if (this.#byAuthority.get(a) === key) this.#byAuthority.delete(a)
     this.#revision++
-    this.emit('change', key, undefined)
+    this.emit('change', key, undefined, old)
   }
 
   /** Makes the catalog hold exactly `services`: sets the new and changed, deletes the rest. */

@@ -36,8 +36,6 @@ export class DiscoveryServer {
   readonly #byKey = new Map<string, Set<Watch>>()
   /** Watches of an authority no service has, by normalized authority. */
   readonly #absent = new Map<string, Set<Watch>>()
-  /** What the watches of a key were last sent; always the catalog's current entry. */
-  readonly #sent = new Map<string, CatalogEntry>()
   readonly #snapshots = new Map<string, { version: number, buf: Buffer }>()
   #closing = false
 
@@ -59,7 +57,7 @@ export class DiscoveryServer {
       s.on('error', (err) => log.debug({ err }, 'discovery connection error'))
     })
     this.#server.on('stream', (stream, headers) => this.#onStream(stream, headers))
-    catalog.on('change', (key, entry) => this.#onChange(key, entry))
+    catalog.on('change', (key, entry, previous) => this.#onChange(key, entry, previous))
   }
 
   /** New connections get the new certificate; open ones keep theirs. */
@@ -135,7 +133,6 @@ export class DiscoveryServer {
 
   #watchKey (watch: Watch, entry: CatalogEntry): void {
     watch.key = entry.key
-    if (!this.#sent.has(entry.key)) this.#sent.set(entry.key, entry)
     add(this.#byKey, entry.key, watch)
     this.#write(watch, this.#snapshot(entry))
     this.#metrics.pushes.inc({ type: 'snapshot' })
@@ -149,10 +146,10 @@ export class DiscoveryServer {
     this.#metrics.watchers.dec()
     if (set.size > 0) return
     from.delete(id)
-    if (watch.key !== undefined) { this.#sent.delete(id); this.#snapshots.delete(id) }
+    if (watch.key !== undefined) this.#snapshots.delete(id)
   }
 
-  #onChange (key: string, entry: CatalogEntry | undefined): void {
+  #onChange (key: string, entry: CatalogEntry | undefined, previous: CatalogEntry | undefined): void {
     this.#metrics.revision.set(this.#catalog.revision)
     this.#metrics.services.set(this.#catalog.size)
     const started = process.hrtime.bigint()
@@ -160,7 +157,6 @@ export class DiscoveryServer {
     if (watchers !== undefined) {
       if (entry === undefined) {
         this.#byKey.delete(key)
-        this.#sent.delete(key)
         this.#snapshots.delete(key)
         for (const w of watchers) {
           w.key = undefined
@@ -169,9 +165,9 @@ export class DiscoveryServer {
         }
         this.#metrics.pushes.inc({ type: 'absent' }, watchers.size)
       } else {
-        const before = this.#sent.get(key) as CatalogEntry
-        this.#sent.set(key, entry)
-        const message: WatchMessage = diff(before.service, before.version, entry.service, entry.version)
+        // Watchers of a key were all sent `previous` (or a snapshot of it): one delta serves them all.
+        const { service, version } = previous as CatalogEntry
+        const message: WatchMessage = diff(service, version, entry.service, entry.version)
         const buf = encode(message)
         for (const w of watchers) this.#write(w, buf)
         this.#metrics.pushes.inc({ type: message.type }, watchers.size)

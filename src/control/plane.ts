@@ -53,25 +53,29 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   const kubeConfig = config.source === 'kubernetes' && makeSource === undefined ? await loadKubeConfig() : undefined
   const source = makeSource !== undefined ? await makeSource(onError) : await defaultSource(config, kubeConfig, log, onError, tokens)
   const ca = config.ca.kind === 'off' ? undefined : await loadCa(config.ca, config.trustDomain, log)
-  let serving: { tls: ServingTls, renew: NodeJS.Timeout } | undefined
   let signer: Signer | undefined
   if (ca !== undefined) {
     const proof: IdentityProof = kubeConfig !== undefined ? new TokenReviews(kubeConfig, config.trustDomain) : tokens
     signer = new Signer(ca, proof, config.certTtlMs, log, metrics)
     metrics.caExpiry.set(ca.issuerNotAfter.getTime() / 1000)
-    serving = { tls: await servingTls(ca, config), renew: setTimeout(() => {}, 0) }
   }
-  const discovery = new DiscoveryServer(catalog, log, metrics, serving?.tls, signer)
-  if (ca !== undefined && serving !== undefined) {
-    const s = serving
-    const renew = (): void => {
-      s.renew = setTimeout(() => {
-        servingTls(ca, config).then((tls) => { s.tls = tls; discovery.setCredentials(tls); log.info('discovery port certificate renewed'); renew() },
-          (err: Error) => { log.error({ err: err.message }, 'discovery port certificate not renewed; retrying in 1 min'); s.renew = setTimeout(renew, 60_000).unref() })
-      }, SERVING_TTL_MS * RENEW_AT_FRACTION).unref()
-    }
-    renew()
+  const discovery = new DiscoveryServer(catalog, log, metrics, ca === undefined ? undefined : await servingTls(ca, config), signer)
+  // The discovery port's own certificate: renewed at 70 % of its lifetime, retried each minute on failure.
+  let renewTimer: NodeJS.Timeout | undefined
+  const scheduleRenewal = (ms: number): void => {
+    if (ca === undefined) return
+    renewTimer = setTimeout(() => {
+      servingTls(ca, config).then((tls) => {
+        discovery.setCredentials(tls)
+        log.info('discovery port certificate renewed')
+        scheduleRenewal(SERVING_TTL_MS * RENEW_AT_FRACTION)
+      }, (err: Error) => {
+        log.error({ err: err.message }, 'discovery port certificate not renewed; retrying in 1 min')
+        scheduleRenewal(60_000)
+      })
+    }, ms).unref()
   }
+  scheduleRenewal(SERVING_TTL_MS * RENEW_AT_FRACTION)
   const admin = createControlAdmin(catalog, metrics, () => catalog.synced
     ? { ready: true, why: `ready: ${catalog.size} services from ${source.name}, revision ${catalog.revision}` }
     : { ready: false, why: `waiting for the first full view from ${source.name}` })
@@ -88,7 +92,7 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   const shutdown = (why: string): Promise<void> => {
     stopping ??= (async () => {
       log.info({ why }, 'control plane stopping; sidecars keep their tables and reconnect')
-      clearTimeout(serving?.renew)
+      clearTimeout(renewTimer)
       await source.stop()
       await discovery.close()
       admin.close()

@@ -9,12 +9,7 @@ import { OutboundCall } from './call.ts'
 import { refusedSpan } from '../telemetry/spans.ts'
 
 export function routeOutbound (ctx: ProxyContext, ex: Exchange, sink: ResponseSink): void {
-  let found: Service | undefined | Promise<Service | undefined>
-  try {
-    found = ctx.resolver.resolve(ex.authority)
-  } catch (err) {
-    found = Promise.reject(err as Error)
-  }
+  const found = ctx.resolver.resolve(ex.authority)
   if (!(found instanceof Promise)) return route(ctx, ex, sink, found)
   // First request for this authority with the control plane: the body waits (paused) for the answer.
   let gone = false

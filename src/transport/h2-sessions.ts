@@ -79,11 +79,11 @@ export class H2Sessions {
     // After GOAWAY, streams already accepted finish on this session; new ones go to a new one.
     session.once('goaway', () => forget())
     session.once('close', () => { clearTimeout(timer); forget() })
-    session.on('error', (err) => {
-      const reason = tlsReason(err as NodeJS.ErrnoException)
+    session.on('error', (err: NodeJS.ErrnoException) => {
+      const reason = tlsReason(err)
       if (reason !== undefined) this.#onTlsFailure(reason)
+      this.#log.debug({ err: { message: err.message, code: err.code }, target: key }, 'h2 session error')
     })
-    session.on('error', (err) => this.#log.debug({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code }, target: key }, 'h2 session error'))
     return session
   }
 
