@@ -1,12 +1,13 @@
 // `npm run bench:control`: the real `remora control` against a fake Kubernetes API, watched by simulated sidecars (HTTP/2): fan-out latency, CPU, RSS.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import http2, { type ClientHttp2Session } from 'node:http2'
 import os from 'node:os'
 import { join } from 'node:path'
 import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { WATCH_PATH, decode } from '../src/discovery/wire.ts'
+import { compile } from './build.ts'
 import { freePort, installCleanup, startChild, stopChild, waitForReady, which, type Child } from './procs.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage } from './sample.ts'
 import { summarize } from './prof-top.ts'
@@ -612,7 +613,7 @@ async function main (): Promise<void> {
   let cli = join(ROOT, 'src/cli.ts')
   if (o.js) {
     log('compiling remora to JavaScript (tsconfig.build.json)…')
-    cli = compile(tmp, log)
+    cli = compile(ROOT, tmp, log)
   }
 
   // The cluster.
@@ -928,25 +929,6 @@ function slice (p: Profile, [from, to]: [number, number]): Profile {
     last = t
   }
   return { ...p, startTime: lo, endTime: hi, samples, timeDeltas: deltas }
-}
-
-/** What `npm run build` does (tsc -p tsconfig.build.json), into the temp dir; returns dist/cli.js. */
-function compile (tmp: string, log: (line: string) => void): string {
-  const out = join(tmp, 'js')
-  const dist = join(out, 'dist')
-  mkdirSync(out)
-  writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module' }))
-  symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
-  const tsc = join(ROOT, 'node_modules/typescript/bin/tsc')
-  try {
-    execFileSync(process.execPath, [tsc, '-p', join(ROOT, 'tsconfig.build.json'), '--outDir', dist], { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-  } catch (err) {
-    const e = err as { stdout?: string, message: string }
-    // tsc still writes JavaScript when it finds type errors (a working tree mid-edit): go on if it did.
-    if (!existsSync(join(dist, 'cli.js'))) throw new Error(`compiling remora failed: ${e.stdout ?? e.message}`, { cause: err })
-    log(`note: tsc reported errors, benchmarking the JavaScript it emitted anyway:\n${(e.stdout ?? '').split('\n').slice(0, 5).join('\n')}`)
-  }
-  return join(dist, 'cli.js')
 }
 
 if (process.argv.includes('--worker')) {

@@ -2,6 +2,7 @@
 import http2 from 'node:http2'
 import { once } from 'node:events'
 import { Pool } from 'undici'
+import { percentile } from './stats.ts'
 
 export interface FixedRateOptions {
   origin: string
@@ -29,11 +30,6 @@ export interface FixedRateResult {
   p999: number
   max: number
   mean: number
-}
-
-function percentile (sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.ceil(p / 100 * sorted.length) - 1)]
 }
 
 async function main (): Promise<void> {

@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { FixedRateOptions, FixedRateResult } from './fixed-rate.ts'
 import { runToEnd } from './procs.ts'
+import { percentile } from './stats.ts'
 
 export interface LoadResult {
   rps: number
@@ -50,11 +51,6 @@ export async function wrk (ctx: RunContext, url: string, host: string | undefine
   args.push(url)
   const { output } = await runToEnd('wrk', 'wrk', args, { cpus: ctx.cpus, logFile: join(ctx.tmp, `wrk-${ctx.seq()}.out`), timeoutMs: (seconds + 20) * 1000 })
   return parseWrk(output)
-}
-
-function percentile (sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.ceil(p / 100 * sorted.length) - 1)]
 }
 
 export interface H2Options {

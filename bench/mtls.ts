@@ -3,7 +3,6 @@
 // development CA, sidecars with REMORA_CONTROL_ADDR + REMORA_TRUST_ANCHORS), alternating rounds;
 // plus how many new connections per second the server sidecar's inbound port accepts (fresh TLS 1.3
 // handshakes with a mesh client certificate vs plaintext h2c) and the CA's signing rate.
-import { execFileSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import http2 from 'node:http2'
@@ -11,10 +10,13 @@ import os from 'node:os'
 import { join } from 'node:path'
 import tls, { type PeerCertificate } from 'node:tls'
 import { stringify } from 'yaml'
+import { uriSans } from '../src/transport/h2-sessions.ts'
+import { buildInPlace } from './build.ts'
 import { fixedRate, wrk, type LoadResult, type RunContext } from './loadgen.ts'
 import { freePort, installCleanup, runToEnd, startChild, stopChild, waitForReady, which, type Child } from './procs.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
 import { startApp } from './topologies.ts'
+import { percentile } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
 const SELF = new URL(import.meta.url).pathname
@@ -47,11 +49,6 @@ export interface HandshakeResult {
   clientCpuPct: number
 }
 
-function percentile (sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN
-  return sorted[Math.min(sorted.length - 1, Math.ceil(p / 100 * sorted.length) - 1)]
-}
-
 /** N loops, each: open a new connection (full TLS 1.3 handshake: no session is resumed), one h2 request, close. */
 async function handshakeWorker (o: HandshakeOptions): Promise<HandshakeResult> {
   const url = o.tls === undefined ? `http://127.0.0.1:${o.port}` : `https://127.0.0.1:${o.port}`
@@ -65,7 +62,7 @@ async function handshakeWorker (o: HandshakeOptions): Promise<HandshakeResult> {
         ALPNProtocols: ['h2'],
         // The sidecar's certificate names it by SPIFFE ID only (as peer sidecars check it).
         checkServerIdentity: (_name: string, cert: PeerCertificate) => {
-          const ids = (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4))
+          const ids = uriSans(cert)
           return ids.length === 1 && ids[0] === t.serverIdentity ? undefined : new Error(`server identity ${ids.join(', ')}, expected ${t.serverIdentity}`)
         },
       }
@@ -81,42 +78,8 @@ async function handshakeWorker (o: HandshakeOptions): Promise<HandshakeResult> {
     req.on('end', () => session.close())
     req.resume()
   })
-  const start = performance.now()
-  const measureFrom = start + o.warmupMs
-  const end = measureFrom + o.durationMs
-  let cpu0: NodeJS.CpuUsage | undefined
-  let measuredAt = 0
-  const latencies: number[] = []
-  let errors = 0
-  let firstError: string | undefined
-  const loop = async (): Promise<void> => {
-    for (;;) {
-      const t0 = performance.now()
-      if (t0 >= end) return
-      if (t0 >= measureFrom && cpu0 === undefined) { cpu0 = process.cpuUsage(); measuredAt = t0 }
-      try {
-        await one()
-        const t1 = performance.now()
-        if (t0 >= measureFrom && t1 <= end) latencies.push(t1 - t0)
-      } catch (err) {
-        if (t0 >= measureFrom) errors++
-        firstError ??= (err as Error).message
-      }
-    }
-  }
-  await Promise.all(Array.from({ length: o.concurrency }, loop))
-  const used = process.cpuUsage(cpu0)
-  const seconds = (performance.now() - measuredAt) / 1000
-  const sorted = Float64Array.from(latencies).sort()
-  return {
-    rate: Math.round(latencies.length / (o.durationMs / 1000)),
-    ok: latencies.length,
-    errors,
-    ...(firstError === undefined ? {} : { firstError }),
-    p50: percentile(sorted, 50),
-    p99: percentile(sorted, 99),
-    clientCpuPct: Math.round((used.user + used.system) / 1e6 / seconds * 1000) / 10,
-  }
+  const r = await closedLoops(o, one)
+  return { ...r.result, clientCpuPct: r.cpuPct }
 }
 
 interface SigningOptions {
@@ -146,8 +109,20 @@ async function signingWorker (o: SigningOptions): Promise<SigningResult> {
     req.resume()
     req.end(body)
   })
+  const { result } = await closedLoops(o, one)
+  session.close()
+  return result
+}
+
+/**
+ * `concurrency` loops calling `one` back to back for warm-up plus duration; latencies and errors
+ * count only inside the measured window. Also this thread's CPU over that window, % of one core.
+ */
+async function closedLoops (o: { concurrency: number, warmupMs: number, durationMs: number }, one: () => Promise<void>): Promise<{ result: SigningResult, cpuPct: number }> {
   const measureFrom = performance.now() + o.warmupMs
   const end = measureFrom + o.durationMs
+  let cpu0: NodeJS.CpuUsage | undefined
+  let measuredAt = 0
   const latencies: number[] = []
   let errors = 0
   let firstError: string | undefined
@@ -155,6 +130,7 @@ async function signingWorker (o: SigningOptions): Promise<SigningResult> {
     for (;;) {
       const t0 = performance.now()
       if (t0 >= end) return
+      if (t0 >= measureFrom && cpu0 === undefined) { cpu0 = process.cpuUsage(); measuredAt = t0 }
       try {
         await one()
         const t1 = performance.now()
@@ -165,9 +141,13 @@ async function signingWorker (o: SigningOptions): Promise<SigningResult> {
       }
     }
   }))
-  session.close()
+  const used = process.cpuUsage(cpu0)
+  const seconds = (performance.now() - measuredAt) / 1000
   const sorted = Float64Array.from(latencies).sort()
-  return { rate: Math.round(latencies.length / (o.durationMs / 1000)), ok: latencies.length, errors, ...(firstError === undefined ? {} : { firstError }), p50: percentile(sorted, 50), p99: percentile(sorted, 99) }
+  return {
+    result: { rate: Math.round(latencies.length / (o.durationMs / 1000)), ok: latencies.length, errors, ...(firstError === undefined ? {} : { firstError }), p50: percentile(sorted, 50), p99: percentile(sorted, 99) },
+    cpuPct: Math.round((used.user + used.system) / 1e6 / seconds * 1000) / 10,
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,13 +434,7 @@ async function main (): Promise<void> {
   let cli = join(ROOT, 'src/cli.ts')
   if (!o.src) {
     log('compiling src/ to dist/ (tsconfig.build.json)…')
-    try {
-      execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { stdio: 'pipe' })
-    } catch (err) {
-      // tsc still emits on type errors (someone's edit in progress); say so and go on.
-      log(`tsc reported errors (the JavaScript was emitted anyway):\n${String((err as { stdout?: Buffer }).stdout ?? '').slice(0, 2000)}`)
-    }
-    cli = join(ROOT, 'dist/cli.js')
+    cli = buildInPlace(log)
   }
   const ctx: RunContext = { tmp, seq: () => ++seq }
   const app = await startApp(tmp, undefined)

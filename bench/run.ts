@@ -1,11 +1,12 @@
 // `npm run bench`: remora vs direct, nginx, HAProxy and a naive Node proxy on this machine, side by side.
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import http2 from 'node:http2'
 import os from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
+import { compile } from './build.ts'
 import { fixedRate, h2load, wrk, type LoadResult, type RunContext } from './loadgen.ts'
 import { installCleanup, stopAll, stopChild, which } from './procs.ts'
 import { formatReport, type CaseResult } from './report.ts'
@@ -401,25 +402,6 @@ function checkout (rev: string, tmp: string): string {
 
 function execOk (cmd: string, args: string[]): boolean {
   try { execFileSync(cmd, args, { cwd: ROOT, stdio: 'ignore' }); return true } catch { return false }
-}
-
-/** What `npm run build` does (tsc -p tsconfig.build.json), into the temp dir; returns dist/cli.js. */
-function compile (root: string, tmp: string, log: (line: string) => void): string {
-  const out = join(tmp, 'js')
-  const dist = join(out, 'dist')
-  mkdirSync(out)
-  writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module' }))
-  symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
-  const tsc = join(ROOT, 'node_modules/typescript/bin/tsc')
-  try {
-    execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json'), '--outDir', dist], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] })
-  } catch (err) {
-    const e = err as { stdout?: string, message: string }
-    // tsc still writes JavaScript when it finds type errors (a working tree mid-edit): go on if it did.
-    if (!existsSync(join(dist, 'cli.js'))) throw new Error(`compiling remora failed: ${e.stdout ?? e.message}`, { cause: err })
-    log(`note: tsc reported errors, benchmarking the JavaScript it emitted anyway:\n${(e.stdout ?? '').split('\n').slice(0, 5).join('\n')}`)
-  }
-  return join(dist, 'cli.js')
 }
 
 function toPhase (r: { achievedRps: number, p50: number, p99: number, p999: number, ok: number, errors: number, note?: string }): LoadResult {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
+import { buildInPlace } from './build.ts'
 import { ForeignLoad, waitForQuiet } from './sample.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
@@ -112,12 +113,7 @@ async function main (): Promise<void> {
   try { execFileSync('wrk', ['--version'], { stdio: 'ignore' }) } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') { console.log('wrk not installed: apt-get install wrk'); return }
   }
-  try {
-    execFileSync(process.execPath, [join(ROOT, 'node_modules/typescript/bin/tsc'), '-p', join(ROOT, 'tsconfig.build.json')], { stdio: 'pipe' })
-  } catch (err) {
-    // tsc still emits on type errors (someone else's edit in progress elsewhere): say so and go on.
-    process.stderr.write(`tsc reported errors (the JavaScript was emitted anyway):\n${String((err as { stdout?: Buffer }).stdout ?? '').slice(0, 2000)}\n`)
-  }
+  buildInPlace((line) => process.stderr.write(line + '\n'))
   const appPort = await port()
   const app = spawn(process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from the app, a small body')).listen(${appPort},'127.0.0.1')`], { stdio: 'ignore' })
   children.push(app)
