@@ -42,16 +42,16 @@ function controlUsage (): string {
   return `usage: remora control [options]
 
 The control plane. It watches Kubernetes Services, EndpointSlices and Pods (or reads a mesh file)
-and serves each sidecar the services it asks for (docs/discovery-api.md). Certificates come with a
-later version.
+and serves each sidecar the services it asks for (docs/discovery-api.md). With a CA (--ca) it signs
+each sidecar's certificate for the identity it proves, and every hop is mutual TLS.
 
 options (flag, environment variable, meaning):
 ${settingsHelp(ControlSettings)}
 
 examples:
   remora control                                   # in a cluster, or with KUBECONFIG
-  remora control --mesh-file deploy/local/mesh.yaml --discovery-addr 127.0.0.1:15012
-  remora proxy --control-addr 127.0.0.1:15012 --mesh-file deploy/local/mesh.yaml --workload web
+  remora control --mesh-file deploy/local/mesh.yaml --discovery-addr 127.0.0.1:15012 --ca dev:.remora/ca
+  remora proxy --control-addr 127.0.0.1:15012 --trust-anchors .remora/ca/root.pem --mesh-file deploy/local/mesh.yaml --workload web
 `
 }
 

@@ -1,7 +1,10 @@
 // `remora control`: a catalog fed by one source (Kubernetes or the mesh file), served to sidecars on
 // 15012, and — with a CA — certificates for the identities sidecars prove, on the same port over mTLS.
 import type http from 'node:http'
+import { existsSync } from 'node:fs'
 import { isIP } from 'node:net'
+import { homedir } from 'node:os'
+import { join } from 'node:path'
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { RemoraError } from '../errors.ts'
@@ -124,7 +127,9 @@ async function loadKubeConfig (): Promise<KubeConfig> {
   } catch (err) {
     throw new RemoraError('REMORA_KUBE_CONFIG', `cannot load a Kubernetes configuration (KUBECONFIG, ~/.kube/config or the in-cluster service account): ${(err as Error).message}`, { cause: err })
   }
-  if (kubeConfig.getCurrentCluster() === null) {
+  // With none of these, client-node quietly falls back to http://localhost:8080 and every list fails forever.
+  const configured = process.env.KUBECONFIG !== undefined || process.env.KUBERNETES_SERVICE_HOST !== undefined || existsSync(join(homedir(), '.kube', 'config'))
+  if (!configured || kubeConfig.getCurrentCluster() === null) {
     throw new RemoraError('REMORA_KUBE_CONFIG', 'no Kubernetes cluster configured: run in a pod with a service account, set KUBECONFIG, or use REMORA_SOURCE=file with REMORA_MESH_FILE')
   }
   return kubeConfig
