@@ -4,9 +4,12 @@ import { CompositePropagator, ExportResultCode, W3CTraceContextPropagator, type 
 import { B3InjectEncoding, B3Propagator } from '@opentelemetry/propagator-b3'
 import { NodeSDK } from '@opentelemetry/sdk-node'
 import { BatchSpanProcessor, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace'
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
+import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base'
+import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http'
+import { TraceExporterMetricsHelper } from '@opentelemetry/otlp-transformer'
 import { ROOT_CONTEXT, type Context, type ContextManager } from '@opentelemetry/api'
 import type { ProxyMetrics } from './metrics.ts'
+import { spanSerializer } from './otlp-encoding.ts'
 import type { MeshFormats, TracingOptions } from './tracing.ts'
 
 /** Wraps the exporter to count what reached the collector and what was lost. */
@@ -61,6 +64,16 @@ class BoundedProcessor implements SpanProcessor {
   shutdown (): Promise<void> { return this.#inner.shutdown() }
 }
 
+/**
+ * The SDK's OTLP http/protobuf exporter (its transport, retries, timeouts, compression and every
+ * OTEL_EXPORTER_OTLP_* variable), assembled as its OTLPTraceExporter is, with remora's span encoder
+ * in place of the SDK's serializer (see otlp-encoding.ts for why).
+ */
+function otlpExporter (): SpanExporter {
+  const options = convertLegacyHttpOptions({}, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' })
+  return new OTLPExporterBase(createOtlpHttpExportDelegate(options, spanSerializer, 'otlp_http_span_exporter', TraceExporterMetricsHelper, undefined))
+}
+
 /** No ambient context: `active()` is always the root, `with()` just calls. */
 class ExplicitContext implements ContextManager {
   active (): Context { return ROOT_CONTEXT }
@@ -77,7 +90,7 @@ export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshForma
     const maxQueue = Number(o.env.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)
     // The exporter reports settled batches to the bounded queue in front of the batch processor.
     const settle = { to: (_n: number): void => {} }
-    const exporter = new CountingExporter(new OTLPTraceExporter(), o.metrics, (n) => settle.to(n))
+    const exporter = new CountingExporter(otlpExporter(), o.metrics, (n) => settle.to(n))
     const batch = new BatchSpanProcessor({
       exporter,
       maxQueueSize: maxQueue,

@@ -2,6 +2,7 @@
 // payload with protobufjs code generated from the official opentelemetry-proto definitions.
 import http from 'node:http'
 import { once } from 'node:events'
+import { gunzipSync } from 'node:zlib'
 import { createRequire } from 'node:module'
 import { freePort, type Teardown } from './mesh.ts'
 
@@ -42,20 +43,26 @@ export interface Receiver {
   readonly spans: ReceivedSpan[]
   /** When set, requests are held this long before the answer (a slow collector). */
   delayMs: number
+  /** The path spans are accepted on (OTLP's default, or what OTEL_EXPORTER_OTLP_TRACES_ENDPOINT names). */
+  path: string
+  /** The headers of every accepted export request. */
+  readonly requests: http.IncomingHttpHeaders[]
 }
 
 export async function startReceiver (t: Teardown): Promise<Receiver> {
   const port = await freePort()
-  const receiver: Receiver = { url: `http://127.0.0.1:${port}`, spans: [], delayMs: 0 }
+  const receiver: Receiver = { url: `http://127.0.0.1:${port}`, spans: [], delayMs: 0, path: '/v1/traces', requests: [] }
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = []
     req.on('data', (c: Buffer) => chunks.push(c))
     req.on('end', () => {
-      if (req.url !== '/v1/traces' || req.headers['content-type'] !== 'application/x-protobuf') {
+      if (req.url !== receiver.path || req.headers['content-type'] !== 'application/x-protobuf') {
         res.writeHead(415).end()
         return
       }
-      const decoded = Request.toObject(Request.decode(Buffer.concat(chunks)), { longs: String, defaults: true }) as RawRequest
+      receiver.requests.push(req.headers)
+      const body = req.headers['content-encoding'] === 'gzip' ? gunzipSync(Buffer.concat(chunks)) : Buffer.concat(chunks)
+      const decoded = Request.toObject(Request.decode(body), { longs: String, defaults: true }) as RawRequest
       for (const rs of decoded.resourceSpans ?? []) {
         const service = String(attrs(rs.resource?.attributes)['service.name'] ?? '')
         for (const ss of rs.scopeSpans ?? []) {

@@ -171,6 +171,26 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
   t.equal(line?.trace_id, undefined, 'and no trace_id on its log line')
 })
 
+t.test('the standard OTEL_EXPORTER_OTLP_* variables: a signal-specific endpoint, headers, gzip', async (t) => {
+  const receiver = await startReceiver(t)
+  receiver.path = '/collector/traces'
+  const { mesh } = await chain(t, {
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${receiver.url}/collector/traces`,
+    OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20tenant-7,x-scope-orgid=team-a',
+    OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip',
+  })
+  const r = await request(`${mesh.sidecar('edge').proxyUrl}/std`, { headers: { host: 'a', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } })
+  t.equal(r.statusCode, 200)
+  await r.body.text()
+  await eventually(() => byTrace(receiver.spans, '0af7651916cd43dd8448eb211c80319c').length === 6, 10_000, 'the six sidecar spans arrive')
+  t.ok(receiver.requests.length > 0)
+  for (const h of receiver.requests) {
+    t.equal(h.authorization, 'Bearer tenant-7', 'the configured headers are sent (percent-decoded)')
+    t.equal(h['x-scope-orgid'], 'team-a')
+    t.equal(h['content-encoding'], 'gzip', 'compressed as configured')
+  }
+})
+
 t.test('a dead collector: traffic unaffected, failed exports counted', async (t) => {
   const { mesh } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:9', OTEL_EXPORTER_OTLP_TIMEOUT: '500' })
   const edge = mesh.sidecar('edge')
