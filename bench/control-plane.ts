@@ -8,6 +8,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { WATCH_PATH, decode } from '../src/discovery/wire.ts'
 import { compile } from './build.ts'
+import { eachFlag, parseDuration } from './flags.ts'
 import { freePort, installCleanup, startChild, stopChild, waitForReady, which, type Child } from './procs.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage } from './sample.ts'
 import { summarize } from './prof-top.ts'
@@ -255,12 +256,6 @@ options:
 `
 }
 
-function parseDuration (raw: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(raw.trim())
-  if (m === null) throw new Error(`expected a duration such as 10s or 500ms, got "${raw}"`)
-  return Number(m[1]) * (m[2] === 'ms' ? 0.001 : m[2] === 'm' ? 60 : 1)
-}
-
 function parseArgs (argv: string[]): Options {
   const o: Options = {
     sidecars: 1000, services: 1000, endpoints: 10, watches: 10, namespaces: 10, durationS: 10, rate: 20, burst: 200,
@@ -271,13 +266,7 @@ function parseArgs (argv: string[]): Options {
     if (!Number.isInteger(n) || n < min) throw new Error(`${flag} expects an integer ≥ ${min}, got "${v}"`)
     return n
   }
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].includes('=') ? argv[i].split(/=(.*)/s, 2) : [argv[i], undefined]
-    const value = (): string => {
-      const v = inline ?? argv[++i]
-      if (v === undefined) throw new Error(`${flag} needs a value`)
-      return v
-    }
+  eachFlag(argv, (flag, value) => {
     switch (flag) {
       case '--sidecars': o.sidecars = int(flag, value(), 1); break
       case '--services': o.services = int(flag, value(), 2); break
@@ -298,9 +287,10 @@ function parseArgs (argv: string[]): Options {
       case '--quiet-wait': o.quietWaitS = parseDuration(value()); break
       case '--node-options': o.nodeOptions = value().split(/\s+/).filter((f) => f !== ''); break
       case '--help': case '-h': process.stdout.write(usage()); process.exit(0); break
-      default: throw new Error(`unknown option ${argv[i]}; see --help`)
+      default: return false
     }
-  }
+    return true
+  })
   if (o.watches > o.services) throw new Error(`--watches ${o.watches} is more than --services ${o.services}`)
   o.burst = Math.min(o.burst, o.services)
   return o

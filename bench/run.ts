@@ -7,6 +7,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { compile } from './build.ts'
+import { eachFlag, parseDuration } from './flags.ts'
 import { fixedRate, h2load, wrk, type LoadResult, type RunContext } from './loadgen.ts'
 import { installCleanup, stopAll, stopChild, which } from './procs.ts'
 import { formatReport, type CaseResult } from './report.ts'
@@ -63,22 +64,9 @@ tools: wrk, h2load, nginx and haproxy are optional; a missing one skips its case
 `
 }
 
-function parseDuration (raw: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(raw.trim())
-  if (m === null) throw new Error(`expected a duration such as 30s, 2m or 500ms, got "${raw}"`)
-  const scale = m[2] === 'ms' ? 0.001 : m[2] === 'm' ? 60 : 1
-  return Number(m[1]) * scale
-}
-
 function parseArgs (argv: string[]): Options {
   const o: Options = { durationS: 5, warmupS: 2, connections: 50, rate: 1000, pin: true, cpuProf: false, keepTmp: false, waitQuiet: true, quietWaitS: 20, retries: 2, js: false, nodeOptions: [] }
-  for (let i = 0; i < argv.length; i++) {
-    const [flag, inline] = argv[i].includes('=') ? argv[i].split(/=(.*)/s, 2) : [argv[i], undefined]
-    const value = (): string => {
-      const v = inline ?? argv[++i]
-      if (v === undefined) throw new Error(`${flag} needs a value`)
-      return v
-    }
+  eachFlag(argv, (flag, value) => {
     switch (flag) {
       case '--duration': o.durationS = Math.max(1, Math.round(parseDuration(value()))); break
       case '--warmup': o.warmupS = Math.max(1, Math.round(parseDuration(value()))); break
@@ -95,9 +83,10 @@ function parseArgs (argv: string[]): Options {
       case '--js': o.js = true; break
       case '--node-options': o.nodeOptions = value().split(/\s+/).filter((f) => f !== ''); break
       case '--help': case '-h': process.stdout.write(usage()); process.exit(0); break
-      default: throw new Error(`unknown option ${argv[i]}; see --help`)
+      default: return false
     }
-  }
+    return true
+  })
   return o
 }
 
