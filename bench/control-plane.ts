@@ -12,6 +12,7 @@ import { eachFlag, parseDuration } from './flags.ts'
 import { freePort, installCleanup, startChild, stopChild, waitForReady, which, type Child } from './procs.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage } from './sample.ts'
 import { summarize } from './prof-top.ts'
+import { percentile } from './stats.ts'
 import type { FakeKubeApi, KubeObject } from '../test/harness/kube-api.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
@@ -546,10 +547,9 @@ interface Dist { n: number, p50: number, p90: number, p99: number, max: number }
 
 function dist (values: number[]): Dist | null {
   if (values.length === 0) return null
-  const v = [...values].sort((a, b) => a - b)
-  const q = (p: number): number => v[Math.min(v.length - 1, Math.max(0, Math.ceil(p * v.length) - 1))]
+  const v = Float64Array.from(values).sort()
   const r = (x: number): number => Math.round(x * 10) / 10
-  return { n: v.length, p50: r(q(0.5)), p90: r(q(0.9)), p99: r(q(0.99)), max: r(v[v.length - 1]) }
+  return { n: v.length, p50: r(percentile(v, 50)), p90: r(percentile(v, 90)), p99: r(percentile(v, 99)), max: r(v[v.length - 1]) }
 }
 
 // ---- phases

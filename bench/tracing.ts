@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { buildInPlace } from './build.ts'
 import { ForeignLoad, waitForQuiet } from './sample.ts'
+import { median } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
 const seconds = Number(process.argv.find((a) => a.startsWith('--duration='))?.split('=')[1] ?? 10)
@@ -152,7 +153,6 @@ async function main (): Promise<void> {
   const base = results[0].rps
   console.log(`\nremora two hops (client sidecar → server sidecar → app), wrk -c20 for ${seconds}s each, best of ${rounds} alternating rounds, compiled JS, access log off\n`)
   // Paired within each round (the cases of a round run back to back, under the same conditions).
-  const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 === 1 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2 }
   const pairedRps = (i: number): number => median(all.map((round) => round[i].rps / round[0].rps))
   const pairedCpu = (i: number): number => median(all.map((round) => round[i].cpuUsPerRequest / round[0].cpuUsPerRequest))
   console.log('case                        req/s     ratio  median ratio  CPU µs/req  ×off (median)  p50       p99       sidecar RSS MB  sidecar CPU %  OTLP batches  spans exported / dropped  other load %')
