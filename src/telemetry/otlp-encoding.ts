@@ -50,14 +50,18 @@ class Writer {
     this.buf = next
   }
 
+  /** Writes the varint of a non-negative integer below 2^32 at `p` (room assumed); returns the position after it. */
+  varintAt (p: number, v: number): number {
+    const b = this.buf
+    while (v > 0x7f) { b[p++] = (v & 0x7f) | 0x80; v >>>= 7 }
+    b[p++] = v
+    return p
+  }
+
   /** Tag and varint of a non-negative integer below 2^32 (what every tag and length is). */
   uint32 (v: number): void {
     this.ensure(5)
-    const b = this.buf
-    let p = this.pos
-    while (v > 0x7f) { b[p++] = (v & 0x7f) | 0x80; v >>>= 7 }
-    b[p++] = v
-    this.pos = p
+    this.pos = this.varintAt(this.pos, v)
   }
 
   tag (field: number, wire: number): void { this.uint32((field << 3) | wire) }
@@ -171,11 +175,7 @@ class Writer {
       this.buf.copyWithin(at + size, at + reserve, this.pos)
       this.pos += size - reserve
     }
-    const b = this.buf
-    let v = length
-    let p = at
-    while (v > 0x7f) { b[p++] = (v & 0x7f) | 0x80; v >>>= 7 }
-    b[p] = v
+    this.varintAt(at, length)
   }
 }
 
