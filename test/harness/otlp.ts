@@ -11,7 +11,8 @@ interface ProtoMessage { decode (buf: Uint8Array): unknown, toObject (m: unknown
 const root = require('@opentelemetry/otlp-proto-exporter-base/build/src/generated/root.js') as {
   opentelemetry: { proto: { collector: { trace: { v1: { ExportTraceServiceRequest: ProtoMessage } } } } }
 }
-const Request = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest
+/** ExportTraceServiceRequest, generated from the official proto definitions. */
+export const Request = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest
 
 export interface ReceivedSpan {
   service: string

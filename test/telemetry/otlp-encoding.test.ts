@@ -2,20 +2,13 @@
 // attribute, event and link, and what the official proto definitions decode from it (these
 // definitions predate Span.flags, which the byte comparison covers).
 import t, { type Test } from 'tap'
-import { createRequire } from 'node:module'
 import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Tracer } from '@opentelemetry/api'
 import { TraceState } from '@opentelemetry/core'
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider, type ReadableSpan } from '@opentelemetry/sdk-trace'
 import { encodeSpans } from '../../src/telemetry/otlp-encoding.ts'
-
-const require = createRequire(import.meta.url)
-interface ProtoMessage { decode (buf: Uint8Array): unknown, toObject (m: unknown, o: object): unknown }
-const root = require('@opentelemetry/otlp-proto-exporter-base/build/src/generated/root.js') as {
-  opentelemetry: { proto: { collector: { trace: { v1: { ExportTraceServiceRequest: ProtoMessage } } } } }
-}
-const Request = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest
+import { Request } from '../harness/otlp.ts'
 
 interface Decoded {
   resourceSpans: Array<{
