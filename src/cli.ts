@@ -33,6 +33,10 @@ The sidecar. Without iptables, point the app at the outbound listener as an HTTP
 options (flag, environment variable, meaning):
 ${settingsHelp(ProxySettings)}
 
+Tracing uses the standard OpenTelemetry variables: OTEL_EXPORTER_OTLP_ENDPOINT (or
+OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) turns it on, e.g. http://jaeger-collector:4318; OTEL_TRACES_SAMPLER,
+OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_HEADERS and the rest work as documented (README, Observability).
+
 example:
   remora proxy --mesh-file deploy/local/mesh.yaml --workload web
 `
