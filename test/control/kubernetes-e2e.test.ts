@@ -15,12 +15,14 @@ import { startApp } from '../harness/apps.ts'
 
 const NS = 'shop'
 
-interface Pod { name: string, ip: string, app: { port: number, requests: number } }
+interface Pod { name: string, ip: string, app: { port: number, requests: number }, slowArrived: number }
 
 /** One pod: an app on its own port behind its own sidecar, whose inbound listens on the pod IP (127.0.0.x). */
 async function startPod (t: Teardown, name: string, ip: string, inboundPort: number, control: string): Promise<Pod> {
+  const counts = { slowArrived: 0 }
   const app = await startApp(t, (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const delay = req.url === '/slow' ? 1500 : 0
+    const delay = req.url === '/slow' ? 3000 : 0
+    if (req.url === '/slow') counts.slowArrived++
     req.resume()
     setTimeout(() => res.end(`${name} ${req.url}`), delay)
   })
@@ -30,7 +32,7 @@ async function startPod (t: Teardown, name: string, ip: string, inboundPort: num
   ], { ...process.env, REMORA_LOG_LEVEL: 'warn', REMORA_WORKLOAD: name })
   t.teardown(() => s.stop('SIGKILL'))
   await s.start()
-  return { name, ip, app }
+  return { name, ip, app, get slowArrived () { return counts.slowArrived } }
 }
 
 /** Each pod's app listens on its own port, so each pod gets its own slice (as a named targetPort resolving differently per pod would). */
@@ -118,17 +120,18 @@ t.test('scaling in the cluster moves traffic through two sidecars without a requ
   await eventually(() => (byPod.get('web-1') ?? 0) > web1 + 100, 10_000, 'traffic on web-1')
   t.equal(pods[1].app.requests, web2, 'no request reached the removed pod after the update')
 
-  // Terminating: a slow request already on web-1 finishes while web-1 drains and web-2 takes new traffic.
-  kube.apply(slice(pods[1]))
-  await eventually(async () => (await endpointsSeen()).length === 2, 5000, 'web-2 back')
+  // Terminating: slow requests already on web-1 finish while web-1 drains and web-2 takes new traffic.
+  // They are sent while web-1 is the only endpoint, so they are on it (with web-2 in the table the
+  // balancer may well put them all on web-2, and the drain would test nothing).
   const slowPool = new Pool(client.proxyUrl, { connections: 8 })
   t.teardown(() => slowPool.close())
   const slow = Array.from({ length: 6 }, async () => {
     const res = await slowPool.request({ path: '/slow', method: 'GET', headers: { host: `web.${NS}` } })
     return `${res.statusCode} ${await res.body.text()}`
   })
-  await eventually(() => pods[0].app.requests > 0, 1000, 'slow requests in flight')
-  await new Promise((resolve) => setTimeout(resolve, 300))
+  await eventually(() => pods[0].slowArrived === 6, 2000, 'the slow requests are in flight on web-1')
+  kube.apply(slice(pods[1]))
+  await eventually(async () => (await endpointsSeen()).length === 2, 5000, 'web-2 back')
   kube.apply(slice(pods[0], { ready: false, serving: true, terminating: true }))
   await eventually(async () => (await endpointsSeen()).join() === '127.0.0.12', 5000, 'web-1 terminating: out of the table while web-2 is ready')
   const done = await Promise.all(slow)
