@@ -2,7 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { dirname, join } from 'node:path'
-import { CLI, freePort, startSidecars, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
+import { CLI, freePort, startSidecars, stopProcess, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
 
 export class ControlProcess {
   readonly args: string[]
@@ -43,10 +43,7 @@ export class ControlProcess {
   }
 
   async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.proc.exitCode
-    const exited = new Promise<number | null>((resolve) => this.proc.once('exit', (code) => resolve(code)))
-    this.proc.kill(signal)
-    return exited
+    return stopProcess(this.proc, signal)
   }
 }
 

@@ -128,10 +128,7 @@ export class SidecarProcess {
 
   /** Sends a signal and waits for the process to exit; resolves with its exit code. */
   async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
-    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return this.proc.exitCode
-    const exited = new Promise<number | null>((resolve) => this.proc.once('exit', (code) => resolve(code)))
-    this.proc.kill(signal)
-    return exited
+    return stopProcess(this.proc, signal)
   }
 
   /** Parsed JSON log lines (pino) printed so far. */
@@ -227,6 +224,18 @@ export async function startSidecars (t: Teardown, mesh: Mesh, options: StartOpti
 }
 
 /** Waits until `check` passes or the time is up; for eventually-consistent state (reloads). */
+/**
+ * Signals a child process and resolves with its exit code once it has exited; at once when it has
+ * already exited, or was never started (a teardown registered before a start that failed).
+ */
+export async function stopProcess (proc: ChildProcess | undefined, signal: NodeJS.Signals): Promise<number | null> {
+  if (proc === undefined) return null
+  if (proc.exitCode !== null || proc.signalCode !== null) return proc.exitCode
+  const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)))
+  proc.kill(signal)
+  return exited
+}
+
 export async function eventually (check: () => Promise<boolean> | boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
