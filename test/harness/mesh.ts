@@ -106,11 +106,37 @@ export class SidecarProcess {
   get adminUrl (): string { return `http://127.0.0.1:${this.ports.admin}` }
 
   async start (readyTimeoutMs = 15_000): Promise<void> {
+    this.#spawn()
+    await this.waitReady(readyTimeoutMs)
+  }
+
+  #spawn (): void {
     this.output = ''
     this.proc = spawn(process.execPath, [CLI, 'proxy', ...this.#args], { env: this.#env, stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })
     this.proc.stderr?.on('data', (c: Buffer) => { this.output += c.toString() })
-    await this.waitReady(readyTimeoutMs)
+  }
+
+  /**
+   * Starts a sidecar that should stay not ready: waits (up to 15 s) for its admin port to answer,
+   * then requires /ready to stay non-200 for `forMs`. Returns /ready's last answer (its reason).
+   */
+  async startNotReady (forMs: number): Promise<{ status: number, body: string }> {
+    this.#spawn()
+    const ready = async (): Promise<{ status: number, body: string } | undefined> => {
+      if (this.proc.exitCode !== null) throw new Error(`sidecar ${this.name} exited with ${this.proc.exitCode}:\n${this.output}`)
+      const res = await fetch(`${this.adminUrl}/ready`).catch(() => undefined)
+      return res === undefined ? undefined : { status: res.status, body: await res.text() }
+    }
+    let last: { status: number, body: string } | undefined
+    await eventually(async () => (last = await ready()) !== undefined, 15_000, `sidecar ${this.name}'s admin port answers`)
+    const until = Date.now() + forMs
+    while (Date.now() < until) {
+      await sleep(50)
+      last = await ready() ?? last
+      if (last?.status === 200) throw new Error(`sidecar ${this.name} became ready:\n${this.output}`)
+    }
+    return last as { status: number, body: string }
   }
 
   async waitReady (timeoutMs = 15_000): Promise<void> {
