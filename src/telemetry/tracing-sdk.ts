@@ -7,9 +7,11 @@ import { BatchSpanProcessor, type ReadableSpan, type SpanExporter, type SpanProc
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base'
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http'
 import { TraceExporterMetricsHelper } from '@opentelemetry/otlp-transformer'
-import { ROOT_CONTEXT, type Context, type ContextManager } from '@opentelemetry/api'
+import { ROOT_CONTEXT, trace, type Context, type ContextManager, type TracerProvider } from '@opentelemetry/api'
+import type { IdGenerator, Sampler } from '@opentelemetry/sdk-trace'
+import { MeshSpan, MeshTracer, type TracerParts } from './mesh-span.ts'
 import type { ProxyMetrics } from './metrics.ts'
-import { spanSerializer } from './otlp-encoding.ts'
+import { encodeSpan, spanSerializer } from './otlp-encoding.ts'
 import type { MeshFormats, TracingOptions } from './tracing.ts'
 
 /** Wraps the exporter to count what reached the collector and what was lost. */
@@ -57,6 +59,7 @@ class BoundedProcessor implements SpanProcessor {
     if ((span.spanContext().traceFlags & 1) === 0) return
     if (this.#pending >= this.#max) { this.#metrics.spansDropped.inc({ reason: 'queue full' }); return }
     this.#pending++
+    if (span instanceof MeshSpan) span.otlp = encodeSpan(span)
     this.#inner.onEnd(span)
   }
 
@@ -86,7 +89,24 @@ class ExplicitContext implements ContextManager {
   disable (): this { return this }
 }
 
-export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshFormats | undefined } {
+/**
+ * remora's tracer, made of the pieces the SDK configured from the environment (sampler, id
+ * generator, detected resource) and remora's processor chain. The SDK keeps the first three to
+ * itself, so they are read from its tracer; should a future SDK hold them elsewhere, the SDK's own
+ * tracer is used instead (slower, same spans) and the reason logged.
+ */
+function meshTracer (processor: SpanProcessor): MeshTracer | string {
+  const provider = trace.getTracerProvider() as TracerProvider & { getDelegate?: () => TracerProvider }
+  const sdkTracer = provider.getDelegate?.().getTracer('remora') as { _sampler?: Sampler, _idGenerator?: IdGenerator, _resource?: TracerParts['resource'], instrumentationScope?: TracerParts['scope'] } | undefined
+  if (sdkTracer === undefined) return 'no SDK tracer provider registered'
+  const { _sampler: sampler, _idGenerator: idGenerator, _resource: resource, instrumentationScope: scope } = sdkTracer
+  if (typeof sampler?.shouldSample !== 'function') return 'the SDK tracer has no sampler where expected'
+  if (typeof idGenerator?.generateSpanId !== 'function' || typeof idGenerator.generateTraceId !== 'function') return 'the SDK tracer has no id generator where expected'
+  if (typeof resource?.attributes !== 'object' || typeof scope?.name !== 'string') return 'the SDK tracer has no resource or scope where expected'
+  return new MeshTracer({ sampler, idGenerator, resource, scope, processor })
+}
+
+export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshFormats | undefined, tracer: MeshTracer | string } {
     const maxQueue = Number(o.env.OTEL_BSP_MAX_QUEUE_SIZE ?? 2048)
     // The exporter reports settled batches to the bounded queue in front of the batch processor.
     const settle = { to: (_n: number): void => {} }
@@ -122,7 +142,7 @@ export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshForma
         : new CompositePropagator({ propagators: [MESH_FORMATS.b3multi, MESH_FORMATS.b3single, MESH_FORMATS.w3c] }),
     })
     sdk.start()
-    return { sdk, formats: o.env.OTEL_PROPAGATORS !== undefined ? undefined : MESH_FORMATS }
+    return { sdk, formats: o.env.OTEL_PROPAGATORS !== undefined ? undefined : MESH_FORMATS, tracer: meshTracer(bounded) }
 }
 
 /**

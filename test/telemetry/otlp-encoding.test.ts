@@ -7,7 +7,7 @@ import { TraceState } from '@opentelemetry/core'
 import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider, type ReadableSpan } from '@opentelemetry/sdk-trace'
-import { encodeSpans } from '../../src/telemetry/otlp-encoding.ts'
+import { encodeSpan, encodeSpans } from '../../src/telemetry/otlp-encoding.ts'
 import { Request } from '../harness/otlp.ts'
 
 interface Decoded {
@@ -155,4 +155,27 @@ t.test('an encoded batch is a copy: the next batch does not overwrite it', async
   encodeSpans(spans().slice(1))
   t.ok(Buffer.from(first).equals(kept))
   t.same(encodeSpans([]), new Uint8Array(0), 'no spans: an empty request')
+})
+
+t.test('spans encoded as they end: the batch is the same bytes, across chunk boundaries and for spans larger than a chunk\'s slack', async (t) => {
+  const { tracers: [tracer], spans } = provider('ahead', ['remora'])
+  for (let i = 0; i < 600; i++) {
+    const s = tracer.startSpan(`span ${i}`, { kind: SpanKind.SERVER }, remoteParent)
+    s.setAttributes({ 'http.request.method': 'GET', 'url.path': `/item/${i}`, 'server.port': 8080 })
+    // Every 50th span is larger than the room left at a chunk's end.
+    if (i % 50 === 0) s.setAttribute('payload', 'p'.repeat(5000 + i))
+    s.end()
+  }
+  const plain = encodeSpans(spans())
+  const ahead = spans().map((s) => Object.assign(Object.create(s) as ReadableSpan, { otlp: encodeSpan(s) }))
+  t.ok(ahead.slice(0, 3).every((s) => (s as { otlp?: Uint8Array }).otlp !== undefined))
+  // Bytes held by earlier spans survive later ones being encoded (views of chunks, not of a reused buffer).
+  const first = Buffer.from((ahead[0] as { otlp: Uint8Array }).otlp)
+  same(t, ahead, '600 pre-encoded spans')
+  t.ok(Buffer.from(encodeSpans(ahead)).equals(Buffer.from(plain)), 'pre-encoded and encoded in the batch: identical')
+  t.ok(Buffer.from((ahead[0] as { otlp: Uint8Array }).otlp).equals(first), 'an early span\'s bytes are intact')
+  t.equal(decode(plain).resourceSpans[0].scopeSpans[0].spans.length, 600)
+  // The batch takes a span's own bytes when it has them (here, deliberately, another span's).
+  const swapped = [ahead[1], Object.assign(Object.create(ahead[1]) as ReadableSpan, { otlp: (ahead[2] as { otlp: Uint8Array }).otlp })]
+  t.same(decode(encodeSpans(swapped)).resourceSpans[0].scopeSpans[0].spans.map((s) => s.name), ['span 1', 'span 2'])
 })

@@ -239,3 +239,49 @@ t.test('which callers are known unsampled', async (t) => {
   t.ok(unsampledCaller({ 'x-b3-sampled': '0' }))
   t.notOk(unsampledCaller({}), 'no context: the sampler decides')
 })
+
+t.test('traceparent read and written as the W3C propagator does', async (t) => {
+  const { parseTraceparent, formatTraceparent } = await import('../../src/telemetry/tracing.ts')
+  const getter = { keys: (c: Record<string, string>) => Object.keys(c), get: (c: Record<string, string>, k: string) => c[k] }
+  const valid = [
+    '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+    '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00',
+    '00-00000000000000000000000000000001-0000000000000001-ff',
+  ]
+  const invalid = [
+    '00-00000000000000000000000000000000-00f067aa0ba902b7-01', // zero trace id
+    '00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01', // zero span id
+    '00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01', // upper case
+    'ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01', // forbidden version
+    '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g',
+    '00-4bf92f3577b34da6a3ce929d0e0e4736+00f067aa0ba902b7-01',
+    '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra', // version 00 has no more fields
+    '00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01',
+  ]
+  for (const tp of [...valid, ...invalid]) {
+    const sdk = trace.getSpanContext(w3c.extract(ROOT_CONTEXT, { traceparent: tp }, getter))
+    const ours = parseTraceparent(tp)
+    t.same(ours, sdk, `${tp}: ${sdk === undefined ? 'rejected' : 'read'} as the SDK does`)
+  }
+  // Forms left to the SDK's propagator (another version, surrounding space): not read here.
+  t.equal(parseTraceparent('01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future'), undefined)
+  t.equal(parseTraceparent(' 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01'), undefined)
+  // The context a parsed traceparent becomes behaves as the API's own.
+  const { remoteParent } = await import('../../src/telemetry/tracing.ts')
+  const parsed = parseTraceparent(valid[0])
+  if (parsed === undefined) throw new Error('unreachable')
+  const ctx = remoteParent(parsed)
+  t.same(trace.getSpanContext(ctx), trace.getSpanContext(trace.setSpanContext(ROOT_CONTEXT, parsed)), 'holds the caller\'s span context')
+  const key = Symbol('other')
+  const more = ctx.setValue(key, 42)
+  t.equal(more.getValue(key), 42, 'takes other values')
+  t.same(trace.getSpanContext(more), parsed, 'and keeps the span context')
+  t.equal(ctx.getValue(key), undefined, 'without changing the original')
+  t.equal(trace.getSpanContext(trace.deleteSpan(ctx)), undefined, 'the span can be deleted')
+  for (const traceFlags of [0, 1]) {
+    const context = { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7', traceFlags }
+    const carrier: Record<string, string> = {}
+    w3c.inject(trace.setSpanContext(ROOT_CONTEXT, context), carrier, { set: (c, k, v) => { c[k] = v } })
+    t.equal(formatTraceparent(context), carrier.traceparent, `flags ${traceFlags}: written as the SDK writes it`)
+  }
+})

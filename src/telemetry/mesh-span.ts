@@ -1,0 +1,146 @@
+// remora's span: the SDK's sampler, ids, resource and span processors, in a lighter span object.
+// Why not the SDK's own span: at 100 % sampling its Tracer.startSpan and Span (self-metrics, limit
+// checks and a copy per attribute, three clocks) were most of what tracing cost inside a loaded
+// sidecar (bench:tracing). The proxy sets only well-typed attributes from its own code, so this span
+// keeps the object it is given and checks nothing per attribute. Everything around it stays the
+// SDK's: sampling decisions, trace/span ids, the batch processor, the exporter.
+import { SamplingDecision, SpanStatusCode, trace, TraceFlags, type Attributes, type AttributeValue, type Context, type Exception, type HrTime, type Link, type Span, type SpanContext, type SpanKind, type SpanStatus, type TimeInput } from '@opentelemetry/api'
+import type { IdGenerator, ReadableSpan, Sampler, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace'
+
+type Resource = ReadableSpan['resource']
+type Scope = ReadableSpan['instrumentationScope']
+
+/** What a tracer is made of: the SDK's configured pieces. */
+export interface TracerParts {
+  readonly sampler: Sampler
+  readonly idGenerator: IdGenerator
+  readonly resource: Resource
+  readonly scope: Scope
+  readonly processor: SpanProcessor
+}
+
+const NO_ATTRIBUTES: Attributes = Object.freeze({})
+const NO_LINKS: Link[] = []
+
+function hrTime (ms: number): HrTime {
+  const s = Math.floor(ms / 1000)
+  return [s, Math.round((ms - s * 1000) * 1e6)]
+}
+
+function toMs (t: TimeInput): number {
+  if (Array.isArray(t)) return t[0] * 1000 + t[1] / 1e6
+  return t instanceof Date ? t.getTime() : t
+}
+
+/** Starts spans as the SDK's tracer would (sampler first, then a recording span or just a context). */
+export class MeshTracer {
+  readonly #p: TracerParts
+  constructor (parts: TracerParts) { this.#p = parts }
+
+  startSpan (name: string, kind: SpanKind, parent: Context): Span {
+    const p = this.#p
+    const parentContext = trace.getSpanContext(parent)
+    const validParent = parentContext !== undefined && trace.isSpanContextValid(parentContext) ? parentContext : undefined
+    const spanId = p.idGenerator.generateSpanId()
+    const traceId = validParent?.traceId ?? p.idGenerator.generateTraceId()
+    const sampling = p.sampler.shouldSample(parent, traceId, name, kind, NO_ATTRIBUTES, NO_LINKS)
+    const spanContext: SpanContext = {
+      traceId,
+      spanId,
+      traceFlags: sampling.decision === SamplingDecision.RECORD_AND_SAMPLED ? TraceFlags.SAMPLED : TraceFlags.NONE,
+      traceState: sampling.traceState ?? validParent?.traceState,
+    }
+    if (sampling.decision === SamplingDecision.NOT_RECORD) return trace.wrapSpanContext(spanContext)
+    const span = new MeshSpan(p, name, kind, spanContext, validParent, sampling.attributes === undefined ? {} : { ...sampling.attributes })
+    p.processor.onStart(span as unknown as Parameters<SpanProcessor['onStart']>[0], parent)
+    return span
+  }
+}
+
+/** A recording span: the API's Span for the proxy, the SDK's ReadableSpan for the processors and exporter. */
+export class MeshSpan implements Span, ReadableSpan {
+  readonly kind: SpanKind
+  readonly parentSpanContext: SpanContext | undefined
+  readonly resource: Resource
+  readonly instrumentationScope: Scope
+  readonly events: TimedEvent[] = []
+  readonly links: Link[] = []
+  readonly droppedAttributesCount = 0
+  readonly droppedEventsCount = 0
+  readonly droppedLinksCount = 0
+  name: string
+  attributes: Attributes
+  status: SpanStatus = { code: SpanStatusCode.UNSET }
+  ended = false
+  /** Its OTLP bytes, when encoded as it ended (see otlp-encoding.ts). */
+  otlp: Uint8Array | undefined = undefined
+  readonly #context: SpanContext
+  readonly #processor: SpanProcessor
+  /** Wall clock at the start; durations come from the monotonic clock, as the SDK's spans do. */
+  readonly #startMs = Date.now()
+  readonly #startMono = performance.now()
+  #endMs = 0
+
+  constructor (p: TracerParts, name: string, kind: SpanKind, context: SpanContext, parent: SpanContext | undefined, attributes: Attributes) {
+    this.name = name
+    this.kind = kind
+    this.#context = context
+    this.parentSpanContext = parent
+    this.attributes = attributes
+    this.resource = p.resource
+    this.instrumentationScope = p.scope
+    this.#processor = p.processor
+  }
+
+  spanContext (): SpanContext { return this.#context }
+  get startTime (): HrTime { return hrTime(this.#startMs) }
+  get endTime (): HrTime { return hrTime(this.ended ? this.#endMs : 0) }
+  get duration (): HrTime { return this.ended ? hrTime(this.#endMs - this.#startMs) : [-1, -1] }
+  isRecording (): boolean { return !this.ended }
+
+  /** Writes `attributes` into the span as they are (the proxy's own, well-typed values; undefined skipped). */
+  setAttributes (attributes: Attributes): this {
+    if (this.ended) return this
+    for (const key in attributes) if (attributes[key] !== undefined) this.attributes[key] = attributes[key]
+    return this
+  }
+
+  setAttribute (key: string, value: AttributeValue): this {
+    if (!this.ended && value !== undefined) this.attributes[key] = value
+    return this
+  }
+
+  addEvent (name: string, attributes?: Attributes | TimeInput, time?: TimeInput): this {
+    if (this.ended) return this
+    const at = time ?? (typeof attributes === 'number' || Array.isArray(attributes) || attributes instanceof Date ? attributes : undefined)
+    const attrs = at === attributes ? undefined : attributes as Attributes | undefined
+    this.events.push({ name, time: hrTime(at === undefined ? this.#now() : toMs(at)), attributes: attrs, droppedAttributesCount: 0 })
+    return this
+  }
+
+  addLink (link: Link): this { if (!this.ended) this.links.push(link); return this }
+  addLinks (links: Link[]): this { for (const l of links) this.addLink(l); return this }
+
+  setStatus (status: SpanStatus): this {
+    // As the SDK: OK is final, and UNSET never replaces a status.
+    if (this.ended || this.status.code === SpanStatusCode.OK || status.code === SpanStatusCode.UNSET) return this
+    this.status = status.code === SpanStatusCode.ERROR ? { code: status.code, message: status.message } : { code: status.code }
+    return this
+  }
+
+  updateName (name: string): this { if (!this.ended) this.name = name; return this }
+
+  recordException (exception: Exception, time?: TimeInput): void {
+    const e = typeof exception === 'string' ? { message: exception } : exception
+    this.addEvent('exception', { 'exception.type': e.name ?? 'Error', 'exception.message': e.message ?? '', ...(e.stack !== undefined ? { 'exception.stacktrace': e.stack } : {}) }, time)
+  }
+
+  end (endTime?: TimeInput): void {
+    if (this.ended) return
+    this.#endMs = endTime === undefined ? this.#now() : Math.max(this.#startMs, toMs(endTime))
+    this.ended = true
+    this.#processor.onEnd(this)
+  }
+
+  #now (): number { return this.#startMs + (performance.now() - this.#startMono) }
+}

@@ -1,0 +1,143 @@
+// remora's lighter span against the SDK's own: with the same sampler, ids, resource and processor,
+// the processor and exporter receive the same span (fields, and the same OTLP bytes), sampling
+// decisions are the SDK sampler's, and the API's rules (status, end once) hold.
+import t from 'tap'
+import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type SpanContext } from '@opentelemetry/api'
+import { TraceState } from '@opentelemetry/core'
+import { resourceFromAttributes } from '@opentelemetry/resources'
+import { AlwaysOffSampler, AlwaysOnSampler, InMemorySpanExporter, ParentBasedSampler, SimpleSpanProcessor, TraceIdRatioBasedSampler, TracerProvider, type IdGenerator, type ReadableSpan, type Sampler } from '@opentelemetry/sdk-trace'
+import { MeshTracer } from '../../src/telemetry/mesh-span.ts'
+import { encodeSpans } from '../../src/telemetry/otlp-encoding.ts'
+import { startSdk } from '../../src/telemetry/tracing-sdk.ts'
+import { ProxyMetrics } from '../../src/telemetry/metrics.ts'
+import pino from 'pino'
+
+/** Hands out the same ids to both tracers, so their spans can be compared field by field. */
+class FixedIds implements IdGenerator {
+  seed = 12345
+  #hex (chars: number): string {
+    let s = ''
+    while (s.length < chars) {
+      this.seed = (Math.imul(this.seed, 1103515245) + 12345) >>> 0
+      s += this.seed.toString(16).padStart(8, '0')
+    }
+    return s.slice(0, chars)
+  }
+
+  generateTraceId (): string { return this.#hex(32) }
+  generateSpanId (): string { return this.#hex(16) }
+}
+
+const resource = resourceFromAttributes({ 'service.name': 'web' })
+const remote = (flags: number): Context => trace.setSpanContext(ROOT_CONTEXT, {
+  traceId: '4bf92f3577b34da6a3ce929d0e0e4736',
+  spanId: '00f067aa0ba902b7',
+  traceFlags: flags,
+  isRemote: true,
+  traceState: new TraceState('vendor=a1b2'),
+})
+
+function both (sampler: Sampler): { sdk: (parent: Context) => ReturnType<typeof trace.wrapSpanContext>, ours: (parent: Context) => ReturnType<typeof trace.wrapSpanContext>, sdkSpans: () => ReadableSpan[], ourSpans: () => ReadableSpan[] } {
+  const sdkExporter = new InMemorySpanExporter()
+  const ourExporter = new InMemorySpanExporter()
+  const sdkIds = new FixedIds()
+  const ourIds = new FixedIds()
+  const provider = new TracerProvider({ resource, sampler, idGenerator: sdkIds, spanProcessors: [new SimpleSpanProcessor({ exporter: sdkExporter })] })
+  const sdkTracer = provider.getTracer('remora')
+  const ours = new MeshTracer({ sampler, idGenerator: ourIds, resource, scope: { name: 'remora' }, processor: new SimpleSpanProcessor({ exporter: ourExporter }) })
+  return {
+    sdk: (parent) => sdkTracer.startSpan('GET', { kind: SpanKind.CLIENT }, parent),
+    ours: (parent) => ours.startSpan('GET', SpanKind.CLIENT, parent),
+    sdkSpans: () => sdkExporter.getFinishedSpans(),
+    ourSpans: () => ourExporter.getFinishedSpans(),
+  }
+}
+
+function fields (s: ReadableSpan): Record<string, unknown> {
+  const c: SpanContext = s.spanContext()
+  return {
+    name: s.name,
+    kind: s.kind,
+    context: { traceId: c.traceId, spanId: c.spanId, traceFlags: c.traceFlags, traceState: c.traceState?.serialize() },
+    parent: s.parentSpanContext?.spanId,
+    parentRemote: s.parentSpanContext?.isRemote,
+    attributes: s.attributes,
+    events: s.events.map((e) => ({ name: e.name, attributes: e.attributes })),
+    status: s.status,
+    resource: s.resource.attributes,
+    scope: s.instrumentationScope.name,
+    ended: s.ended,
+    dropped: [s.droppedAttributesCount, s.droppedEventsCount, s.droppedLinksCount],
+  }
+}
+
+t.test('the processor and exporter get the same span from either tracer', async (t) => {
+  const { sdk, ours, sdkSpans, ourSpans } = both(new ParentBasedSampler({ root: new AlwaysOnSampler() }))
+  for (const make of [sdk, ours]) {
+    const child = make(remote(1))
+    child.setAttributes({ 'http.request.method': 'GET', 'url.path': '/hello', 'server.port': 80 })
+    child.addEvent('retry', { 'remora.retry.reason': 'status 503', 'remora.attempt': 1 })
+    child.setAttribute('http.response.status_code', 503)
+    child.setStatus({ code: SpanStatusCode.ERROR, message: 'HTTP 503' })
+    child.end()
+    const root = make(ROOT_CONTEXT)
+    root.setStatus({ code: SpanStatusCode.OK })
+    root.setStatus({ code: SpanStatusCode.ERROR, message: 'ignored: OK is final' })
+    root.end()
+    root.end()
+    root.setAttribute('after.end', true)
+  }
+  t.equal(ourSpans().length, 2, 'each span reaches the processor once, however often it is ended')
+  t.same(ourSpans().map(fields), sdkSpans().map(fields), 'every field the exporter reads is the same')
+  const [child, root] = ourSpans()
+  t.equal(child.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'a child continues its parent\'s trace')
+  t.equal(child.spanContext().traceState?.serialize(), 'vendor=a1b2', 'and carries its tracestate')
+  t.equal(root.status.code, SpanStatusCode.OK)
+  for (const s of ourSpans()) {
+    const start = s.startTime[0] * 1e3 + s.startTime[1] / 1e6
+    const end = s.endTime[0] * 1e3 + s.endTime[1] / 1e6
+    t.ok(Math.abs(start - Date.now()) < 60_000, 'starts at wall-clock time')
+    t.ok(end >= start && s.duration[0] >= 0 && s.duration[1] >= 0, 'ends after it starts')
+    t.ok(s.startTime[1] < 1e9 && s.endTime[1] < 1e9, 'nanoseconds below one second')
+  }
+  // The encoder's output for our spans, with times made equal, is the SDK spans' output.
+  const sameTimes = (s: ReadableSpan): ReadableSpan => ({ ...fieldsOf(s), startTime: [1, 2], endTime: [3, 4], events: s.events.map((e) => ({ ...e, time: [5, 6] })) })
+  const sdkBytes = Buffer.from(encodeSpans(sdkSpans().map(sameTimes)))
+  const ourBytes = Buffer.from(encodeSpans(ourSpans().map(sameTimes)))
+  t.ok(ourBytes.equals(sdkBytes), 'the same OTLP bytes')
+})
+
+/** A ReadableSpan's fields as a plain object (class getters and methods included). */
+function fieldsOf (s: ReadableSpan): ReadableSpan {
+  return { name: s.name, kind: s.kind, spanContext: () => s.spanContext(), parentSpanContext: s.parentSpanContext, attributes: s.attributes, links: s.links, events: s.events, status: s.status, resource: s.resource, instrumentationScope: s.instrumentationScope, droppedAttributesCount: s.droppedAttributesCount, droppedEventsCount: s.droppedEventsCount, droppedLinksCount: s.droppedLinksCount, startTime: s.startTime, endTime: s.endTime, duration: s.duration, ended: s.ended }
+}
+
+t.test('sampling is the SDK sampler\'s decision', async (t) => {
+  const off = both(new AlwaysOffSampler())
+  const span = off.ours(remote(1))
+  t.notOk(span.isRecording(), 'always_off: not recording')
+  t.equal(span.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'but the trace goes on')
+  t.equal(span.spanContext().traceFlags & 1, 0, 'marked unsampled')
+  span.end()
+  t.equal(off.ourSpans().length, 0, 'and nothing is exported')
+
+  const parentBased = both(new ParentBasedSampler({ root: new AlwaysOnSampler() }))
+  t.notOk(parentBased.ours(remote(0)).isRecording(), 'parent-based follows an unsampled caller')
+  t.ok(parentBased.ours(remote(1)).isRecording(), 'and a sampled one')
+
+  const ratio = both(new TraceIdRatioBasedSampler(0.5))
+  let kept = 0
+  for (let i = 0; i < 200; i++) {
+    const ours = ratio.ours(ROOT_CONTEXT)
+    const theirs = ratio.sdk(ROOT_CONTEXT)
+    t.equal(ours.isRecording(), theirs.isRecording(), `trace ${i}: the same decision as the SDK's tracer`)
+    if (ours.isRecording()) kept++
+  }
+  t.ok(kept > 0 && kept < 200, 'a ratio sampler keeps some and drops some')
+})
+
+t.test('the sidecar\'s SDK set-up yields remora\'s tracer, not the slower fallback', async (t) => {
+  const { sdk, tracer } = startSdk({ serviceName: 'web', env: {}, metrics: new ProxyMetrics(), log: pino({ level: 'silent' }) })
+  t.teardown(() => sdk.shutdown())
+  t.type(tracer, MeshTracer, typeof tracer === 'string' ? tracer : 'MeshTracer')
+})
