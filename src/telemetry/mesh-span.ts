@@ -20,6 +20,8 @@ export interface TracerParts {
 }
 
 const NO_ATTRIBUTES: Attributes = Object.freeze({})
+const NONE = Object.freeze([]) as unknown as never[]
+const UNSET: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET })
 const NO_LINKS: Link[] = []
 
 function hrTime (ms: number): HrTime {
@@ -63,14 +65,15 @@ export class MeshSpan implements Span, ReadableSpan {
   readonly parentSpanContext: SpanContext | undefined
   readonly resource: Resource
   readonly instrumentationScope: Scope
-  readonly events: TimedEvent[] = []
-  readonly links: Link[] = []
+  /** Shared empty lists until the first event or link: most spans have neither. */
+  events: TimedEvent[] = NONE
+  links: Link[] = NONE
   readonly droppedAttributesCount = 0
   readonly droppedEventsCount = 0
   readonly droppedLinksCount = 0
   name: string
   attributes: Attributes
-  status: SpanStatus = { code: SpanStatusCode.UNSET }
+  status: SpanStatus = UNSET
   ended = false
   /** Its OTLP bytes, when encoded as it ended (see otlp-encoding.ts). */
   otlp: Uint8Array | undefined = undefined
@@ -114,11 +117,17 @@ export class MeshSpan implements Span, ReadableSpan {
     if (this.ended) return this
     const at = time ?? (typeof attributes === 'number' || Array.isArray(attributes) || attributes instanceof Date ? attributes : undefined)
     const attrs = at === attributes ? undefined : attributes as Attributes | undefined
+    if (this.events === NONE) this.events = []
     this.events.push({ name, time: hrTime(at === undefined ? this.#now() : toMs(at)), attributes: attrs, droppedAttributesCount: 0 })
     return this
   }
 
-  addLink (link: Link): this { if (!this.ended) this.links.push(link); return this }
+  addLink (link: Link): this {
+    if (this.ended) return this
+    if (this.links === NONE) this.links = []
+    this.links.push(link)
+    return this
+  }
   addLinks (links: Link[]): this { for (const l of links) this.addLink(l); return this }
 
   setStatus (status: SpanStatus): this {

@@ -9,6 +9,7 @@ import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentel
 import { TraceExporterMetricsHelper } from '@opentelemetry/otlp-transformer'
 import { ROOT_CONTEXT, trace, type Context, type ContextManager, type TracerProvider } from '@opentelemetry/api'
 import type { IdGenerator, Sampler } from '@opentelemetry/sdk-trace'
+import { PooledIdGenerator } from './ids.ts'
 import { MeshSpan, MeshTracer, type TracerParts } from './mesh-span.ts'
 import type { ProxyMetrics } from './metrics.ts'
 import { encodeSpan, spanSerializer } from './otlp-encoding.ts'
@@ -136,6 +137,7 @@ export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshForma
       serviceName: o.env.OTEL_SERVICE_NAME ?? o.serviceName,
       autoDetectResources: true,
       spanProcessors: [bounded],
+      idGenerator: new PooledIdGenerator(),
       // W3C first, B3 single and multi also read; OTEL_PROPAGATORS overrides (see MeshFormats).
       textMapPropagator: o.env.OTEL_PROPAGATORS !== undefined
         ? undefined as never

@@ -63,6 +63,7 @@ function fields (s: ReadableSpan): Record<string, unknown> {
     parentRemote: s.parentSpanContext?.isRemote,
     attributes: s.attributes,
     events: s.events.map((e) => ({ name: e.name, attributes: e.attributes })),
+    links: s.links.map((l) => ({ spanId: l.context.spanId, attributes: l.attributes })),
     status: s.status,
     resource: s.resource.attributes,
     scope: s.instrumentationScope.name,
@@ -77,6 +78,7 @@ t.test('the processor and exporter get the same span from either tracer', async 
     const child = make(remote(1))
     child.setAttributes({ 'http.request.method': 'GET', 'url.path': '/hello', 'server.port': 80 })
     child.addEvent('retry', { 'remora.retry.reason': 'status 503', 'remora.attempt': 1 })
+    child.addLink({ context: { traceId: 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', spanId: 'bbbbbbbbbbbbbbbb', traceFlags: 1 }, attributes: { why: 'follows from' } })
     child.setAttribute('http.response.status_code', 503)
     child.setStatus({ code: SpanStatusCode.ERROR, message: 'HTTP 503' })
     child.end()
@@ -93,6 +95,7 @@ t.test('the processor and exporter get the same span from either tracer', async 
   t.equal(child.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'a child continues its parent\'s trace')
   t.equal(child.spanContext().traceState?.serialize(), 'vendor=a1b2', 'and carries its tracestate')
   t.equal(root.status.code, SpanStatusCode.OK)
+  t.same([child.events.length, child.links.length, root.events.length, root.links.length], [1, 1, 0, 0], 'events and links only where added')
   for (const s of ourSpans()) {
     const start = s.startTime[0] * 1e3 + s.startTime[1] / 1e6
     const end = s.endTime[0] * 1e3 + s.endTime[1] / 1e6
