@@ -1,36 +1,25 @@
 // `npm run bench:tracing`: what tracing costs — the same two-hop path with tracing off, on with an
 // unsampled caller (default parent-based sampler), and 100 % sampled exporting OTLP to a local
 // collector, in one run, side by side.
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { buildInPlace } from './build.ts'
+import { freePort, installCleanup, startChild, stopChild, waitForPort, waitForReady, type Child } from './procs.ts'
 import { ForeignLoad, waitForQuiet } from './sample.ts'
 import { median } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
 const seconds = Number(process.argv.find((a) => a.startsWith('--duration='))?.split('=')[1] ?? 10)
-const children: ChildProcess[] = []
 // Asynchronous on purpose: the collector below runs on this process's event loop, and a
 // synchronous wrk (execFileSync) would keep it from answering any export during the run: the
 // sidecars' exporters then wait on their first batch and every later span is dropped unexported.
 const run = promisify(execFile)
-process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
-process.on('SIGINT', () => process.exit(130))
-
-async function port (): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as net.AddressInfo).port
-      s.close(() => resolve(p))
-    })
-  })
-}
+installCleanup()
 
 function rssMb (pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
@@ -39,14 +28,6 @@ function rssMb (pid: number): number {
 function cpuTicks (pid: number): number {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
   return Number(f[11]) + Number(f[12])
-}
-
-async function ready (url: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if ((await fetch(url).catch(() => undefined))?.status === 200) return
-    await sleep(50)
-  }
-  throw new Error(`${url} not ready`)
 }
 
 interface Result { name: string, rps: number, p50: string, p99: string, rssMb: number[], cpuPct: number[], cpuUsPerRequest: number, batches: number, exported: number, dropped: number, otherLoadPct: number }
@@ -58,26 +39,36 @@ async function spanCounts (adminPort: number): Promise<{ exported: number, dropp
   return { exported: total('remora_spans_exported_total'), dropped: total('remora_spans_dropped_total') }
 }
 
-async function runCase (name: string, env: Record<string, string>, appPort: number, collector: { count: number }): Promise<Result> {
-  const dir = mkdtempSync(join(tmpdir(), 'remora-bench-tracing-'))
-  const p = { cOut: await port(), cIn: await port(), cAdm: await port(), sOut: await port(), sIn: await port(), sAdm: await port() }
-  const mesh = join(dir, 'mesh.yaml')
-  writeFileSync(mesh, `workloads:
+/** The two sidecars on fresh ports; a start that fails (a port taken meanwhile) is retried with others. */
+async function startSidecars (name: string, env: Record<string, string>, appPort: number): Promise<{ sidecars: Child[], p: Record<'cOut' | 'cIn' | 'cAdm' | 'sOut' | 'sIn' | 'sAdm', number> }> {
+  for (let attempt = 1; ; attempt++) {
+    const dir = mkdtempSync(join(tmpdir(), 'remora-bench-tracing-'))
+    const p = { cOut: await freePort(), cIn: await freePort(), cAdm: await freePort(), sOut: await freePort(), sIn: await freePort(), sAdm: await freePort() }
+    const mesh = join(dir, 'mesh.yaml')
+    writeFileSync(mesh, `workloads:
   client: { appPorts: [1], sidecar: { outbound: 127.0.0.1:${p.cOut}, inbound: 127.0.0.1:${p.cIn}, admin: 127.0.0.1:${p.cAdm} } }
   web: { appPorts: [${appPort}], sidecar: { outbound: 127.0.0.1:${p.sOut}, inbound: 127.0.0.1:${p.sIn}, admin: 127.0.0.1:${p.sAdm} } }
 services:
   - { name: web, port: 80, endpoints: [{ workload: web, targetPort: ${appPort} }] }
 `)
-  const sidecars = ['client', 'web'].map((w) => {
-    const c = spawn(process.execPath, [join(ROOT, 'dist/cli.js'), 'proxy', '--mesh-file', mesh, '--workload', w], {
+    const sidecars = ['client', 'web'].map((w) => startChild(`${w} sidecar`, process.execPath, [join(ROOT, 'dist/cli.js'), 'proxy', '--mesh-file', mesh, '--workload', w], {
       env: { ...process.env, REMORA_ACCESS_LOG: 'off', REMORA_LOG_LEVEL: 'warn', ...env },
-      stdio: 'ignore',
-    })
-    children.push(c)
-    return c
-  })
-  await ready(`http://127.0.0.1:${p.cAdm}/ready`)
-  await ready(`http://127.0.0.1:${p.sAdm}/ready`)
+      logFile: join(dir, `${w}.log`),
+    }))
+    try {
+      await waitForReady(sidecars[0], p.cAdm)
+      await waitForReady(sidecars[1], p.sAdm)
+      return { sidecars, p }
+    } catch (err) {
+      await Promise.all(sidecars.map((c) => stopChild(c)))
+      if (attempt === 3) throw err
+      process.stderr.write(`  ${name}: sidecars did not start (${(err as Error).message.split('\n').slice(0, 3).join(' ')}); again on other ports\n`)
+    }
+  }
+}
+
+async function runCase (name: string, env: Record<string, string>, appPort: number, collector: { count: number }): Promise<Result> {
+  const { sidecars, p } = await startSidecars(name, env, appPort)
   const url = `http://127.0.0.1:${p.cOut}/`
   // Every case gets the same request: a caller whose trace context says "not sampled". The default
   // sampler follows it (the unsampled case); always_on overrides it (the 100 % case).
@@ -90,23 +81,19 @@ services:
   const spansBefore = await Promise.all([p.cAdm, p.sAdm].map(spanCounts))
   const foreign = new ForeignLoad()
   foreign.start()
-  const ticks = sidecars.map((c) => cpuTicks(c.pid as number))
+  const ticks = sidecars.map((c) => cpuTicks(c.pid))
   const { stdout: out } = await run('wrk', ['-t1', '-c20', `-d${seconds}s`, '--latency', '-H', 'Host: web', ...trace, url], { encoding: 'utf8' })
-  const used = sidecars.map((c, i) => cpuTicks(c.pid as number) - ticks[i])
+  const used = sidecars.map((c, i) => cpuTicks(c.pid) - ticks[i])
   const cpuPct = used.map((u) => Math.round(u / seconds))
   const otherLoadPct = foreign.stop()
-  const rss = sidecars.map((c) => Math.round(rssMb(c.pid as number)))
+  const rss = sidecars.map((c) => Math.round(rssMb(c.pid)))
   // The last batch goes out within the schedule delay (1 s); then count what was exported and dropped.
   await sleep(1500)
   const spansAfter = await Promise.all([p.cAdm, p.sAdm].map(spanCounts))
   const exported = spansAfter.reduce((a, s, i) => a + s.exported - spansBefore[i].exported, 0)
   const dropped = spansAfter.reduce((a, s, i) => a + s.dropped - spansBefore[i].dropped, 0)
   // Let them drain and exit (a profile, when asked for, is written on exit).
-  await Promise.all(sidecars.map((c) => new Promise<void>((resolve) => {
-    const timer = setTimeout(() => { c.kill('SIGKILL'); resolve() }, 10_000)
-    c.once('exit', () => { clearTimeout(timer); resolve() })
-    c.kill('SIGTERM')
-  })))
+  await Promise.all(sidecars.map((c) => stopChild(c, 10_000)))
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
   // Both sidecars' CPU time per proxied request (a tick is 10 ms): what tracing costs, less
   // sensitive than throughput to how the scheduler shares two cores between wrk, the app and them.
@@ -119,11 +106,11 @@ async function main (): Promise<void> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') { console.log('wrk not installed: apt-get install wrk'); return }
   }
   buildInPlace((line) => process.stderr.write(line + '\n'))
-  const appPort = await port()
-  const app = spawn(process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from the app, a small body')).listen(${appPort},'127.0.0.1')`], { stdio: 'ignore' })
-  children.push(app)
+  const appPort = await freePort()
+  const app = startChild('app', process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from the app, a small body')).listen(${appPort},'127.0.0.1')`], { logFile: join(mkdtempSync(join(tmpdir(), 'remora-bench-tracing-')), 'app.log') })
+  await waitForPort(app, appPort)
   const collector = { count: 0 }
-  const collectorPort = await port()
+  const collectorPort = await freePort()
   // A collector that accepts everything fast: what is measured is the sidecars' cost, not Jaeger's.
   http.createServer((req, res) => {
     let n = 0
