@@ -2,8 +2,9 @@
 // Why not the SDK's own span: at 100 % sampling its Tracer.startSpan and Span (self-metrics, limit
 // checks and a copy per attribute, three clocks) were most of what tracing cost inside a loaded
 // sidecar (bench:tracing). The proxy sets only well-typed attributes from its own code, so this span
-// keeps the object it is given and checks nothing per attribute. Everything around it stays the
-// SDK's: sampling decisions, trace/span ids, the batch processor, the exporter.
+// keeps the object it is given and checks nothing per attribute. Everything around it stays as the
+// SDK is configured: its sampler, the id generator it was given (ids.ts), the batch processor, the
+// exporter.
 import { SamplingDecision, SpanStatusCode, trace, TraceFlags, type Attributes, type AttributeValue, type Context, type Exception, type HrTime, type Link, type Span, type SpanContext, type SpanKind, type SpanStatus, type TimeInput } from '@opentelemetry/api'
 import type { IdGenerator, ReadableSpan, Sampler, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace'
 
@@ -22,7 +23,6 @@ export interface TracerParts {
 const NO_ATTRIBUTES: Attributes = Object.freeze({})
 const NONE = Object.freeze([]) as unknown as never[]
 const UNSET: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET })
-const NO_LINKS: Link[] = []
 
 function hrTime (ms: number): HrTime {
   const s = Math.floor(ms / 1000)
@@ -45,7 +45,7 @@ export class MeshTracer {
     const validParent = parentContext !== undefined && trace.isSpanContextValid(parentContext) ? parentContext : undefined
     const spanId = p.idGenerator.generateSpanId()
     const traceId = validParent?.traceId ?? p.idGenerator.generateTraceId()
-    const sampling = p.sampler.shouldSample(parent, traceId, name, kind, NO_ATTRIBUTES, NO_LINKS)
+    const sampling = p.sampler.shouldSample(parent, traceId, name, kind, NO_ATTRIBUTES, NONE)
     const spanContext: SpanContext = {
       traceId,
       spanId,

@@ -150,9 +150,7 @@ class Writer {
 
   bytes (v: Uint8Array): void {
     this.uint32(v.length)
-    this.ensure(v.length)
-    this.buf.set(v, this.pos)
-    this.pos += v.length
+    this.copy(v)
   }
 
   /** A trace or span id, hex in the API, raw bytes on the wire. */
