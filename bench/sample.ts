@@ -71,6 +71,12 @@ export async function waitForQuiet (thresholdPct: number, maxWaitMs: number, onW
   }
 }
 
+/** A process's CPU time so far (user + system), in clock ticks; 0 once it is gone. */
+export function cpuTicksOf (pid: number): number { return readStat(pid)?.ticks ?? 0 }
+
+/** A process's resident set, in MB; 0 once it is gone. */
+export function rssMbOf (pid: number): number { return (readRssKb(pid) ?? 0) / 1024 }
+
 function readRssKb (pid: number): number | undefined {
   try {
     const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))

@@ -2,7 +2,7 @@
 // unsampled caller (default parent-based sampler), and 100 % sampled exporting OTLP to a local
 // collector, in one run, side by side.
 import { execFile, execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { buildInPlace } from './build.ts'
 import { freePort, installCleanup, startChild, stopChild, waitForPort, waitForReady, type Child } from './procs.ts'
-import { ForeignLoad, waitForQuiet } from './sample.ts'
+import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
 import { median } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
@@ -20,15 +20,6 @@ const seconds = Number(process.argv.find((a) => a.startsWith('--duration='))?.sp
 // sidecars' exporters then wait on their first batch and every later span is dropped unexported.
 const run = promisify(execFile)
 installCleanup()
-
-function rssMb (pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024
-}
-
-function cpuTicks (pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
-  return Number(f[11]) + Number(f[12])
-}
 
 interface Result { name: string, rps: number, p50: string, p99: string, rssMb: number[], cpuPct: number[], cpuUsPerRequest: number, batches: number, exported: number, dropped: number, otherLoadPct: number }
 
@@ -81,12 +72,12 @@ async function runCase (name: string, env: Record<string, string>, appPort: numb
   const spansBefore = await Promise.all([p.cAdm, p.sAdm].map(spanCounts))
   const foreign = new ForeignLoad()
   foreign.start()
-  const ticks = sidecars.map((c) => cpuTicks(c.pid))
+  const ticks = sidecars.map((c) => cpuTicksOf(c.pid))
   const { stdout: out } = await run('wrk', ['-t1', '-c20', `-d${seconds}s`, '--latency', '-H', 'Host: web', ...trace, url], { encoding: 'utf8' })
-  const used = sidecars.map((c, i) => cpuTicks(c.pid) - ticks[i])
+  const used = sidecars.map((c, i) => cpuTicksOf(c.pid) - ticks[i])
   const cpuPct = used.map((u) => Math.round(u / seconds))
   const otherLoadPct = foreign.stop()
-  const rss = sidecars.map((c) => Math.round(rssMb(c.pid)))
+  const rss = sidecars.map((c) => Math.round(rssMbOf(c.pid)))
   // The last batch goes out within the schedule delay (1 s); then count what was exported and dropped.
   await sleep(1500)
   const spansAfter = await Promise.all([p.cAdm, p.sAdm].map(spanCounts))
