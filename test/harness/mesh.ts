@@ -249,7 +249,6 @@ export async function startSidecars (t: Teardown, mesh: Mesh, options: StartOpti
   }))
 }
 
-/** Waits until `check` passes or the time is up; for eventually-consistent state (reloads). */
 /**
  * Signals a child process and resolves with its exit code once it has exited; at once when it has
  * already exited, or was never started (a teardown registered before a start that failed).
@@ -262,6 +261,7 @@ export async function stopProcess (proc: ChildProcess | undefined, signal: NodeJ
   return exited
 }
 
+/** Waits until `check` passes or the time is up; for eventually-consistent state (reloads). */
 export async function eventually (check: () => Promise<boolean> | boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (Date.now() < deadline) {
