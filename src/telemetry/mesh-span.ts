@@ -53,7 +53,7 @@ export class MeshTracer {
       traceState: sampling.traceState ?? validParent?.traceState,
     }
     if (sampling.decision === SamplingDecision.NOT_RECORD) return trace.wrapSpanContext(spanContext)
-    const span = new MeshSpan(p, name, kind, spanContext, validParent, sampling.attributes === undefined ? {} : { ...sampling.attributes })
+    const span = new MeshSpan(p, name, kind, spanContext, validParent, sampling.attributes === undefined ? NO_ATTRIBUTES : { ...sampling.attributes })
     p.processor.onStart(span as unknown as Parameters<SpanProcessor['onStart']>[0], parent)
     return span
   }
@@ -75,8 +75,6 @@ export class MeshSpan implements Span, ReadableSpan {
   attributes: Attributes
   status: SpanStatus = UNSET
   ended = false
-  /** Its OTLP bytes, when encoded as it ended (see otlp-encoding.ts). */
-  otlp: Uint8Array | undefined = undefined
   readonly #context: SpanContext
   readonly #processor: SpanProcessor
   /** Wall clock at the start; durations come from the monotonic clock, as the SDK's spans do. */
@@ -104,13 +102,32 @@ export class MeshSpan implements Span, ReadableSpan {
   /** Writes `attributes` into the span as they are (the proxy's own, well-typed values; undefined skipped). */
   setAttributes (attributes: Attributes): this {
     if (this.ended) return this
-    for (const key in attributes) if (attributes[key] !== undefined) this.attributes[key] = attributes[key]
+    const own = this.#own()
+    for (const key in attributes) if (attributes[key] !== undefined) own[key] = attributes[key]
     return this
   }
 
   setAttribute (key: string, value: AttributeValue): this {
-    if (!this.ended && value !== undefined) this.attributes[key] = value
+    if (!this.ended && value !== undefined) this.#own()[key] = value
     return this
+  }
+
+  /**
+   * Hands the span an attributes object built for it alone (spans.ts), taken as the span's own
+   * without a copy when it has none yet. The caller must not touch the object afterwards, nor put
+   * undefined values in it.
+   */
+  takeAttributes (attributes: Attributes): this {
+    if (this.ended) return this
+    if (this.attributes === NO_ATTRIBUTES) this.attributes = attributes
+    else this.setAttributes(attributes)
+    return this
+  }
+
+  /** The span's own attributes object: the shared empty one is replaced before the first write. */
+  #own (): Attributes {
+    if (this.attributes === NO_ATTRIBUTES) this.attributes = {}
+    return this.attributes
   }
 
   addEvent (name: string, attributes?: Attributes | TimeInput, time?: TimeInput): this {

@@ -92,9 +92,18 @@ class Writer {
     b[this.pos++] = low
   }
 
+  /** Four little-endian bytes at `p` (room assumed); Buffer's writeUInt32LE range-checks every call. */
+  u32At (p: number, v: number): void {
+    const b = this.buf
+    b[p] = v & 0xff
+    b[p + 1] = (v >>> 8) & 0xff
+    b[p + 2] = (v >>> 16) & 0xff
+    b[p + 3] = v >>> 24
+  }
+
   fixed32 (v: number): void {
     this.ensure(4)
-    this.buf.writeUInt32LE(v >>> 0, this.pos)
+    this.u32At(this.pos, v >>> 0)
     this.pos += 4
   }
 
@@ -109,8 +118,8 @@ class Writer {
     if (low >= TWO_32) { low -= TWO_32; carry = 1 }
     const high = Math.floor(a / TWO_32) + Math.floor(b / 65536) + carry
     this.ensure(8)
-    this.buf.writeUInt32LE(low >>> 0, this.pos)
-    this.buf.writeUInt32LE(high >>> 0, this.pos + 4)
+    this.u32At(this.pos, low >>> 0)
+    this.u32At(this.pos + 4, high >>> 0)
     this.pos += 8
   }
 
@@ -289,8 +298,8 @@ function span (w: Writer, s: ReadableSpan): void {
 }
 
 /** Spans grouped by resource, then by instrumentation scope (by identity: the SDK shares both objects). */
-function group (spans: readonly ReadableSpan[]): Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], ReadableSpan[]>> {
-  const byResource = new Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], ReadableSpan[]>>()
+function group (spans: ReadonlyArray<ReadableSpan | EncodedSpan>): Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Array<ReadableSpan | EncodedSpan>>> {
+  const byResource = new Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Array<ReadableSpan | EncodedSpan>>>()
   for (const s of spans) {
     let byScope = byResource.get(s.resource)
     if (byScope === undefined) byResource.set(s.resource, byScope = new Map())
@@ -303,31 +312,60 @@ function group (spans: readonly ReadableSpan[]): Map<ReadableSpan['resource'], M
 
 let writer = new Writer()
 
-/** Spans encoded as they end go into 64 KiB chunks, each span a view of its bytes. */
+/** Spans encoded as they end go into 64 KiB chunks; each encoded span names its range of one. */
 const CHUNK_BYTES = 64 << 10
 let ahead = new Writer()
 
 /**
- * One finished span's OTLP bytes (its `Span` message, tag included), encoded now, while the span's
- * objects are still in the CPU's caches: a batch encoded later, after hundreds of requests, spent
- * most of its time fetching them back. `encodeSpans` copies these bytes as they are.
+ * A finished span as the batch keeps it until export: its OTLP bytes (a range of a shared chunk)
+ * and the little the batch processor and the grouping by resource and scope read. The span's own
+ * objects (attributes, strings, status) are let go when it ends instead of waiting up to a
+ * schedule delay in the queue, where they outlived young-generation collections, were copied and
+ * promoted, and then had to be marked and swept by the old generation's.
  */
-export function encodeSpan (s: ReadableSpan): Uint8Array {
+export class EncodedSpan {
+  readonly resource: ReadableSpan['resource']
+  readonly instrumentationScope: ReadableSpan['instrumentationScope']
+  /** Where the bytes are: `chunk[start, end)`. */
+  readonly chunk: Buffer
+  readonly start: number
+  readonly end: number
+  readonly #context: SpanContext
+
+  constructor (s: ReadableSpan, chunk: Buffer, start: number, end: number) {
+    this.resource = s.resource
+    this.instrumentationScope = s.instrumentationScope
+    this.#context = s.spanContext()
+    this.chunk = chunk
+    this.start = start
+    this.end = end
+  }
+
+  /** What the batch processor reads (it queues sampled spans only). */
+  spanContext (): SpanContext { return this.#context }
+
+  /** The span's `Span` message, tag included. */
+  get bytes (): Uint8Array { return this.chunk.subarray(this.start, this.end) }
+}
+
+/**
+ * One finished span, encoded now, while its objects are still in the CPU's caches: a batch encoded
+ * later, after hundreds of requests, spent most of its time fetching them back. `encodeSpans`
+ * copies these bytes as they are.
+ */
+export function encodeSpan (s: ReadableSpan): EncodedSpan {
   let w = ahead
   if (w.buf.length - w.pos < 4096) {
-    // A fresh chunk: views of the old one keep it alive until their spans are exported.
+    // A fresh chunk: the encoded spans in the old one keep it alive until they are exported.
     w = ahead = new Writer(CHUNK_BYTES)
   }
   const start = w.pos
   span(w, s)
-  return w.buf.subarray(start, w.pos)
+  return new EncodedSpan(s, w.buf, start, w.pos)
 }
 
-/** What a span may carry from `encodeSpan`. */
-interface Encoded { otlp?: Uint8Array }
-
 /** The ExportTraceServiceRequest for `spans`, as OTLP/protobuf bytes (a fresh copy: the caller may keep it). */
-export function encodeSpans (spans: readonly ReadableSpan[]): Uint8Array {
+export function encodeSpans (spans: ReadonlyArray<ReadableSpan | EncodedSpan>): Uint8Array {
   const w = writer
   w.pos = 0
   for (const [resource, byScope] of group(spans)) {
@@ -350,11 +388,32 @@ export function encodeSpans (spans: readonly ReadableSpan[]): Uint8Array {
       if (extra.attributes !== undefined) attributes(w, extra.attributes, 3)
       if (extra.droppedAttributesCount !== undefined && extra.droppedAttributesCount !== 0) { w.tag(4, VARINT); w.uint32(extra.droppedAttributesCount) }
       w.end(sc, 1)
-      for (const s of list) {
-        const bytes = (s as Encoded).otlp
-        if (bytes === undefined) span(w, s)
-        else w.copy(bytes)
+      // Spans that ended one after the other sit side by side in a chunk: each such run is copied
+      // at once (a copy a span was a native call a span).
+      let chunk: Buffer | undefined
+      let from = 0
+      let to = 0
+      const copyRun = (): void => {
+        if (chunk === undefined) return
+        w.ensure(to - from)
+        chunk.copy(w.buf, w.pos, from, to)
+        w.pos += to - from
+        chunk = undefined
       }
+      for (const s of list) {
+        if (!(s instanceof EncodedSpan)) {
+          copyRun()
+          span(w, s)
+        } else if (s.chunk === chunk && s.start === to) {
+          to = s.end
+        } else {
+          copyRun()
+          chunk = s.chunk
+          from = s.start
+          to = s.end
+        }
+      }
+      copyRun()
       if (scope.schemaUrl !== undefined && scope.schemaUrl !== '') { w.tag(3, LEN); w.string(scope.schemaUrl) }
       w.end(ss, 3)
     }

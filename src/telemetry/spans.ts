@@ -1,6 +1,7 @@
 // The spans of one hop, with OpenTelemetry semantic-convention attributes for HTTP and gRPC.
 import type { Attributes, Context } from '@opentelemetry/api'
 import type { Exchange } from '../http/exchange.ts'
+import { MeshSpan } from './mesh-span.ts'
 import { logIds, SpanKind, SpanStatusCode, type Span, type Tracing } from './tracing.ts'
 
 /** "/pkg.Service/Method" → ["pkg.Service", "Method"] */
@@ -9,22 +10,31 @@ function grpcParts (path: string): [string, string] | undefined {
   return m === null ? undefined : [m[1], m[2]]
 }
 
-function splitAuthority (authority: string): [string, number | undefined] {
-  const m = /^(.*?)(?::(\d+))?$/.exec(authority)
-  return [m?.[1] ?? authority, m?.[2] === undefined ? undefined : Number(m[2])]
+/** "host:port" → ["host", port]; a bracketed IPv6 host keeps its brackets, as the authority has them. */
+export function splitAuthority (authority: string): [string, number | undefined] {
+  const colon = authority.lastIndexOf(':')
+  if (colon < 0 || colon === authority.length - 1 || authority.indexOf(']', colon) >= 0) return [authority, undefined]
+  for (let i = colon + 1; i < authority.length; i++) {
+    const c = authority.charCodeAt(i)
+    if (c < 48 || c > 57) return [authority, undefined]
+  }
+  return [authority.slice(0, colon), Number(authority.slice(colon + 1))]
 }
 
+/** A request's span name and its gRPC service and method, if it is a gRPC call. */
+interface Named { readonly name: string, readonly rpc: [string, string] | undefined }
+
 /** Span name per the conventions: `pkg.Service/Method` for gRPC, the method for HTTP. */
-function spanName (ex: Exchange): string {
+function named (ex: Exchange): Named {
   const rpc = ex.grpc ? grpcParts(ex.path) : undefined
-  return rpc === undefined ? ex.method : `${rpc[0]}/${rpc[1]}`
+  return { name: rpc === undefined ? ex.method : `${rpc[0]}/${rpc[1]}`, rpc }
 }
 
 /**
  * Attributes are built only for spans that record: an unsampled request should cost next to
  * nothing, and these objects were most of what it cost (samplers here do not read attributes).
  */
-function baseAttributes (ex: Exchange): { name: string, attributes: Attributes } {
+function baseAttributes (ex: Exchange, rpc: Named['rpc']): Attributes {
   const [host, port] = splitAuthority(ex.authority)
   const queryAt = ex.path.indexOf('?')
   const attributes: Attributes = {
@@ -35,25 +45,31 @@ function baseAttributes (ex: Exchange): { name: string, attributes: Attributes }
     'network.protocol.version': ex.origProto === 'HTTP/1.1' ? '1.1' : '2',
   }
   if (port !== undefined) attributes['server.port'] = port
-  const rpc = ex.grpc ? grpcParts(ex.path) : undefined
   if (rpc !== undefined) {
     attributes['rpc.system'] = 'grpc'
     attributes['rpc.service'] = rpc[0]
     attributes['rpc.method'] = rpc[1]
   }
-  return { name: spanName(ex), attributes }
+  return attributes
+}
+
+/** Gives a recording span the attributes built for it: remora's span takes the object as it is. */
+function record (span: Span, attributes: Attributes): void {
+  if (span instanceof MeshSpan) span.takeAttributes(attributes)
+  else span.setAttributes(attributes)
 }
 
 /** The inbound sidecar's SERVER span; the app's request carries it as the parent from here on. */
 export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: string | undefined): Span | undefined {
   if (!tracing.traces(ex.headers)) return undefined
-  const span = tracing.start(spanName(ex), SpanKind.SERVER, tracing.extract(ex.headers))
+  const { name, rpc } = named(ex)
+  const span = tracing.start(name, SpanKind.SERVER, tracing.extract(ex.headers))
   if (span?.isRecording() === true) {
-    const { attributes } = baseAttributes(ex)
+    const attributes = baseAttributes(ex, rpc)
     if (peerAddress !== undefined) attributes['network.peer.address'] = peerAddress
     // The caller's verified SPIFFE ID (mTLS); the CLIENT span carries the one it expected of us.
     if (ex.peerIdentity !== undefined) attributes['remora.peer.identity'] = ex.peerIdentity
-    span.setAttributes(attributes)
+    record(span, attributes)
   }
   tracing.inject(span, ex.headers)
   return span
@@ -62,15 +78,16 @@ export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: st
 /** One outbound attempt's CLIENT span, child of the app's context; the peer gets it as parent. */
 export function startClientSpan (tracing: Tracing, ex: Exchange, parent: Context, attempt: number, endpoint: { host: string, port: number, key: string, identity: string }): Span | undefined {
   if (!tracing.enabled) return undefined
-  const span = tracing.start(spanName(ex), SpanKind.CLIENT, parent)
+  const { name, rpc } = named(ex)
+  const span = tracing.start(name, SpanKind.CLIENT, parent)
   if (span?.isRecording() === true) {
-    const { attributes } = baseAttributes(ex)
+    const attributes = baseAttributes(ex, rpc)
     attributes['network.peer.address'] = endpoint.host
     attributes['network.peer.port'] = endpoint.port
     attributes['remora.endpoint'] = endpoint.key
     attributes['remora.peer.identity'] = endpoint.identity
     if (attempt > 1) attributes['http.request.resend_count'] = attempt - 1
-    span.setAttributes(attributes)
+    record(span, attributes)
   }
   return span
 }
@@ -96,8 +113,9 @@ export function endSpan (span: Span | undefined, kind: 'server' | 'client', stat
 /** A request the outbound sidecar refused before any attempt (unknown authority, overloaded): still a CLIENT span, in error. */
 export function refusedSpan (tracing: Tracing, ex: Exchange, status: number, reason: string): void {
   if (!tracing.traces(ex.headers)) return
-  const span = tracing.start(spanName(ex), SpanKind.CLIENT, tracing.extract(ex.headers))
-  if (span?.isRecording() === true) span.setAttributes(baseAttributes(ex).attributes)
+  const { name, rpc } = named(ex)
+  const span = tracing.start(name, SpanKind.CLIENT, tracing.extract(ex.headers))
+  if (span?.isRecording() === true) record(span, baseAttributes(ex, rpc))
   ex.record.traceIds = logIds(span)
   endSpan(span, 'client', status, undefined, reason)
 }

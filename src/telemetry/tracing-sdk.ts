@@ -60,8 +60,9 @@ class BoundedProcessor implements SpanProcessor {
     if ((span.spanContext().traceFlags & 1) === 0) return
     if (this.#pending >= this.#max) { this.#metrics.spansDropped.inc({ reason: 'queue full' }); return }
     this.#pending++
-    if (span instanceof MeshSpan) span.otlp = encodeSpan(span)
-    this.#inner.onEnd(span)
+    // remora's spans are queued as their bytes (see EncodedSpan); the batch processor reads only
+    // their sampled flag and resource, and the exporter hands them to spanSerializer.
+    this.#inner.onEnd(span instanceof MeshSpan ? encodeSpan(span) as unknown as ReadableSpan : span)
   }
 
   forceFlush (): Promise<void> { return this.#inner.forceFlush() }

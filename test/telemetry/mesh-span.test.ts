@@ -6,7 +6,7 @@ import { ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type SpanC
 import { TraceState } from '@opentelemetry/core'
 import { resourceFromAttributes } from '@opentelemetry/resources'
 import { AlwaysOffSampler, AlwaysOnSampler, InMemorySpanExporter, ParentBasedSampler, SimpleSpanProcessor, TraceIdRatioBasedSampler, TracerProvider, type IdGenerator, type ReadableSpan, type Sampler } from '@opentelemetry/sdk-trace'
-import { MeshTracer } from '../../src/telemetry/mesh-span.ts'
+import { MeshSpan, MeshTracer } from '../../src/telemetry/mesh-span.ts'
 import { encodeSpans } from '../../src/telemetry/otlp-encoding.ts'
 import { startSdk } from '../../src/telemetry/tracing-sdk.ts'
 import { ProxyMetrics } from '../../src/telemetry/metrics.ts'
@@ -114,6 +114,36 @@ t.test('the processor and exporter get the same span from either tracer', async 
 function fieldsOf (s: ReadableSpan): ReadableSpan {
   return { name: s.name, kind: s.kind, spanContext: () => s.spanContext(), parentSpanContext: s.parentSpanContext, attributes: s.attributes, links: s.links, events: s.events, status: s.status, resource: s.resource, instrumentationScope: s.instrumentationScope, droppedAttributesCount: s.droppedAttributesCount, droppedEventsCount: s.droppedEventsCount, droppedLinksCount: s.droppedLinksCount, startTime: s.startTime, endTime: s.endTime, duration: s.duration, ended: s.ended }
 }
+
+t.test('attributes handed over with takeAttributes: the same span as set one by one, and the shared empty object is never written', async (t) => {
+  const { ours, ourSpans } = both(new AlwaysOnSampler())
+  const taken = ours(remote(1)) as MeshSpan
+  const built = { 'http.request.method': 'GET', 'url.path': '/hello' }
+  taken.takeAttributes(built)
+  taken.setAttribute('http.response.status_code', 200)
+  taken.end()
+  const copied = ours(remote(1))
+  copied.setAttributes({ 'http.request.method': 'GET', 'url.path': '/hello' })
+  copied.setAttribute('http.response.status_code', 200)
+  copied.end()
+  const [a, b] = ourSpans()
+  t.same(a.attributes, b.attributes, 'the same attributes either way')
+  t.equal(a.attributes, built, 'taken as the span\'s own object, not copied')
+  // A span given nothing has the shared empty attributes; the first write gives it its own.
+  const [first, second] = [ours(remote(1)), ours(remote(1))] as MeshSpan[]
+  t.equal(first.attributes, second.attributes, 'no attributes: one shared empty object')
+  first.setAttribute('only.first', 1)
+  second.end()
+  t.same(second.attributes, {}, 'a write to one span does not reach another')
+  t.ok(Object.isFrozen(second.attributes))
+  // With attributes already there, takeAttributes adds to them (undefined values skipped, as setAttributes does).
+  first.takeAttributes({ 'url.path': '/x', skipped: undefined })
+  first.end()
+  t.same(first.attributes, { 'only.first': 1, 'url.path': '/x' })
+  // After the end, nothing changes.
+  first.takeAttributes({ late: true })
+  t.notOk('late' in first.attributes)
+})
 
 t.test('sampling is the SDK sampler\'s decision', async (t) => {
   const off = both(new AlwaysOffSampler())

@@ -166,16 +166,25 @@ t.test('spans encoded as they end: the batch is the same bytes, across chunk bou
     if (i % 50 === 0) s.setAttribute('payload', 'p'.repeat(5000 + i))
     s.end()
   }
-  const plain = encodeSpans(spans())
-  const ahead = spans().map((s) => Object.assign(Object.create(s) as ReadableSpan, { otlp: encodeSpan(s) }))
-  t.ok(ahead.slice(0, 3).every((s) => (s as { otlp?: Uint8Array }).otlp !== undefined))
-  // Bytes held by earlier spans survive later ones being encoded (views of chunks, not of a reused buffer).
-  const first = Buffer.from((ahead[0] as { otlp: Uint8Array }).otlp)
-  same(t, ahead, '600 pre-encoded spans')
-  t.ok(Buffer.from(encodeSpans(ahead)).equals(Buffer.from(plain)), 'pre-encoded and encoded in the batch: identical')
-  t.ok(Buffer.from((ahead[0] as { otlp: Uint8Array }).otlp).equals(first), 'an early span\'s bytes are intact')
+  const plain = same(t, spans(), '600 spans')
+  const ahead = spans().map(encodeSpan)
+  // Bytes held by earlier spans survive later ones being encoded (ranges of chunks, not of a reused buffer).
+  const first = Buffer.from(ahead[0].bytes)
+  t.ok(Buffer.from(encodeSpans(ahead)).equals(Buffer.from(plain)), '600 spans encoded as they ended: the same bytes as encoded in the batch')
+  t.ok(Buffer.from(ahead[0].bytes).equals(first), 'an early span\'s bytes are intact')
   t.equal(decode(plain).resourceSpans[0].scopeSpans[0].spans.length, 600)
-  // The batch takes a span's own bytes when it has them (here, deliberately, another span's).
-  const swapped = [ahead[1], Object.assign(Object.create(ahead[1]) as ReadableSpan, { otlp: (ahead[2] as { otlp: Uint8Array }).otlp })]
-  t.same(decode(encodeSpans(swapped)).resourceSpans[0].scopeSpans[0].spans.map((s) => s.name), ['span 1', 'span 2'])
+  // Encoded and not yet encoded spans in one batch (remora's spans, and the SDK's should remora fall back to them).
+  const mixed = spans().map((s, i) => i % 3 === 0 ? encodeSpan(s) : s)
+  t.ok(Buffer.from(encodeSpans(mixed)).equals(Buffer.from(plain)), 'encoded and plain spans mixed: the same bytes')
+  // Spans whose bytes are not side by side (here, in reverse order) are copied one by one, in the batch's order.
+  const reversed = [...spans()].reverse()
+  t.ok(Buffer.from(encodeSpans([...ahead].reverse())).equals(Buffer.from(ProtobufTraceSerializer.serializeRequest(reversed) as Uint8Array)), 'encoded spans out of order: the SDK\'s bytes for that order')
+  // The batch takes the encoded bytes, not the span's current state: a span renamed after it was encoded keeps its encoded name.
+  const late = spans()[1]
+  const encoded = encodeSpan(late)
+  ;(late as { name: string }).name = 'renamed after the end'
+  t.same(decode(encodeSpans([encoded, spans()[2]])).resourceSpans[0].scopeSpans[0].spans.map((s) => s.name), ['span 1', 'span 2'])
+  t.equal(encoded.spanContext(), late.spanContext(), 'the batch processor reads the span\'s own context (its sampled flag)')
+  t.equal(encoded.resource, late.resource)
+  t.equal(encoded.instrumentationScope, late.instrumentationScope)
 })
