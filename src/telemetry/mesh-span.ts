@@ -7,6 +7,7 @@
 // exporter.
 import { SamplingDecision, SpanStatusCode, trace, TraceFlags, type Attributes, type AttributeValue, type Context, type Exception, type HrTime, type Link, type Span, type SpanContext, type SpanKind, type SpanStatus, type TimeInput } from '@opentelemetry/api'
 import type { IdGenerator, ReadableSpan, Sampler, SpanProcessor, TimedEvent } from '@opentelemetry/sdk-trace'
+import { RemoteParent } from './tracing.ts'
 
 type Resource = ReadableSpan['resource']
 type Scope = ReadableSpan['instrumentationScope']
@@ -42,7 +43,8 @@ export class MeshTracer {
   startSpan (name: string, kind: SpanKind, parent: Context): Span {
     const p = this.#p
     const parentContext = trace.getSpanContext(parent)
-    const validParent = parentContext !== undefined && trace.isSpanContextValid(parentContext) ? parentContext : undefined
+    // A parent parsed by remora (RemoteParent) was validated then; others are checked as the SDK does.
+    const validParent = parentContext !== undefined && (parent instanceof RemoteParent || trace.isSpanContextValid(parentContext)) ? parentContext : undefined
     const spanId = p.idGenerator.generateSpanId()
     const traceId = validParent?.traceId ?? p.idGenerator.generateTraceId()
     const sampling = p.sampler.shouldSample(parent, traceId, name, kind, NO_ATTRIBUTES, NONE)

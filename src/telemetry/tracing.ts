@@ -161,8 +161,9 @@ const SPAN_KEY: symbol = (() => {
 /**
  * A context holding only the caller's span context: what `trace.setSpanContext(ROOT_CONTEXT, …)`
  * makes, without copying a Map per request. Adding anything to it makes an ordinary context.
+ * Its span context was checked as it was parsed (`parseTraceparent`), so it is valid.
  */
-class RemoteParent implements Context {
+export class RemoteParent implements Context {
   readonly #span: Span
   constructor (parent: SpanContext) { this.#span = trace.wrapSpanContext(parent) }
   getValue (key: symbol): unknown { return key === SPAN_KEY ? this.#span : undefined }

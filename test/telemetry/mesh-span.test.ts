@@ -8,6 +8,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources'
 import { AlwaysOffSampler, AlwaysOnSampler, InMemorySpanExporter, ParentBasedSampler, SimpleSpanProcessor, TraceIdRatioBasedSampler, TracerProvider, type IdGenerator, type ReadableSpan, type Sampler } from '@opentelemetry/sdk-trace'
 import { MeshSpan, MeshTracer } from '../../src/telemetry/mesh-span.ts'
 import { encodeSpans } from '../../src/telemetry/otlp-encoding.ts'
+import { parseTraceparent, remoteParent } from '../../src/telemetry/tracing.ts'
 import { startSdk } from '../../src/telemetry/tracing-sdk.ts'
 import { ProxyMetrics } from '../../src/telemetry/metrics.ts'
 import pino from 'pino'
@@ -143,6 +144,26 @@ t.test('attributes handed over with takeAttributes: the same span as set one by 
   // After the end, nothing changes.
   first.takeAttributes({ late: true })
   t.notOk('late' in first.attributes)
+})
+
+t.test('a parent parsed from traceparent is continued; an invalid parent starts a new trace', async (t) => {
+  const { ours, sdk, ourSpans, sdkSpans } = both(new AlwaysOnSampler())
+  const parsed = parseTraceparent('00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01')
+  if (parsed === undefined) throw new Error('traceparent not parsed')
+  const child = ours(remoteParent(parsed))
+  sdk(remoteParent(parsed)).end()
+  t.equal(child.spanContext().traceId, '4bf92f3577b34da6a3ce929d0e0e4736', 'the caller\'s trace goes on')
+  child.end()
+  t.equal(ourSpans()[0].parentSpanContext?.spanId, '00f067aa0ba902b7', 'under the caller\'s span')
+  // An ordinary context with an invalid span context (an all-zero trace id): as the SDK, a new trace.
+  const invalid = trace.setSpanContext(ROOT_CONTEXT, { traceId: '0'.repeat(32), spanId: '00f067aa0ba902b7', traceFlags: 1, isRemote: true })
+  ours(invalid).end()
+  sdk(invalid).end()
+  t.same(fields(ourSpans()[0]), fields(sdkSpans()[0]), 'the child: as the SDK\'s tracer makes it')
+  const [ourRoot, sdkRoot] = [ourSpans()[1], sdkSpans()[1]]
+  t.not(ourRoot.spanContext().traceId, '0'.repeat(32), 'a new trace id')
+  t.equal(ourRoot.parentSpanContext, undefined, 'and no parent')
+  t.same(fields(ourRoot), fields(sdkRoot), 'as the SDK\'s tracer does')
 })
 
 t.test('sampling is the SDK sampler\'s decision', async (t) => {
