@@ -1,6 +1,21 @@
 // `npm run bench:tracing`: what tracing costs — the same two-hop path with tracing off, on with an
-// unsampled caller (default parent-based sampler), and 100 % sampled exporting OTLP to a local
-// collector, in one run, side by side.
+// unsampled caller (the default parent-based sampler follows it), and 100 % sampled (always_on)
+// exporting OTLP to a local collector, measured side by side.
+//
+// How it measures on a small, shared machine whose speed drifts by 2× within a minute:
+// - each round starts one sidecar pair per case, warms them up, then runs short loads in rotating
+//   order; each case's throughput is divided by tracing off's in the same repetition (seconds
+//   apart), and the verdict is the median of those paired ratios over all rounds;
+// - one pair per case, never two cases on one pair: work a load leaves behind (a batch still to
+//   export, old-generation GC of its garbage) would be charged to the next case on that pair. In
+//   a trial where one pair served an unsampled and a sampled caller in turn, its sampled case
+//   measured ×0.90 of tracing off while always_on on a pair of its own measured ×0.84;
+// - warm-up: JIT compilation on V8's worker threads costs ~150 µs a request for the first ~10 s of
+//   load; measured before that, every case looks alike and the ratio flatters tracing.
+// - re-warm: each measurement follows a short unmeasured load on the same pair. A pair idles for
+//   up to ~14 s while the others are measured, and may come back slow (V8 shrinks an idle heap):
+//   in a run without it, the sampled case averaged ×0.71 of tracing off (×0.58–0.86) in the
+//   repetitions where it had waited longest; with it, ×0.87 in those repetitions, as in the others.
 import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -14,14 +29,28 @@ import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
 import { median } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
-const seconds = Number(process.argv.find((a) => a.startsWith('--duration='))?.split('=')[1] ?? 10)
+const flag = (name: string, fallback: number): number => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback)
+const o = { rounds: flag('rounds', 3), reps: flag('reps', 6), seconds: flag('duration', 4), warmupS: flag('warmup', 8), rewarmS: flag('rewarm', 2) }
 // Asynchronous on purpose: the collector below runs on this process's event loop, and a
 // synchronous wrk (execFileSync) would keep it from answering any export during the run: the
 // sidecars' exporters then wait on their first batch and every later span is dropped unexported.
 const run = promisify(execFile)
 installCleanup()
 
-interface Result { name: string, rps: number, p50: string, p99: string, rssMb: number[], cpuPct: number[], cpuUsPerRequest: number, batches: number, exported: number, dropped: number, otherLoadPct: number }
+/** What every case's caller sends: a trace context that says "not sampled". */
+const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00'
+
+interface Pair { sidecars: Child[], url: string, admin: number[] }
+
+/** One measured case: its own sidecar pair, started with this environment. */
+interface Case { name: string, env: (otlp: Record<string, string>) => Record<string, string>, sampled: boolean }
+const CASES: Case[] = [
+  { name: 'tracing off', env: () => ({}), sampled: false },
+  { name: 'tracing on, unsampled', env: (otlp) => otlp, sampled: false },
+  { name: 'tracing on, 100 % sampled', env: (otlp) => ({ ...otlp, OTEL_TRACES_SAMPLER: 'always_on' }), sampled: true },
+]
+
+interface Result { rps: number, p50: string, p99: string, cpuUsPerRequest: number, otherLoadPct: number }
 
 /** remora_spans_exported_total and remora_spans_dropped_total (all reasons) of one sidecar. */
 async function spanCounts (adminPort: number): Promise<{ exported: number, dropped: number }> {
@@ -30,8 +59,8 @@ async function spanCounts (adminPort: number): Promise<{ exported: number, dropp
   return { exported: total('remora_spans_exported_total'), dropped: total('remora_spans_dropped_total') }
 }
 
-/** The two sidecars on fresh ports; a start that fails (a port taken meanwhile) is retried with others. */
-async function startSidecars (name: string, env: Record<string, string>, appPort: number): Promise<{ sidecars: Child[], p: Record<'cOut' | 'cIn' | 'cAdm' | 'sOut' | 'sIn' | 'sAdm', number> }> {
+/** A client and a server sidecar on fresh ports; a start that fails (a port taken meanwhile) is retried with others. */
+async function startPair (name: string, env: Record<string, string>, appPort: number): Promise<Pair> {
   for (let attempt = 1; ; attempt++) {
     const dir = mkdtempSync(join(tmpdir(), 'remora-bench-tracing-'))
     const p = { cOut: await freePort(), cIn: await freePort(), cAdm: await freePort(), sOut: await freePort(), sIn: await freePort(), sAdm: await freePort() }
@@ -42,14 +71,15 @@ async function startSidecars (name: string, env: Record<string, string>, appPort
 services:
   - { name: web, port: 80, endpoints: [{ workload: web, targetPort: ${appPort} }] }
 `)
-    const sidecars = ['client', 'web'].map((w) => startChild(`${w} sidecar`, process.execPath, [join(ROOT, 'dist/cli.js'), 'proxy', '--mesh-file', mesh, '--workload', w], {
-      env: { ...process.env, REMORA_ACCESS_LOG: 'off', REMORA_LOG_LEVEL: 'warn', ...env },
+    const prof = process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/${name}` } : {}
+    const sidecars = ['client', 'web'].map((w) => startChild(`${name} ${w} sidecar`, process.execPath, [join(ROOT, 'dist/cli.js'), 'proxy', '--mesh-file', mesh, '--workload', w], {
+      env: { ...process.env, REMORA_ACCESS_LOG: 'off', REMORA_LOG_LEVEL: 'warn', ...env, ...prof },
       logFile: join(dir, `${w}.log`),
     }))
     try {
       await waitForReady(sidecars[0], p.cAdm)
       await waitForReady(sidecars[1], p.sAdm)
-      return { sidecars, p }
+      return { sidecars, url: `http://127.0.0.1:${p.cOut}/`, admin: [p.cAdm, p.sAdm] }
     } catch (err) {
       await Promise.all(sidecars.map((c) => stopChild(c)))
       if (attempt === 3) throw err
@@ -58,38 +88,37 @@ services:
   }
 }
 
-async function runCase (name: string, env: Record<string, string>, appPort: number, collector: { count: number }): Promise<Result> {
-  const { sidecars, p } = await startSidecars(name, env, appPort)
-  const url = `http://127.0.0.1:${p.cOut}/`
-  // Every case gets the same request: a caller whose trace context says "not sampled". The default
-  // sampler follows it (the unsampled case); always_on overrides it (the 100 % case).
-  const trace = ['-H', 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00']
-  await run('wrk', ['-t1', '-c20', '-d2s', '-H', 'Host: web', ...trace, url])
+/** Requests that were traced (both sidecars make a span for each): the spans to expect. */
+let sampledRequests = 0
+
+async function wrk (pair: Pair, c: Case, seconds: number): Promise<string> {
+  const { stdout } = await run('wrk', ['-t1', '-c20', `-d${seconds}s`, '--latency', '-H', 'Host: web', '-H', `traceparent: ${TRACEPARENT}`, pair.url], { encoding: 'utf8' })
+  if (c.sampled) sampledRequests += Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0)
+  return stdout
+}
+
+async function measure (pair: Pair, c: Case): Promise<Result> {
   // Other people's processes on this small machine skew every number: wait for a quiet moment.
-  const other = await waitForQuiet(20, 30_000, (pct) => process.stderr.write(`  ${name}: other processes use ${pct}% CPU; waiting up to 30 s…\n`))
-  if (other >= 20) process.stderr.write(`  ${name}: still ${other}% CPU used by other processes; measuring anyway\n`)
-  const before = collector.count
-  const spansBefore = await Promise.all([p.cAdm, p.sAdm].map(spanCounts))
+  const other = await waitForQuiet(20, 10_000, (pct) => process.stderr.write(`  ${c.name}: other processes use ${pct}% CPU; waiting up to 10 s…\n`))
+  if (other >= 20) process.stderr.write(`  ${c.name}: still ${other}% CPU used by other processes; measuring anyway\n`)
+  // A pair left idle while the others were measured may have shrunk its heap and flushed code it
+  // did not run: load it again, unmeasured, before measuring (see the header).
+  await wrk(pair, c, o.rewarmS)
   const foreign = new ForeignLoad()
   foreign.start()
-  const ticks = sidecars.map((c) => cpuTicksOf(c.pid))
-  const { stdout: out } = await run('wrk', ['-t1', '-c20', `-d${seconds}s`, '--latency', '-H', 'Host: web', ...trace, url], { encoding: 'utf8' })
-  const used = sidecars.map((c, i) => cpuTicksOf(c.pid) - ticks[i])
-  const cpuPct = used.map((u) => Math.round(u / seconds))
+  const ticks = pair.sidecars.map((s) => cpuTicksOf(s.pid))
+  const out = await wrk(pair, c, o.seconds)
+  const used = pair.sidecars.reduce((a, s, i) => a + cpuTicksOf(s.pid) - ticks[i], 0)
   const otherLoadPct = foreign.stop()
-  const rss = sidecars.map((c) => Math.round(rssMbOf(c.pid)))
-  // The last batch goes out within the schedule delay (1 s); then count what was exported and dropped.
-  await sleep(1500)
-  const spansAfter = await Promise.all([p.cAdm, p.sAdm].map(spanCounts))
-  const exported = spansAfter.reduce((a, s, i) => a + s.exported - spansBefore[i].exported, 0)
-  const dropped = spansAfter.reduce((a, s, i) => a + s.dropped - spansBefore[i].dropped, 0)
-  // Let them drain and exit (a profile, when asked for, is written on exit).
-  await Promise.all(sidecars.map((c) => stopChild(c, 10_000)))
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
-  // Both sidecars' CPU time per proxied request (a tick is 10 ms): what tracing costs, less
-  // sensitive than throughput to how the scheduler shares two cores between wrk, the app and them.
-  const cpuUsPerRequest = used.reduce((a, b) => a + b, 0) * 10_000 / Math.max(1, rps * seconds)
-  return { name, rps, p50: /^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? '?', p99: /^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? '?', rssMb: rss, cpuPct, cpuUsPerRequest, batches: collector.count - before, exported, dropped, otherLoadPct }
+  return {
+    rps,
+    p50: /^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? '?',
+    p99: /^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? '?',
+    // Both sidecars' CPU time per proxied request (a tick is 10 ms).
+    cpuUsPerRequest: used * 10_000 / Math.max(1, rps * o.seconds),
+    otherLoadPct,
+  }
 }
 
 async function main (): Promise<void> {
@@ -100,46 +129,65 @@ async function main (): Promise<void> {
   const appPort = await freePort()
   const app = startChild('app', process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from the app, a small body')).listen(${appPort},'127.0.0.1')`], { logFile: join(mkdtempSync(join(tmpdir(), 'remora-bench-tracing-')), 'app.log') })
   await waitForPort(app, appPort)
-  const collector = { count: 0 }
   const collectorPort = await freePort()
+  const collector = { batches: 0 }
   // A collector that accepts everything fast: what is measured is the sidecars' cost, not Jaeger's.
   http.createServer((req, res) => {
     let n = 0
     req.on('data', (c: Buffer) => { n += c.length })
-    req.on('end', () => { collector.count += n > 0 ? 1 : 0; res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end() })
+    req.on('end', () => { collector.batches += n > 0 ? 1 : 0; res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end() })
   }).listen(collectorPort, '127.0.0.1').unref()
   const otlp = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collectorPort}` }
-  const cases: Array<[string, Record<string, string>]> = [
-    ['tracing off', { ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/off` } : {}) }],
-    ['tracing on, unsampled', { ...otlp, ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/unsampled` } : {}) }],
-    ['tracing on, 100 % sampled', { ...otlp, OTEL_TRACES_SAMPLER: 'always_on', ...(process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/sampled` } : {}) }],
-  ]
-  // This machine is small and noisy: cases alternate over rounds and each keeps its best round.
-  const rounds = Number(process.argv.find((a) => a.startsWith('--rounds='))?.split('=')[1] ?? 5)
-  const best = new Map<string, Result>()
-  const all: Result[][] = []
-  for (let round = 0; round < rounds; round++) {
-    all.push([])
-    for (const [name, env] of cases) {
-      const r = await runCase(name, env, appPort, collector)
-      process.stderr.write(`  round ${round + 1} ${name}: ${r.rps.toFixed(0)} req/s, p50 ${r.p50}, p99 ${r.p99}, CPU ${r.cpuPct.join('/')} % (${r.cpuUsPerRequest.toFixed(0)} µs a request), spans exported ${r.exported} dropped ${r.dropped}, other load ${r.otherLoadPct} %\n`)
-      all[round].push(r)
-      if ((best.get(name)?.rps ?? 0) < r.rps) best.set(name, r)
+
+  process.stderr.write(`${o.rounds} rounds; each: a sidecar pair per case, ${o.warmupS} s warm-up each, then ${o.reps} × ${CASES.length} cases of ${o.seconds} s (wrk -t1 -c20, after ${o.rewarmS} s unmeasured) in rotating order\n`)
+  // results[case][k]: the k-th measurement of that case; ratios are to tracing off in the same repetition.
+  const results: Result[][] = CASES.map(() => [])
+  const rssMb: number[][] = CASES.map(() => [])
+  const spans = { exported: 0, dropped: 0 }
+  for (let round = 0; round < o.rounds; round++) {
+    const running: Pair[] = []
+    for (const c of CASES) running.push(await startPair(c.name.replace(/[^a-z0-9]+/g, '-'), c.env(otlp), appPort))
+    for (const [i, pair] of running.entries()) await wrk(pair, CASES[i], o.warmupS)
+    for (let rep = 0; rep < o.reps; rep++) {
+      const rotation = (round * o.reps + rep) % CASES.length
+      const order = CASES.map((_, i) => (i + rotation) % CASES.length)
+      const line: string[] = []
+      const inRep: Result[] = []
+      for (const i of order) inRep[i] = await measure(running[i], CASES[i])
+      CASES.forEach((c, i) => {
+        results[i].push(inRep[i])
+        line.push(`${c.name} ${inRep[i].rps.toFixed(0)} (${(inRep[i].rps / inRep[0].rps).toFixed(2)})`)
+      })
+      process.stderr.write(`  round ${round + 1} rep ${rep + 1}: ${line.join(' | ')} req/s\n`)
     }
+    running.forEach((pair, i) => rssMb[i].push(...pair.sidecars.map((s) => Math.round(rssMbOf(s.pid)))))
+    // The last batch goes out within the schedule delay (1 s); then count what was exported and dropped.
+    await sleep(1500)
+    for (const pair of running) {
+      for (const counts of await Promise.all(pair.admin.map(spanCounts))) {
+        spans.exported += counts.exported
+        spans.dropped += counts.dropped
+      }
+    }
+    // Let them drain and exit (a profile, when asked for, is written on exit).
+    await Promise.all(running.flatMap((p) => p.sidecars.map((s) => stopChild(s, 10_000))))
   }
-  const results = cases.map(([name]) => best.get(name) as Result)
-  const base = results[0].rps
-  console.log(`\nremora two hops (client sidecar → server sidecar → app), wrk -c20 for ${seconds}s each, best of ${rounds} alternating rounds, compiled JS, access log off\n`)
-  // Paired within each round (the cases of a round run back to back, under the same conditions).
-  const pairedRps = (i: number): number => median(all.map((round) => round[i].rps / round[0].rps))
-  const pairedCpu = (i: number): number => median(all.map((round) => round[i].cpuUsPerRequest / round[0].cpuUsPerRequest))
-  console.log('case                        req/s     ratio  median ratio  CPU µs/req  ×off (median)  p50       p99       sidecar RSS MB  sidecar CPU %  OTLP batches  spans exported / dropped  other load %')
-  results.forEach((r, i) => {
-    console.log(`${r.name.padEnd(27)} ${r.rps.toFixed(0).padStart(7)}  ${(r.rps / base).toFixed(3).padStart(6)}  ${pairedRps(i).toFixed(3).padStart(12)}  ${r.cpuUsPerRequest.toFixed(0).padStart(10)}  ${pairedCpu(i).toFixed(3).padStart(13)}  ${r.p50.padEnd(8)}  ${r.p99.padEnd(8)}  ${r.rssMb.join(' / ').padEnd(14)}  ${r.cpuPct.join(' / ').padEnd(13)}  ${String(r.batches).padEnd(12)}  ${`${r.exported} / ${r.dropped}`.padEnd(24)}  ${r.otherLoadPct}`)
+  const paired = (i: number, f: (r: Result) => number): number[] => results[i].map((r, k) => f(r) / f(results[0][k]))
+  const spread = (v: number[]): string => { const s = [...v].sort((a, b) => a - b); return `${s[Math.floor(s.length / 4)].toFixed(3)}–${s[Math.floor(s.length * 3 / 4)].toFixed(3)}` }
+  const n = results[0].length
+  console.log(`\nremora two hops (wrk → client sidecar → server sidecar → app), compiled JS, access log off; ${o.rounds} rounds × ${o.reps} repetitions of ${o.seconds} s per case (each after ${o.rewarmS} s unmeasured) after ${o.warmupS} s of warm-up (${n} paired measurements)\n`)
+  console.log('case                        req/s (median)  ratio to off: median  middle half   CPU µs/req  ×off (median)  p50 (median)  p99 (median)  sidecar RSS MB  other load % (max)')
+  CASES.forEach((c, i) => {
+    const r = results[i]
+    const ms = (s: string): number => s.endsWith('us') ? Number.parseFloat(s) / 1000 : s.endsWith('ms') ? Number.parseFloat(s) : Number.parseFloat(s) * 1000
+    const ratio = paired(i, (x) => x.rps)
+    const cpu = paired(i, (x) => x.cpuUsPerRequest)
+    console.log(`${c.name.padEnd(27)} ${median(r.map((x) => x.rps)).toFixed(0).padStart(14)}  ${median(ratio).toFixed(3).padStart(20)}  ${spread(ratio).padStart(11)}  ${median(r.map((x) => x.cpuUsPerRequest)).toFixed(0).padStart(10)}  ${median(cpu).toFixed(3).padStart(13)}  ${`${median(r.map((x) => ms(x.p50))).toFixed(2)}ms`.padStart(12)}  ${`${median(r.map((x) => ms(x.p99))).toFixed(2)}ms`.padStart(12)}  ${`${Math.min(...rssMb[i])}–${Math.max(...rssMb[i])}`.padStart(14)}  ${Math.max(...r.map((x) => x.otherLoadPct))}`)
   })
-  const sampled = results[2].rps / base
-  console.log(`\ntarget: 100 % sampled costs < 15 % throughput → ${((1 - sampled) * 100).toFixed(1)} % best of rounds, ${((1 - pairedRps(2)) * 100).toFixed(1)} % median of paired rounds (${sampled >= 0.85 && pairedRps(2) >= 0.85 ? 'met' : 'NOT met'}); unsampled costs ${((1 - results[1].rps / base) * 100).toFixed(1)} %`)
-  console.log(`sidecar CPU per request, median of paired rounds: unsampled ×${pairedCpu(1).toFixed(2)}, 100 % sampled ×${pairedCpu(2).toFixed(2)} of tracing off`)
+  const cost = (i: number): number => (1 - median(paired(i, (x) => x.rps))) * 100
+  console.log(`\ntarget: 100 % sampled costs < 15 % throughput → ${cost(2).toFixed(1)} %, median of paired measurements (${cost(2) < 15 ? 'met' : 'NOT met'}); unsampled costs ${cost(1).toFixed(1)} %`)
+  console.log(`sidecar CPU per request, median of paired measurements: unsampled ×${median(paired(1, (x) => x.cpuUsPerRequest)).toFixed(2)}, 100 % sampled ×${median(paired(2, (x) => x.cpuUsPerRequest)).toFixed(2)} of tracing off`)
+  console.log(`spans: ${spans.exported} exported, ${spans.dropped} dropped, in ${collector.batches} OTLP requests; sampled requests wrk completed: ${sampledRequests} (a CLIENT and a SERVER span each)`)
   process.exit(0)
 }
 
