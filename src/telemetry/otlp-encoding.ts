@@ -298,8 +298,11 @@ function span (w: Writer, s: ReadableSpan): void {
 }
 
 /** Spans grouped by resource, then by instrumentation scope (by identity: the SDK shares both objects). */
-function group (spans: ReadonlyArray<ReadableSpan | EncodedSpan>): Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Array<ReadableSpan | EncodedSpan>>> {
-  const byResource = new Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Array<ReadableSpan | EncodedSpan>>>()
+/** What a batch holds: spans encoded as they ended (remora's), or not yet encoded (the SDK's). */
+type Batched = ReadableSpan | EncodedSpan
+
+function group (spans: readonly Batched[]): Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Batched[]>> {
+  const byResource = new Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Batched[]>>()
   for (const s of spans) {
     let byScope = byResource.get(s.resource)
     if (byScope === undefined) byResource.set(s.resource, byScope = new Map())
@@ -365,7 +368,7 @@ export function encodeSpan (s: ReadableSpan): EncodedSpan {
 }
 
 /** The ExportTraceServiceRequest for `spans`, as OTLP/protobuf bytes (a fresh copy: the caller may keep it). */
-export function encodeSpans (spans: ReadonlyArray<ReadableSpan | EncodedSpan>): Uint8Array {
+export function encodeSpans (spans: readonly Batched[]): Uint8Array {
   const w = writer
   w.pos = 0
   for (const [resource, byScope] of group(spans)) {
@@ -394,10 +397,7 @@ export function encodeSpans (spans: ReadonlyArray<ReadableSpan | EncodedSpan>): 
       let from = 0
       let to = 0
       const copyRun = (): void => {
-        if (chunk === undefined) return
-        w.ensure(to - from)
-        chunk.copy(w.buf, w.pos, from, to)
-        w.pos += to - from
+        if (chunk !== undefined) w.copy(chunk.subarray(from, to))
         chunk = undefined
       }
       for (const s of list) {
