@@ -24,13 +24,31 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { buildInPlace } from './build.ts'
+import { eachFlag, parseDuration } from './flags.ts'
+import { parseWrk, type LoadResult } from './loadgen.ts'
 import { freePort, installCleanup, startChild, stopChild, waitForPort, waitForReady, type Child } from './procs.ts'
 import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
-import { median } from './stats.ts'
+import { median, percentile } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
-const flag = (name: string, fallback: number): number => Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split('=')[1] ?? fallback)
-const o = { rounds: flag('rounds', 3), reps: flag('reps', 6), seconds: flag('duration', 4), warmupS: flag('warmup', 8), rewarmS: flag('rewarm', 2) }
+const o = { rounds: 3, reps: 6, seconds: 4, warmupS: 8, rewarmS: 2 }
+const OPTIONS = 'options (defaults): --rounds 3 --reps 6 --duration 4s --warmup 8s --rewarm 2s'
+try {
+  eachFlag(process.argv.slice(2), (flag, value) => {
+    switch (flag) {
+      case '--rounds': o.rounds = Number(value()); return true
+      case '--reps': o.reps = Number(value()); return true
+      case '--duration': o.seconds = parseDuration(value()); return true
+      case '--warmup': o.warmupS = parseDuration(value()); return true
+      case '--rewarm': o.rewarmS = parseDuration(value()); return true
+      case '--help': case '-h': console.log(`npm run bench:tracing -- [options]\n${OPTIONS}`); process.exit(0); break
+      default: return false
+    }
+  })
+} catch (err) {
+  console.error(`bench:tracing: ${(err as Error).message}\n${OPTIONS}`)
+  process.exit(2)
+}
 // Asynchronous on purpose: the collector below runs on this process's event loop, and a
 // synchronous wrk (execFileSync) would keep it from answering any export during the run: the
 // sidecars' exporters then wait on their first batch and every later span is dropped unexported.
@@ -50,7 +68,7 @@ const CASES: Case[] = [
   { name: 'tracing on, 100 % sampled', env: (otlp) => ({ ...otlp, OTEL_TRACES_SAMPLER: 'always_on' }), sampled: true },
 ]
 
-interface Result { rps: number, p50: string, p99: string, cpuUsPerRequest: number, otherLoadPct: number }
+interface Result { rps: number, p50: number, p99: number, cpuUsPerRequest: number, otherLoadPct: number }
 
 /** remora_spans_exported_total and remora_spans_dropped_total (all reasons) of one sidecar. */
 async function spanCounts (adminPort: number): Promise<{ exported: number, dropped: number }> {
@@ -91,10 +109,11 @@ services:
 /** Requests that were traced (both sidecars make a span for each): the spans to expect. */
 let sampledRequests = 0
 
-async function wrk (pair: Pair, c: Case, seconds: number): Promise<string> {
+async function wrk (pair: Pair, c: Case, seconds: number): Promise<LoadResult> {
   const { stdout } = await run('wrk', ['-t1', '-c20', `-d${seconds}s`, '--latency', '-H', 'Host: web', '-H', `traceparent: ${TRACEPARENT}`, pair.url], { encoding: 'utf8' })
-  if (c.sampled) sampledRequests += Number(/(\d+) requests in/.exec(stdout)?.[1] ?? 0)
-  return stdout
+  const result = parseWrk(stdout)
+  if (c.sampled) sampledRequests += result.requests
+  return result
 }
 
 async function measure (pair: Pair, c: Case): Promise<Result> {
@@ -107,18 +126,11 @@ async function measure (pair: Pair, c: Case): Promise<Result> {
   const foreign = new ForeignLoad()
   foreign.start()
   const ticks = pair.sidecars.map((s) => cpuTicksOf(s.pid))
-  const out = await wrk(pair, c, o.seconds)
+  const { rps, p50, p99 } = await wrk(pair, c, o.seconds)
   const used = pair.sidecars.reduce((a, s, i) => a + cpuTicksOf(s.pid) - ticks[i], 0)
   const otherLoadPct = foreign.stop()
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0)
-  return {
-    rps,
-    p50: /^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? '?',
-    p99: /^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? '?',
-    // Both sidecars' CPU time per proxied request (a tick is 10 ms).
-    cpuUsPerRequest: used * 10_000 / Math.max(1, rps * o.seconds),
-    otherLoadPct,
-  }
+  // Both sidecars' CPU time per proxied request (a tick is 10 ms).
+  return { rps, p50, p99, cpuUsPerRequest: used * 10_000 / Math.max(1, rps * o.seconds), otherLoadPct }
 }
 
 async function main (): Promise<void> {
@@ -173,16 +185,15 @@ async function main (): Promise<void> {
     await Promise.all(running.flatMap((p) => p.sidecars.map((s) => stopChild(s, 10_000))))
   }
   const paired = (i: number, f: (r: Result) => number): number[] => results[i].map((r, k) => f(r) / f(results[0][k]))
-  const spread = (v: number[]): string => { const s = [...v].sort((a, b) => a - b); return `${s[Math.floor(s.length / 4)].toFixed(3)}–${s[Math.floor(s.length * 3 / 4)].toFixed(3)}` }
+  const spread = (v: number[]): string => { const s = Float64Array.from(v).sort(); return `${percentile(s, 25).toFixed(3)}–${percentile(s, 75).toFixed(3)}` }
   const n = results[0].length
   console.log(`\nremora two hops (wrk → client sidecar → server sidecar → app), compiled JS, access log off; ${o.rounds} rounds × ${o.reps} repetitions of ${o.seconds} s per case (each after ${o.rewarmS} s unmeasured) after ${o.warmupS} s of warm-up (${n} paired measurements)\n`)
   console.log('case                        req/s (median)  ratio to off: median  middle half   CPU µs/req  ×off (median)  p50 (median)  p99 (median)  sidecar RSS MB  other load % (max)')
   CASES.forEach((c, i) => {
     const r = results[i]
-    const ms = (s: string): number => s.endsWith('us') ? Number.parseFloat(s) / 1000 : s.endsWith('ms') ? Number.parseFloat(s) : Number.parseFloat(s) * 1000
     const ratio = paired(i, (x) => x.rps)
     const cpu = paired(i, (x) => x.cpuUsPerRequest)
-    console.log(`${c.name.padEnd(27)} ${median(r.map((x) => x.rps)).toFixed(0).padStart(14)}  ${median(ratio).toFixed(3).padStart(20)}  ${spread(ratio).padStart(11)}  ${median(r.map((x) => x.cpuUsPerRequest)).toFixed(0).padStart(10)}  ${median(cpu).toFixed(3).padStart(13)}  ${`${median(r.map((x) => ms(x.p50))).toFixed(2)}ms`.padStart(12)}  ${`${median(r.map((x) => ms(x.p99))).toFixed(2)}ms`.padStart(12)}  ${`${Math.min(...rssMb[i])}–${Math.max(...rssMb[i])}`.padStart(14)}  ${Math.max(...r.map((x) => x.otherLoadPct))}`)
+    console.log(`${c.name.padEnd(27)} ${median(r.map((x) => x.rps)).toFixed(0).padStart(14)}  ${median(ratio).toFixed(3).padStart(20)}  ${spread(ratio).padStart(11)}  ${median(r.map((x) => x.cpuUsPerRequest)).toFixed(0).padStart(10)}  ${median(cpu).toFixed(3).padStart(13)}  ${`${median(r.map((x) => x.p50)).toFixed(2)}ms`.padStart(12)}  ${`${median(r.map((x) => x.p99)).toFixed(2)}ms`.padStart(12)}  ${`${Math.min(...rssMb[i])}–${Math.max(...rssMb[i])}`.padStart(14)}  ${Math.max(...r.map((x) => x.otherLoadPct))}`)
   })
   const cost = (i: number): number => (1 - median(paired(i, (x) => x.rps))) * 100
   console.log(`\ntarget: 100 % sampled costs < 15 % throughput → ${cost(2).toFixed(1)} %, median of paired measurements (${cost(2) < 15 ? 'met' : 'NOT met'}); unsampled costs ${cost(1).toFixed(1)} %`)
