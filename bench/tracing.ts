@@ -9,7 +9,7 @@
 // - one pair per case, never two cases on one pair: work a load leaves behind (a batch still to
 //   export, old-generation GC of its garbage) would be charged to the next case on that pair. In
 //   a trial where one pair served an unsampled and a sampled caller in turn, its sampled case
-//   measured ×0.90 of tracing off while always_on on a pair of its own measured ×0.84;
+//   measured ×0.90 of tracing off while always_on on a pair of its own measured ×0.86;
 // - warm-up: JIT compilation on V8's worker threads costs ~150 µs a request for the first ~10 s of
 //   load; measured before that, every case looks alike and the ratio flatters tracing.
 // - re-warm: each measurement follows a short unmeasured load on the same pair. A pair idles for
