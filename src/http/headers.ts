@@ -28,6 +28,14 @@ export const MeshHeader = Object.freeze({
 const MESH_HEADERS = new Set(Object.values(MeshHeader))
 
 /**
+ * Headers whose value is new on every request (a span id): sent over HTTP/2 as never-indexed
+ * literals. Indexed, each value took a slot in HPACK's dynamic table that no later request could
+ * use, and pushed out the headers that do repeat (authority, user agent, the mesh's own), so those
+ * went out as literals again: work for both ends' compressors, and bigger frames.
+ */
+export const PER_REQUEST_HEADERS: readonly string[] = Object.freeze(['traceparent', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid'])
+
+/**
  * Copies headers for the next hop: drops pseudo-headers, hop-by-hop headers and every header the
  * `Connection` header names. `te: trailers` survives (gRPC needs it over HTTP/2).
  */

@@ -1,12 +1,12 @@
 // Sends an exchange as one stream on a multiplexed HTTP/2 connection and relays the response,
 // trailers, resets and cancellation back through the caller's sink.
-import { constants as h2c, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
+import { constants as h2c, sensitiveHeaders, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
 import type { Readable, Writable } from 'node:stream'
 import type { ProxyErrorReason } from '../errors.ts'
 import { tlsReason } from '../transport/tls-errors.ts'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
-import { bodyless, forwardable, MeshHeader, type Headers } from './headers.ts'
+import { bodyless, forwardable, MeshHeader, PER_REQUEST_HEADERS, type Headers } from './headers.ts'
 import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
 
@@ -93,6 +93,8 @@ export function relayOverH2 (
   // close(CANCEL) half-closes first: the peer can see END_STREAM before the reset and take a cut-off
   // upload for a whole (shorter) body. Aborting the signal resets with CANCEL and sends nothing more.
   const cancel = new AbortController()
+  // Span ids stay out of HPACK's dynamic table (see PER_REQUEST_HEADERS).
+  Reflect.set(headers, sensitiveHeaders, PER_REQUEST_HEADERS)
   try {
     up = session.request(headers, { endStream: body === null && ex.upgrade === undefined, signal: cancel.signal, waitForTrailers: body !== null })
   } catch (err) {

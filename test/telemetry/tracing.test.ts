@@ -3,6 +3,7 @@
 // sampled and unsampled; a dead or slow collector never touches traffic.
 import t from 'tap'
 import http from 'node:http'
+import http2 from 'node:http2'
 import { request } from 'undici'
 import { eventually, startMesh, type Mesh, type Teardown } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
@@ -226,6 +227,38 @@ t.test('a collector that never answers: traffic unaffected, spans beyond the que
     return dropped >= 60 - 8
   }, 3000, 'dropped spans counted').catch(() => {})
   t.ok(dropped >= 60 - 8, `spans beyond the 8-span queue are dropped and counted (${dropped})`)
+})
+
+t.test('span ids go out over HTTP/2 as never-indexed header fields, so they never fill HPACK\'s table', async (t) => {
+  const receiver = await startReceiver(t)
+  const seen: Array<{ headers: http2.IncomingHttpHeaders, neverIndexed: string[] }> = []
+  const app = http2.createServer((req, res) => {
+    seen.push({ headers: req.headers, neverIndexed: (req.headers as Record<symbol, string[] | undefined>)[http2.sensitiveHeaders] ?? [] })
+    res.end('h2 app')
+  })
+  await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => app.close())
+  const appPort = (app.address() as { port: number }).port
+  const mesh = await startMesh(t, {
+    workloads: { edge: { appPorts: [1] }, api: { appPorts: [{ port: appPort, protocol: 'http2' }] } },
+    services: [{ name: 'api', port: 80, protocol: 'http2', endpoints: [{ workload: 'api', targetPort: appPort }] }],
+  }, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '100' } })
+  const calls = [
+    { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' },
+    { b3: '0af7651916cd43dd8448eb211c80319d-b7ad6b7169203332-1' },
+    { 'x-b3-traceid': '0af7651916cd43dd8448eb211c80319e', 'x-b3-spanid': 'b7ad6b7169203333', 'x-b3-sampled': '1' },
+  ]
+  for (const headers of calls) {
+    const r = await request(`${mesh.sidecar('edge').proxyUrl}/h2`, { headers: { host: 'api', 'user-agent': 'hpack-test', ...headers } })
+    t.equal(await r.body.text(), 'h2 app')
+  }
+  t.equal(seen.length, 3)
+  for (const { headers, neverIndexed } of seen) {
+    const written = ['traceparent', 'b3', 'x-b3-traceid', 'x-b3-spanid'].filter((h) => headers[h] !== undefined)
+    t.ok(written.length > 0 && written.every((h) => neverIndexed.includes(h)), `the app got ${written.join(', ')} never-indexed (${neverIndexed.join(', ')})`)
+    t.notOk(neverIndexed.includes('user-agent'), 'headers that repeat stay indexable')
+  }
+  t.match(String(seen[0].headers.traceparent), /^00-0af7651916cd43dd8448eb211c80319c-[0-9a-f]{16}-01$/, 'the server sidecar\'s span is the app\'s parent')
 })
 
 t.test('which callers are known unsampled', async (t) => {
