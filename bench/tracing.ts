@@ -2,20 +2,22 @@
 // unsampled caller (the default parent-based sampler follows it), and 100 % sampled (always_on)
 // exporting OTLP to a local collector, measured side by side.
 //
-// How it measures on a small, shared machine whose speed drifts by 2× within a minute:
-// - each round starts one sidecar pair per case, warms them up, then runs short loads in rotating
-//   order; each case's throughput is divided by tracing off's in the same repetition (seconds
-//   apart), and the verdict is the median of those paired ratios over all rounds;
+// How it measures on a small, shared machine whose speed drifts by 2× within seconds:
+// - each round starts one sidecar pair per case and warms them up together;
+// - a repetition is ten one-second slices of load per case, interleaved (off, unsampled, sampled,
+//   off, …, the order rotating); each case's requests in the repetition are divided by tracing
+//   off's, and the verdict is the median of those paired ratios over all rounds. Measured as one
+//   4-second load per case instead, the drift between the three loads put the paired ratios'
+//   middle half at 0.76–1.03 for the sampled case (and unsampled at ×1.04 of tracing off); in
+//   slices, 0.873–0.895 (unsampled ×0.99): the cases now share the same seconds of the machine;
 // - one pair per case, never two cases on one pair: work a load leaves behind (a batch still to
 //   export, old-generation GC of its garbage) would be charged to the next case on that pair. In
 //   a trial where one pair served an unsampled and a sampled caller in turn, its sampled case
 //   measured ×0.90 of tracing off while always_on on a pair of its own measured ×0.86;
 // - warm-up: JIT compilation on V8's worker threads costs ~150 µs a request for the first ~10 s of
-//   load; measured before that, every case looks alike and the ratio flatters tracing.
-// - re-warm: each measurement follows a short unmeasured load on the same pair. A pair idles for
-//   up to ~14 s while the others are measured, and may come back slow (V8 shrinks an idle heap):
-//   in a run without it, the sampled case averaged ×0.71 of tracing off (×0.58–0.86) in the
-//   repetitions where it had waited longest; with it, ×0.87 in those repetitions, as in the others.
+//   load; measured before that, every case looks alike and the ratio flatters tracing. Between its
+//   slices a pair idles for two seconds only, not long enough to go cold (an earlier design let
+//   pairs idle ~14 s, and they came back up to a third slower).
 import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -31,16 +33,16 @@ import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
 import { median, percentile } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
-const o = { rounds: 3, reps: 6, seconds: 4, warmupS: 8, rewarmS: 2 }
-const OPTIONS = 'options (defaults): --rounds 3 --reps 6 --duration 4s --warmup 8s --rewarm 2s'
+const o = { rounds: 3, reps: 4, slices: 10, sliceS: 1, warmupS: 8 }
+const OPTIONS = 'options (defaults): --rounds 3 --reps 4 --slices 10 --slice 1s --warmup 8s'
 try {
   eachFlag(process.argv.slice(2), (flag, value) => {
     switch (flag) {
       case '--rounds': o.rounds = Number(value()); return true
       case '--reps': o.reps = Number(value()); return true
-      case '--duration': o.seconds = parseDuration(value()); return true
+      case '--slices': o.slices = Number(value()); return true
+      case '--slice': o.sliceS = parseDuration(value()); return true
       case '--warmup': o.warmupS = parseDuration(value()); return true
-      case '--rewarm': o.rewarmS = parseDuration(value()); return true
       case '--help': case '-h': console.log(`npm run bench:tracing -- [options]\n${OPTIONS}`); process.exit(0); break
       default: return false
     }
@@ -116,21 +118,31 @@ async function wrk (pair: Pair, c: Case, seconds: number): Promise<LoadResult> {
   return result
 }
 
-async function measure (pair: Pair, c: Case): Promise<Result> {
+/**
+ * One repetition: `o.slices` rounds of a slice of load per case, interleaved, the order rotating
+ * from slice to slice; each case's requests and sidecar CPU summed over its slices.
+ */
+async function repetition (running: Pair[], rep: number): Promise<Result[]> {
   // Other people's processes on this small machine skew every number: wait for a quiet moment.
-  const other = await waitForQuiet(20, 10_000, (pct) => process.stderr.write(`  ${c.name}: other processes use ${pct}% CPU; waiting up to 10 s…\n`))
-  if (other >= 20) process.stderr.write(`  ${c.name}: still ${other}% CPU used by other processes; measuring anyway\n`)
-  // A pair left idle while the others were measured may have shrunk its heap and flushed code it
-  // did not run: load it again, unmeasured, before measuring (see the header).
-  await wrk(pair, c, o.rewarmS)
+  const other = await waitForQuiet(20, 10_000, (pct) => process.stderr.write(`  other processes use ${pct}% CPU; waiting up to 10 s…\n`))
+  if (other >= 20) process.stderr.write(`  still ${other}% CPU used by other processes; measuring anyway\n`)
   const foreign = new ForeignLoad()
   foreign.start()
-  const ticks = pair.sidecars.map((s) => cpuTicksOf(s.pid))
-  const { rps, p50, p99 } = await wrk(pair, c, o.seconds)
-  const used = pair.sidecars.reduce((a, s, i) => a + cpuTicksOf(s.pid) - ticks[i], 0)
+  const sums = CASES.map(() => ({ requests: 0, ticks: 0, p50: [] as number[], p99: [] as number[] }))
+  for (let k = 0; k < o.slices; k++) {
+    const rotation = (rep * o.slices + k) % CASES.length
+    for (const i of CASES.map((_, j) => (j + rotation) % CASES.length)) {
+      const ticks = running[i].sidecars.map((s) => cpuTicksOf(s.pid))
+      const load = await wrk(running[i], CASES[i], o.sliceS)
+      sums[i].ticks += running[i].sidecars.reduce((a, s, j) => a + cpuTicksOf(s.pid) - ticks[j], 0)
+      sums[i].requests += load.requests
+      sums[i].p50.push(load.p50)
+      sums[i].p99.push(load.p99)
+    }
+  }
   const otherLoadPct = foreign.stop()
-  // Both sidecars' CPU time per proxied request (a tick is 10 ms).
-  return { rps, p50, p99, cpuUsPerRequest: used * 10_000 / Math.max(1, rps * o.seconds), otherLoadPct }
+  // Both sidecars' CPU time per proxied request (a tick is 10 ms); latency: the median slice's.
+  return sums.map((c) => ({ rps: c.requests / (o.slices * o.sliceS), p50: median(c.p50), p99: median(c.p99), cpuUsPerRequest: c.ticks * 10_000 / Math.max(1, c.requests), otherLoadPct }))
 }
 
 async function main (): Promise<void> {
@@ -151,7 +163,7 @@ async function main (): Promise<void> {
   }).listen(collectorPort, '127.0.0.1').unref()
   const otlp = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collectorPort}` }
 
-  process.stderr.write(`${o.rounds} rounds; each: a sidecar pair per case, ${o.warmupS} s warm-up each, then ${o.reps} × ${CASES.length} cases of ${o.seconds} s (wrk -t1 -c20, after ${o.rewarmS} s unmeasured) in rotating order\n`)
+  process.stderr.write(`${o.rounds} rounds; each: a sidecar pair per case, ${o.warmupS} s warm-up together, then ${o.reps} repetitions of ${o.slices} × ${o.sliceS} s per case (wrk -t1 -c20), interleaved\n`)
   // results[case][k]: the k-th measurement of that case; ratios are to tracing off in the same repetition.
   const results: Result[][] = CASES.map(() => [])
   const rssMb: number[][] = CASES.map(() => [])
@@ -159,13 +171,10 @@ async function main (): Promise<void> {
   for (let round = 0; round < o.rounds; round++) {
     const running: Pair[] = []
     for (const c of CASES) running.push(await startPair(c.name.replace(/[^a-z0-9]+/g, '-'), c.env(otlp), appPort))
-    for (const [i, pair] of running.entries()) await wrk(pair, CASES[i], o.warmupS)
+    await Promise.all(running.map((pair, i) => wrk(pair, CASES[i], o.warmupS)))
     for (let rep = 0; rep < o.reps; rep++) {
-      const rotation = (round * o.reps + rep) % CASES.length
-      const order = CASES.map((_, i) => (i + rotation) % CASES.length)
       const line: string[] = []
-      const inRep: Result[] = []
-      for (const i of order) inRep[i] = await measure(running[i], CASES[i])
+      const inRep = await repetition(running, round * o.reps + rep)
       CASES.forEach((c, i) => {
         results[i].push(inRep[i])
         line.push(`${c.name} ${inRep[i].rps.toFixed(0)} (${(inRep[i].rps / inRep[0].rps).toFixed(2)})`)
@@ -187,7 +196,7 @@ async function main (): Promise<void> {
   const paired = (i: number, f: (r: Result) => number): number[] => results[i].map((r, k) => f(r) / f(results[0][k]))
   const spread = (v: number[]): string => { const s = Float64Array.from(v).sort(); return `${percentile(s, 25).toFixed(3)}–${percentile(s, 75).toFixed(3)}` }
   const n = results[0].length
-  console.log(`\nremora two hops (wrk → client sidecar → server sidecar → app), compiled JS, access log off; ${o.rounds} rounds × ${o.reps} repetitions of ${o.seconds} s per case (each after ${o.rewarmS} s unmeasured) after ${o.warmupS} s of warm-up (${n} paired measurements)\n`)
+  console.log(`\nremora two hops (wrk → client sidecar → server sidecar → app), compiled JS, access log off; ${o.rounds} rounds × ${o.reps} repetitions of ${o.slices} × ${o.sliceS} s per case, interleaved, after ${o.warmupS} s of warm-up (${n} paired measurements)\n`)
   console.log('case                        req/s (median)  ratio to off: median  middle half   CPU µs/req  ×off (median)  p50 (median)  p99 (median)  sidecar RSS MB  other load % (max)')
   CASES.forEach((c, i) => {
     const r = results[i]
