@@ -319,6 +319,12 @@ let writer = new Writer()
 const CHUNK_BYTES = 64 << 10
 let ahead = new Writer()
 
+/** A span context with nothing but trace flags, one per flags value (see EncodedSpan.spanContext). */
+const FLAGS_ONLY: SpanContext[] = []
+function flagsOnly (traceFlags: number): SpanContext {
+  return FLAGS_ONLY[traceFlags & 0xff] ??= Object.freeze({ traceId: '', spanId: '', traceFlags: traceFlags & 0xff })
+}
+
 /**
  * A finished span as the batch keeps it until export: its OTLP bytes (a range of a shared chunk)
  * and the little the batch processor and the grouping by resource and scope read. The span's own
@@ -333,19 +339,23 @@ export class EncodedSpan {
   readonly chunk: Buffer
   readonly start: number
   readonly end: number
-  readonly #context: SpanContext
+  readonly #flags: SpanContext
 
   constructor (s: ReadableSpan, chunk: Buffer, start: number, end: number) {
     this.resource = s.resource
     this.instrumentationScope = s.instrumentationScope
-    this.#context = s.spanContext()
+    this.#flags = flagsOnly(s.spanContext().traceFlags)
     this.chunk = chunk
     this.start = start
     this.end = end
   }
 
-  /** What the batch processor reads (it queues sampled spans only). */
-  spanContext (): SpanContext { return this.#context }
+  /**
+   * What the batch processor reads: the span's trace flags (it queues sampled spans only). Its ids
+   * are in the bytes; kept here too, they and the header string a parent's id is cut from lived
+   * until the export, long enough to be promoted to the old generation.
+   */
+  spanContext (): SpanContext { return this.#flags }
 
   /** The span's `Span` message, tag included. */
   get bytes (): Uint8Array { return this.chunk.subarray(this.start, this.end) }

@@ -184,7 +184,9 @@ t.test('spans encoded as they end: the batch is the same bytes, across chunk bou
   const encoded = encodeSpan(late)
   ;(late as { name: string }).name = 'renamed after the end'
   t.same(decode(encodeSpans([encoded, spans()[2]])).resourceSpans[0].scopeSpans[0].spans.map((s) => s.name), ['span 1', 'span 2'])
-  t.equal(encoded.spanContext(), late.spanContext(), 'the batch processor reads the span\'s own context (its sampled flag)')
+  t.equal(encoded.spanContext().traceFlags, late.spanContext().traceFlags, 'the batch processor reads the span\'s sampled flag')
+  t.equal(encoded.spanContext().traceId, '', 'and nothing else of its context is kept: its ids are in its bytes')
+  t.equal(encodeSpan(spans()[3]).spanContext(), encoded.spanContext(), 'one flags-only context for all sampled spans')
   t.equal(encoded.resource, late.resource)
   t.equal(encoded.instrumentationScope, late.instrumentationScope)
 })
