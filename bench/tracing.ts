@@ -15,9 +15,11 @@
 //   a trial where one pair served an unsampled and a sampled caller in turn, its sampled case
 //   measured ×0.90 of tracing off while always_on on a pair of its own measured ×0.86;
 // - warm-up: JIT compilation on V8's worker threads costs ~150 µs a request for the first ~10 s of
-//   load; measured before that, every case looks alike and the ratio flatters tracing. Between its
-//   slices a pair idles for two seconds only, not long enough to go cold (an earlier design let
-//   pairs idle ~14 s, and they came back up to a third slower).
+//   load; measured before that, the ratio is off either way. Warm-up is slices too, each pair
+//   10 s in all: warmed together (the three loads at once) for 8 s, each had a third of the
+//   machine, and the first repetition after it was the slowest of its round, its sampled ratio the
+//   lowest. Between its slices a pair idles for two seconds only, not long enough to go cold (an
+//   earlier design let pairs idle ~14 s, and they came back up to a third slower).
 import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -33,8 +35,8 @@ import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
 import { median, percentile } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
-const o = { rounds: 3, reps: 4, slices: 10, sliceS: 1, warmupS: 8 }
-const OPTIONS = 'options (defaults): --rounds 3 --reps 4 --slices 10 --slice 1s --warmup 8s'
+const o = { rounds: 3, reps: 4, slices: 10, sliceS: 1, warmupS: 10 }
+const OPTIONS = 'options (defaults): --rounds 3 --reps 4 --slices 10 --slice 1s --warmup 10s'
 try {
   eachFlag(process.argv.slice(2), (flag, value) => {
     switch (flag) {
@@ -119,18 +121,18 @@ async function wrk (pair: Pair, c: Case, seconds: number): Promise<LoadResult> {
 }
 
 /**
- * One repetition: `o.slices` rounds of a slice of load per case, interleaved, the order rotating
+ * One repetition: `slices` rounds of a slice of load per case, interleaved, the order rotating
  * from slice to slice; each case's requests and sidecar CPU summed over its slices.
  */
-async function repetition (running: Pair[], rep: number): Promise<Result[]> {
+async function repetition (running: Pair[], rep: number, slices = o.slices): Promise<Result[]> {
   // Other people's processes on this small machine skew every number: wait for a quiet moment.
   const other = await waitForQuiet(20, 10_000, (pct) => process.stderr.write(`  other processes use ${pct}% CPU; waiting up to 10 s…\n`))
   if (other >= 20) process.stderr.write(`  still ${other}% CPU used by other processes; measuring anyway\n`)
   const foreign = new ForeignLoad()
   foreign.start()
   const sums = CASES.map(() => ({ requests: 0, ticks: 0, p50: [] as number[], p99: [] as number[] }))
-  for (let k = 0; k < o.slices; k++) {
-    const rotation = (rep * o.slices + k) % CASES.length
+  for (let k = 0; k < slices; k++) {
+    const rotation = (rep * slices + k) % CASES.length
     for (const i of CASES.map((_, j) => (j + rotation) % CASES.length)) {
       const ticks = running[i].sidecars.map((s) => cpuTicksOf(s.pid))
       const load = await wrk(running[i], CASES[i], o.sliceS)
@@ -142,7 +144,7 @@ async function repetition (running: Pair[], rep: number): Promise<Result[]> {
   }
   const otherLoadPct = foreign.stop()
   // Both sidecars' CPU time per proxied request (a tick is 10 ms); latency: the median slice's.
-  return sums.map((c) => ({ rps: c.requests / (o.slices * o.sliceS), p50: median(c.p50), p99: median(c.p99), cpuUsPerRequest: c.ticks * 10_000 / Math.max(1, c.requests), otherLoadPct }))
+  return sums.map((c) => ({ rps: c.requests / (slices * o.sliceS), p50: median(c.p50), p99: median(c.p99), cpuUsPerRequest: c.ticks * 10_000 / Math.max(1, c.requests), otherLoadPct }))
 }
 
 async function main (): Promise<void> {
@@ -163,7 +165,7 @@ async function main (): Promise<void> {
   }).listen(collectorPort, '127.0.0.1').unref()
   const otlp = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collectorPort}` }
 
-  process.stderr.write(`${o.rounds} rounds; each: a sidecar pair per case, ${o.warmupS} s warm-up together, then ${o.reps} repetitions of ${o.slices} × ${o.sliceS} s per case (wrk -t1 -c20), interleaved\n`)
+  process.stderr.write(`${o.rounds} rounds; each: a sidecar pair per case, ${o.warmupS} s of warm-up each (in slices, as measured), then ${o.reps} repetitions of ${o.slices} × ${o.sliceS} s per case (wrk -t1 -c20), interleaved\n`)
   // results[case][k]: the k-th measurement of that case; ratios are to tracing off in the same repetition.
   const results: Result[][] = CASES.map(() => [])
   const rssMb: number[][] = CASES.map(() => [])
@@ -171,7 +173,8 @@ async function main (): Promise<void> {
   for (let round = 0; round < o.rounds; round++) {
     const running: Pair[] = []
     for (const c of CASES) running.push(await startPair(c.name.replace(/[^a-z0-9]+/g, '-'), c.env(otlp), appPort))
-    await Promise.all(running.map((pair, i) => wrk(pair, CASES[i], o.warmupS)))
+    // Warm-up as the measurement runs, unmeasured: each pair loaded alone for `warmupS`, in slices.
+    await repetition(running, 0, Math.max(1, Math.round(o.warmupS / o.sliceS)))
     for (let rep = 0; rep < o.reps; rep++) {
       const line: string[] = []
       const inRep = await repetition(running, round * o.reps + rep)
