@@ -3,13 +3,14 @@
 // exporting OTLP to a local collector, measured side by side.
 //
 // How it measures on a small, shared machine whose speed drifts by 2× within seconds:
-// - each round starts one sidecar pair per case and warms them up together;
+// - each round starts one sidecar pair per case and warms them up (see warm-up below);
 // - a repetition is ten one-second slices of load per case, interleaved (off, unsampled, sampled,
 //   off, …, the order rotating); each case's requests in the repetition are divided by tracing
 //   off's, and the verdict is the median of those paired ratios over all rounds. Measured as one
 //   4-second load per case instead, the drift between the three loads put the paired ratios'
 //   middle half at 0.76–1.03 for the sampled case (and unsampled at ×1.04 of tracing off); in
-//   slices, 0.873–0.895 (unsampled ×0.99): the cases now share the same seconds of the machine;
+//   slices, 0.875–0.904 and 0.883–0.909 in two runs (unsampled ×0.995 and ×1.01): the cases now
+//   share the same seconds of the machine;
 // - one pair per case, never two cases on one pair: work a load leaves behind (a batch still to
 //   export, old-generation GC of its garbage) would be charged to the next case on that pair. In
 //   a trial where one pair served an unsampled and a sampled caller in turn, its sampled case

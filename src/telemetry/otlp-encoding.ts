@@ -297,10 +297,10 @@ function span (w: Writer, s: ReadableSpan): void {
   w.end(at, 2)
 }
 
-/** Spans grouped by resource, then by instrumentation scope (by identity: the SDK shares both objects). */
 /** What a batch holds: spans encoded as they ended (remora's), or not yet encoded (the SDK's). */
 type Batched = ReadableSpan | EncodedSpan
 
+/** Spans grouped by resource, then by instrumentation scope (by identity: the SDK shares both objects). */
 function group (spans: readonly Batched[]): Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Batched[]>> {
   const byResource = new Map<ReadableSpan['resource'], Map<ReadableSpan['instrumentationScope'], Batched[]>>()
   for (const s of spans) {
