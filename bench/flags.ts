@@ -24,3 +24,10 @@ export function parseDuration (raw: string): number {
   const scale = m[2] === 'ms' ? 0.001 : m[2] === 'm' ? 60 : 1
   return Number(m[1]) * scale
 }
+
+/** A count such as rounds or repetitions: a whole number of at least 1. */
+export function parseCount (flag: string, raw: string): number {
+  const n = Number(raw)
+  if (!Number.isInteger(n) || n < 1) throw new Error(`${flag}: expected a whole number of at least 1, got "${raw}"`)
+  return n
+}

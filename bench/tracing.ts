@@ -29,7 +29,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
 import { buildInPlace } from './build.ts'
-import { eachFlag, parseDuration } from './flags.ts'
+import { eachFlag, parseCount, parseDuration } from './flags.ts'
 import { parseWrk, type LoadResult } from './loadgen.ts'
 import { freePort, installCleanup, startChild, stopChild, waitForPort, waitForReady, type Child } from './procs.ts'
 import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
@@ -41,10 +41,15 @@ const OPTIONS = 'options (defaults): --rounds 3 --reps 4 --slices 10 --slice 1s 
 try {
   eachFlag(process.argv.slice(2), (flag, value) => {
     switch (flag) {
-      case '--rounds': o.rounds = Number(value()); return true
-      case '--reps': o.reps = Number(value()); return true
-      case '--slices': o.slices = Number(value()); return true
-      case '--slice': o.sliceS = parseDuration(value()); return true
+      case '--rounds': o.rounds = parseCount(flag, value()); return true
+      case '--reps': o.reps = parseCount(flag, value()); return true
+      case '--slices': o.slices = parseCount(flag, value()); return true
+      case '--slice': {
+        const raw = value()
+        o.sliceS = parseDuration(raw)
+        if (!Number.isInteger(o.sliceS) || o.sliceS < 1) throw new Error(`--slice: wrk loads for whole seconds (1s, 2s, …), got "${raw}"`)
+        return true
+      }
       case '--warmup': o.warmupS = parseDuration(value()); return true
       case '--help': case '-h': console.log(`npm run bench:tracing -- [options]\n${OPTIONS}`); process.exit(0); break
       default: return false
