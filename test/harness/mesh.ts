@@ -141,15 +141,23 @@ export class SidecarProcess {
 
   async waitReady (timeoutMs = 15_000): Promise<void> {
     const deadline = Date.now() + timeoutMs
+    // What /ready last said (or why asking failed), for the error: a sidecar that logged "ready"
+    // once timed out here with nothing to tell why.
+    let last = 'no answer yet'
     while (Date.now() < deadline) {
       if (this.proc.exitCode !== null) throw new Error(`sidecar ${this.name} exited with ${this.proc.exitCode}:\n${this.output}`)
       try {
-        const res = await fetch(`${this.adminUrl}/ready`)
+        // Each ask bounded: one that hangs must not take the whole wait with it.
+        const res = await fetch(`${this.adminUrl}/ready`, { signal: AbortSignal.timeout(2_000) })
+        const body = await res.text()
         if (res.status === 200) return
-      } catch { /* not listening yet */ }
+        last = `${res.status} ${body.trim()}`
+      } catch (err) {
+        last = `${(err as Error).message} ${String((err as { cause?: { code?: string } }).cause?.code ?? '')}`.trim()
+      }
       await sleep(50)
     }
-    throw new Error(`sidecar ${this.name} not ready within ${timeoutMs} ms:\n${this.output}`)
+    throw new Error(`sidecar ${this.name} not ready within ${timeoutMs} ms (last /ready: ${last}):\n${this.output}`)
   }
 
   /** Sends a signal and waits for the process to exit; resolves with its exit code. */
