@@ -1,8 +1,7 @@
 // Test harness: a real `remora control` child process (file or Kubernetes source) that can be killed and restarted.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { dirname, join } from 'node:path'
-import { CLI, freePort, startSidecars, stopProcess, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
+import { CLI, freePort, waitForReady, startSidecars, stopProcess, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
 
 export class ControlProcess {
   readonly args: string[]
@@ -31,15 +30,7 @@ export class ControlProcess {
     })
     this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })
     this.proc.stderr?.on('data', (c: Buffer) => { this.output += c.toString() })
-    const deadline = Date.now() + 15_000
-    while (Date.now() < deadline) {
-      if (this.proc.exitCode !== null) throw new Error(`remora control exited with ${this.proc.exitCode}:\n${this.output}`)
-      try {
-        if ((await fetch(`${this.adminUrl}/ready`)).status === 200) return
-      } catch { /* not listening yet */ }
-      await sleep(50)
-    }
-    throw new Error(`remora control not ready within 15 s:\n${this.output}`)
+    await waitForReady('remora control', this.adminUrl, this.proc, () => this.output)
   }
 
   async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {

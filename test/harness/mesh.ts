@@ -56,6 +56,41 @@ export async function freePort (): Promise<number> {
   return port
 }
 
+/**
+ * How long a child (sidecar, control plane) may take to start: a guard against a hang, not a speed
+ * check (startup cost is measured by the benchmark). Unloaded, a sidecar is ready in under 1 s and a
+ * Kubernetes-sourced control plane in 1.5 s, but both are mostly CPU (module loading), and with two
+ * test files starting five processes at once on two cores a control plane once took 17.8 s.
+ */
+export const START_TIMEOUT_MS = 60_000
+
+/**
+ * Waits for a child's admin /ready to answer 200. Each ask is bounded (one that hangs must not take
+ * the whole wait), and the error says what /ready last answered and how long the wait was.
+ */
+export async function waitForReady (what: string, adminUrl: string, proc: ChildProcess, output: () => string, timeoutMs = START_TIMEOUT_MS): Promise<void> {
+  const started = Date.now()
+  const deadline = started + timeoutMs
+  let last = 'no answer yet'
+  let asks = 0
+  while (Date.now() < deadline) {
+    if (proc.exitCode !== null) throw new Error(`${what} exited with ${proc.exitCode}:\n${output()}`)
+    asks++
+    const asked = Date.now()
+    try {
+      const res = await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(2_000) })
+      const body = await res.text()
+      if (res.status === 200) return
+      last = `${res.status} ${body.trim()}`
+    } catch (err) {
+      last = `${(err as Error).message} ${String((err as { cause?: { code?: string } }).cause?.code ?? '')}`.trim()
+    }
+    last += ` (ask ${asks}, ${Date.now() - asked} ms, ${asked - started} ms in)`
+    await sleep(50)
+  }
+  throw new Error(`${what} not ready within ${timeoutMs} ms (last /ready: ${last}):\n${output()}`)
+}
+
 export interface WorkloadSpec {
   appPorts: Array<number | { port: number, protocol: 'auto' | 'http1' | 'http2' | 'grpc' }>
   namespace?: string
@@ -105,7 +140,7 @@ export class SidecarProcess {
   get proxyUrl (): string { return `http://127.0.0.1:${this.ports.outbound}` }
   get adminUrl (): string { return `http://127.0.0.1:${this.ports.admin}` }
 
-  async start (readyTimeoutMs = 15_000): Promise<void> {
+  async start (readyTimeoutMs = START_TIMEOUT_MS): Promise<void> {
     this.#spawn()
     await this.waitReady(readyTimeoutMs)
   }
@@ -118,7 +153,7 @@ export class SidecarProcess {
   }
 
   /**
-   * Starts a sidecar that should stay not ready: waits (up to 15 s) for its admin port to answer,
+   * Starts a sidecar that should stay not ready: waits (up to START_TIMEOUT_MS) for its admin port to answer,
    * then requires /ready to stay non-200 for `forMs`. Returns /ready's last answer (its reason).
    */
   async startNotReady (forMs: number): Promise<{ status: number, body: string }> {
@@ -129,7 +164,7 @@ export class SidecarProcess {
       return res === undefined ? undefined : { status: res.status, body: await res.text() }
     }
     let last: { status: number, body: string } | undefined
-    await eventually(async () => (last = await ready()) !== undefined, 15_000, `sidecar ${this.name}'s admin port answers`)
+    await eventually(async () => (last = await ready()) !== undefined, START_TIMEOUT_MS, `sidecar ${this.name}'s admin port answers`)
     const until = Date.now() + forMs
     while (Date.now() < until) {
       await sleep(50)
@@ -139,25 +174,8 @@ export class SidecarProcess {
     return last as { status: number, body: string }
   }
 
-  async waitReady (timeoutMs = 15_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs
-    // What /ready last said (or why asking failed), for the error: a sidecar that logged "ready"
-    // once timed out here with nothing to tell why.
-    let last = 'no answer yet'
-    while (Date.now() < deadline) {
-      if (this.proc.exitCode !== null) throw new Error(`sidecar ${this.name} exited with ${this.proc.exitCode}:\n${this.output}`)
-      try {
-        // Each ask bounded: one that hangs must not take the whole wait with it.
-        const res = await fetch(`${this.adminUrl}/ready`, { signal: AbortSignal.timeout(2_000) })
-        const body = await res.text()
-        if (res.status === 200) return
-        last = `${res.status} ${body.trim()}`
-      } catch (err) {
-        last = `${(err as Error).message} ${String((err as { cause?: { code?: string } }).cause?.code ?? '')}`.trim()
-      }
-      await sleep(50)
-    }
-    throw new Error(`sidecar ${this.name} not ready within ${timeoutMs} ms (last /ready: ${last}):\n${this.output}`)
+  async waitReady (timeoutMs = START_TIMEOUT_MS): Promise<void> {
+    await waitForReady(`sidecar ${this.name}`, this.adminUrl, this.proc, () => this.output, timeoutMs)
   }
 
   /** Sends a signal and waits for the process to exit; resolves with its exit code. */
