@@ -33,6 +33,9 @@ t.test('remora demo: traffic flows, the printed curl works, Ctrl-C stops every p
   const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)))
   demo.kill('SIGINT')
   t.equal(await exited, 0)
+  // Every request counted, the last one's answer included (it used to print n-1/n when stopped mid-request).
+  const stopping = out.match(/demo: stopping \((\d+)\/(\d+) requests ok\)/)
+  t.ok(stopping !== null && stopping[1] === stopping[2], `every request ok: ${stopping?.[0] ?? 'no stopping line'}`)
   t.match(out, /demo: stopped/)
   for (const port of [15012, 15014, 15101, 15106, 15206, 15301, 18080, 18081]) {
     const free = await new Promise<boolean>((resolve) => {

@@ -112,16 +112,19 @@ Ctrl-C stops everything.
   let sent = 0
   let ok = 0
   let lastError = ''
+  const inFlight = new Set<Promise<void>>()
   const traffic = setInterval(() => {
     sent++
     // Host-header mode, as an app whose traffic iptables redirects would send it (fetch() can't set Host).
-    request(`http://${via}/hello?name=demo-${sent}`, { headers: { host: 'web' } })
+    const done: Promise<void> = request(`http://${via}/hello?name=demo-${sent}`, { headers: { host: 'web' } })
       .then(async (res) => {
         const body = await res.body.text()
         if (res.statusCode === 200) ok++
         else lastError = `${res.statusCode} ${String(res.headers['remora-proxy-error'] ?? '')} ${body.split('\n')[0]}`
         if (sent <= 1 || sent % 10 === 0) console.log(`traffic: ${ok}/${sent} ok${lastError !== '' ? `; last error: ${lastError}` : ''}${sent <= 1 ? `  — first answer: ${body.split('\n')[0]}` : ''}`)
       }, (err: Error) => { lastError = err.message })
+      .finally(() => inFlight.delete(done))
+    inFlight.add(done)
   }, 1000)
 
   await new Promise<void>((resolve) => {
@@ -130,6 +133,8 @@ Ctrl-C stops everything.
     if (duration !== undefined) setTimeout(resolve, duration).unref()
   })
   clearInterval(traffic)
+  // The count includes the last request's answer (it may be on its way; the mesh is still up).
+  await Promise.race([Promise.allSettled(inFlight), new Promise((resolve) => setTimeout(resolve, 5000).unref())])
   console.log(`\ndemo: stopping (${ok}/${sent} requests ok) …`)
   await stopAll()
   rmSync(caDir, { recursive: true, force: true })
