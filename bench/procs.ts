@@ -4,6 +4,7 @@ import { accessSync, closeSync, constants, openSync, readFileSync } from 'node:f
 import net from 'node:net'
 import { delimiter, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { waitForReady as waitForChildReady } from '../test/harness/ready.ts'
 
 /** Absolute path of an executable on PATH, or undefined when it is not installed. */
 export function which (cmd: string): string | undefined {
@@ -150,17 +151,7 @@ export async function waitForPort (child: Child, port: number, timeoutMs = 10_00
 
 /** Waits for `GET /ready` = 200 on a sidecar's admin port. */
 export async function waitForReady (child: Child, adminPort: number, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
-    if (!child.alive) throw new Error(`${child.name} exited during start-up:\n${child.tail()}`)
-    try {
-      const res = await fetch(`http://127.0.0.1:${adminPort}/ready`)
-      await res.arrayBuffer()
-      if (res.status === 200) return
-    } catch { /* not listening yet */ }
-    await sleep(50)
-  }
-  throw new Error(`${child.name} not ready within ${timeoutMs} ms:\n${child.tail()}`)
+  await waitForChildReady(child.name, `http://127.0.0.1:${adminPort}`, child.proc, () => child.tail(), timeoutMs)
 }
 
 /** Runs a command to completion (a load generator), pinned if asked; resolves with its output. */

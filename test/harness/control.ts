@@ -1,7 +1,8 @@
 // Test harness: a real `remora control` child process (file or Kubernetes source) that can be killed and restarted.
 import { spawn, type ChildProcess } from 'node:child_process'
 import { dirname, join } from 'node:path'
-import { CLI, freePort, waitForReady, startSidecars, stopProcess, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
+import { CLI, freePort, startSidecars, stopProcess, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
+import { waitForReady } from './ready.ts'
 
 export class ControlProcess {
   readonly args: string[]

@@ -8,6 +8,7 @@ import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { stringify } from 'yaml'
 import type { RawInboundPolicy, RawServicePolicy } from '../../src/resilience/policy-file.ts'
+import { askReady, assertRunning, START_TIMEOUT_MS, waitForReady, type ReadyAnswer } from './ready.ts'
 
 export const ROOT = new URL('../..', import.meta.url).pathname
 export const CLI = join(ROOT, 'src/cli.ts')
@@ -54,41 +55,6 @@ export async function freePort (): Promise<number> {
   const port = await tryListen(0)
   if (port === undefined) throw new Error('no free port')
   return port
-}
-
-/**
- * How long a child (sidecar, control plane) may take to start: a guard against a hang, not a speed
- * check (startup cost is measured by the benchmark). Unloaded, a sidecar is ready in under 1 s and a
- * Kubernetes-sourced control plane in 1.5 s, but both are mostly CPU (module loading), and with two
- * test files starting five processes at once on two cores a control plane once took 17.8 s.
- */
-export const START_TIMEOUT_MS = 60_000
-
-/**
- * Waits for a child's admin /ready to answer 200. Each ask is bounded (one that hangs must not take
- * the whole wait), and the error says what /ready last answered and how long the wait was.
- */
-export async function waitForReady (what: string, adminUrl: string, proc: ChildProcess, output: () => string, timeoutMs = START_TIMEOUT_MS): Promise<void> {
-  const started = Date.now()
-  const deadline = started + timeoutMs
-  let last = 'no answer yet'
-  let asks = 0
-  while (Date.now() < deadline) {
-    if (proc.exitCode !== null) throw new Error(`${what} exited with ${proc.exitCode}:\n${output()}`)
-    asks++
-    const asked = Date.now()
-    try {
-      const res = await fetch(`${adminUrl}/ready`, { signal: AbortSignal.timeout(2_000) })
-      const body = await res.text()
-      if (res.status === 200) return
-      last = `${res.status} ${body.trim()}`
-    } catch (err) {
-      last = `${(err as Error).message} ${String((err as { cause?: { code?: string } }).cause?.code ?? '')}`.trim()
-    }
-    last += ` (ask ${asks}, ${Date.now() - asked} ms, ${asked - started} ms in)`
-    await sleep(50)
-  }
-  throw new Error(`${what} not ready within ${timeoutMs} ms (last /ready: ${last}):\n${output()}`)
 }
 
 export interface WorkloadSpec {
@@ -156,14 +122,14 @@ export class SidecarProcess {
    * Starts a sidecar that should stay not ready: waits (up to START_TIMEOUT_MS) for its admin port to answer,
    * then requires /ready to stay non-200 for `forMs`. Returns /ready's last answer (its reason).
    */
-  async startNotReady (forMs: number): Promise<{ status: number, body: string }> {
+  async startNotReady (forMs: number): Promise<ReadyAnswer> {
     this.#spawn()
-    const ready = async (): Promise<{ status: number, body: string } | undefined> => {
-      if (this.proc.exitCode !== null) throw new Error(`sidecar ${this.name} exited with ${this.proc.exitCode}:\n${this.output}`)
-      const res = await fetch(`${this.adminUrl}/ready`).catch(() => undefined)
-      return res === undefined ? undefined : { status: res.status, body: await res.text() }
+    const ready = async (): Promise<ReadyAnswer | undefined> => {
+      assertRunning(`sidecar ${this.name}`, this.proc, () => this.output)
+      const answer = await askReady(this.adminUrl)
+      return 'error' in answer ? undefined : answer
     }
-    let last: { status: number, body: string } | undefined
+    let last: ReadyAnswer | undefined
     await eventually(async () => (last = await ready()) !== undefined, START_TIMEOUT_MS, `sidecar ${this.name}'s admin port answers`)
     const until = Date.now() + forMs
     while (Date.now() < until) {
@@ -171,7 +137,7 @@ export class SidecarProcess {
       last = await ready() ?? last
       if (last?.status === 200) throw new Error(`sidecar ${this.name} became ready:\n${this.output}`)
     }
-    return last as { status: number, body: string }
+    return last as ReadyAnswer
   }
 
   async waitReady (timeoutMs = START_TIMEOUT_MS): Promise<void> {
