@@ -75,6 +75,9 @@ export const ProxySettings = Object.freeze({
   authzDefault: { env: 'REMORA_AUTHZ_DEFAULT', help: `Who may call ports without an allow list: ${DEFAULT_POLICIES.join(', ')}. Default: the mesh file workload's, else all-authenticated with strict mTLS and all-unauthenticated otherwise.`, parse: oneOf(...DEFAULT_POLICIES) } as Setting<DefaultPolicy>,
   authzAllow: { env: 'REMORA_AUTHZ_ALLOW', help: 'Allow lists per app port, e.g. 8080=ns:shop,spiffe://cluster.local/ns/ops/sa/admin;9090=ns:ops (adds to the mesh file\'s).', parse: parseAllowSetting } as Setting<Record<number, AllowRule[]>>,
   discoveryTimeout: { env: 'REMORA_DISCOVERY_TIMEOUT', default: '3s', help: "How long a request for an authority this sidecar has not resolved yet waits for the control plane's answer.", parse: parseDuration } as Setting<number>,
+  podName: { env: 'REMORA_POD_NAME', help: "This pod's name (the injector sets it from the downward API, metadata.name); the traces' k8s.pod.name.", parse: text } as Setting<string>,
+  podNamespace: { env: 'REMORA_POD_NAMESPACE', help: "This pod's namespace (downward API, metadata.namespace); the traces' service.namespace and k8s.namespace.name. Default: the mesh file workload's namespace, else REMORA_IDENTITY's.", parse: text } as Setting<string>,
+  nodeName: { env: 'REMORA_NODE_NAME', help: "The node the pod runs on (downward API, spec.nodeName); the traces' k8s.node.name.", parse: text } as Setting<string>,
   discoveryIdle: { env: 'REMORA_DISCOVERY_IDLE', default: '10m', help: 'A watched authority no request has used for this long is dropped from the table (watched again on next use).', parse: parseDuration } as Setting<number>,
 })
 

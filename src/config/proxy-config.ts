@@ -15,6 +15,8 @@ export interface ProxyConfig {
   readonly discoveryIdle: number
   readonly workload: string | undefined
   readonly identity: string | undefined
+  /** Where this workload runs, as its telemetry names it (OpenTelemetry resource attributes). */
+  readonly placement: Placement
   readonly outboundAddr: HostPort
   readonly inboundAddr: HostPort
   readonly adminAddr: HostPort
@@ -29,6 +31,13 @@ export interface ProxyConfig {
   /** Mutual TLS; undefined = off (plaintext between sidecars). */
   readonly mtls: MtlsConfig | undefined
   readonly authorization: AuthorizationPolicy
+}
+
+export interface Placement {
+  /** The pod's namespace (downward API), else the mesh file workload's, else the identity's. */
+  readonly namespace: string | undefined
+  readonly podName: string | undefined
+  readonly nodeName: string | undefined
 }
 
 export interface MtlsConfig {
@@ -71,6 +80,7 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     discoveryIdle: s.discoveryIdle as number,
     workload: workload?.name ?? s.workload,
     identity: s.identity ?? workload?.identity,
+    placement: { namespace: s.podNamespace ?? workload?.namespace ?? namespaceOf(s.identity), podName: s.podName, nodeName: s.nodeName },
     outboundAddr: pick('outboundAddr', workload?.sidecar.outbound),
     inboundAddr: pick('inboundAddr', workload?.sidecar.inbound),
     adminAddr: pick('adminAddr', workload?.sidecar.admin),
@@ -103,6 +113,11 @@ function mtlsConfig (s: SettingsOf<typeof ProxySettings>, workload: Workload | u
     throw new RemoraError('REMORA_CONFIG_ENV', `mTLS needs a proof of identity for the CA: set REMORA_TOKEN_FILE (in Kubernetes, a projected service account token with audience remora) or give workload "${workload?.name ?? '?'}" a bootstrapToken in the mesh file`)
   }
   return { trustAnchorsFile: s.trustAnchors, identity, token, inbound: s.inboundMtls ?? 'strict' }
+}
+
+function namespaceOf (identity: string | undefined): string | undefined {
+  if (identity === undefined) return undefined
+  try { return parseSpiffeId(identity).namespace } catch { return undefined /* reported by mtlsConfig when it matters */ }
 }
 
 function mergeAllow (a: Readonly<Record<number, readonly AllowRule[]>>, b: Readonly<Record<number, readonly AllowRule[]>>): Record<number, readonly AllowRule[]> {

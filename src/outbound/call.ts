@@ -15,10 +15,9 @@ import { formatGrpcTimeout, parseGrpcTimeout } from '../resilience/deadline.ts'
 import { IDEMPOTENT, retriableResponse } from '../resilience/policy.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import type { ServiceState } from './service-state.ts'
-import type { Context } from '@opentelemetry/api'
 import type { Headers } from '../http/headers.ts'
-import { endSpan, startClientSpan } from '../telemetry/spans.ts'
-import { logIds, type Span } from '../telemetry/tracing.ts'
+import { endSpan, type RequestSpan } from '../telemetry/spans.ts'
+import type { Span } from '../telemetry/tracing.ts'
 
 export class OutboundCall {
   readonly #ctx: ProxyContext
@@ -34,23 +33,24 @@ export class OutboundCall {
   #deadlineTimer: NodeJS.Timeout | undefined
   #backoffTimer: NodeJS.Timeout | undefined
   #over = false
-  /** The app's trace context (from its traceparent / b3), parent of every attempt's span. */
-  #parent: Context | undefined
-  #span: Span | undefined
+  /** The request's span (route.ts), parent of every attempt's span; undefined when not traced. */
+  readonly #span: RequestSpan | undefined
+  /** How long the call waited before the next attempt (its backoff), for that attempt's span. */
+  #waitedMs = 0
 
-  constructor (ctx: ProxyContext, ex: Exchange, service: Service, state: ServiceState, sink: ResponseSink) {
+  constructor (ctx: ProxyContext, ex: Exchange, service: Service, state: ServiceState, sink: ResponseSink, span: RequestSpan | undefined) {
     this.#ctx = ctx
     this.#ex = ex
     this.#service = service
     this.#state = state
     this.#sink = sink
+    this.#span = span
   }
 
   start (): void {
     const { requestTimeoutMs, retry } = this.#state.policy
     const now = Date.now()
     this.#state.budget.request(now)
-    if (this.#ctx.tracing.traces(this.#ex.headers)) this.#parent = this.#ctx.tracing.extract(this.#ex.headers)
     const grpcTimeout = this.#ex.grpc ? parseGrpcTimeout(first(this.#ex.headers['grpc-timeout'])) : undefined
     const limits = [requestTimeoutMs > 0 ? requestTimeoutMs : undefined, grpcTimeout].filter((v): v is number => v !== undefined)
     if (limits.length > 0) {
@@ -96,14 +96,9 @@ export class OutboundCall {
     if (ex.origProto === 'HTTP/1.1') headers[MeshHeader.origProto] = 'HTTP/1.1'
     if (ex.upgrade !== undefined) headers[MeshHeader.upgrade] = ex.upgrade
     if (this.#deadline !== undefined && ex.grpc) headers['grpc-timeout'] = formatGrpcTimeout(this.#deadline - now)
-    const span = this.#parent === undefined
-      ? undefined
-      : startClientSpan(this.#ctx.tracing, ex, this.#parent, this.#attempt, { host: endpoint.address.host, port: endpoint.address.port, key: endpoint.key, identity: endpoint.identity })
-    if (span !== undefined) {
-      this.#span = span
-      this.#ctx.tracing.inject(span, headers as Headers)
-      ex.record.traceIds = logIds(span)
-    }
+    const request = this.#span
+    const span = request?.startAttempt(this.#attempt, { host: endpoint.address.host, port: endpoint.address.port, key: endpoint.key, identity: endpoint.identity }, this.#waitedMs)
+    this.#ctx.tracing.inject(span, headers as Headers)
     let outcome: { status: number, grpc?: string, error?: string } = { status: 0 }
     const body: Readable | null = this.#replay?.next() ?? ex.body
     const session = this.#ctx.peers.get(endpoint.address, this.#state.policy.connectTimeoutMs || undefined, endpoint.identity)
@@ -112,10 +107,10 @@ export class OutboundCall {
     let started = performance.now()
     if (session.connecting) session.once('connect', () => { started = performance.now() })
     let observed = false
-    const observe = (failure: boolean): void => {
+    const observe = (failure: boolean, span: Span | undefined): void => {
       if (observed) return
       observed = true
-      this.#observe(endpoint, failure, performance.now() - started)
+      this.#observe(endpoint, failure, performance.now() - started, span)
     }
 
     const attempt = this.#current = relayOverH2(session, headers, ex, body, this.#sink, PEER_REASONS, {
@@ -123,8 +118,8 @@ export class OutboundCall {
       onResponse: (status, h) => {
         const grpcStatus = h['grpc-status'] === undefined ? undefined : Number(first(h['grpc-status']))
         const failure = status >= 500 || grpcStatus === 14
-        outcome = { status, grpc: grpcStatus === undefined ? undefined : String(grpcStatus) }
-        observe(failure)
+        outcome = { status, grpc: grpcStatus === undefined ? undefined : String(grpcStatus), error: first(h[MeshHeader.proxyError]) }
+        observe(failure, span)
         // The peer's sidecar shed the request or could not reach its app: the app never saw it.
         const refusedByPeer = first(h[MeshHeader.proxyError])
         if ((refusedByPeer === ProxyErrors.overloaded.reason || refusedByPeer === ProxyErrors.appUnavailable.reason) && this.#canRetry()) {
@@ -139,7 +134,7 @@ export class OutboundCall {
       },
       onFailure: (reason, _detail, unprocessed) => {
         outcome = { status: 0, error: reason.reason }
-        observe(true)
+        observe(true, span)
         const safe = unprocessed || (this.#state.policy.retry.on.includes('reset') && IDEMPOTENT.has(ex.method) && !ex.grpc)
         if (safe && this.#canRetry()) {
           this.#retryLater(endpoint, reason.reason, span)
@@ -149,7 +144,9 @@ export class OutboundCall {
       },
       onClose: () => {
         state.inflight--
+        if (span === undefined) return
         endSpan(span, 'client', outcome.status, outcome.grpc ?? ex.record.grpcStatus, outcome.error ?? (this.#current === attempt ? ex.record.error : undefined))
+        request?.attemptEnded()
       },
     })
   }
@@ -176,16 +173,17 @@ export class OutboundCall {
     this.#ex.record.retried.push(`${endpoint.key}: ${why}`)
     this.#ctx.metrics.retries.inc({ authority: this.#service.authorities[1], reason: why })
     const delay = backoffMs(this.#attempt, retry.backoffBaseMs, retry.backoffMaxMs)
+    this.#waitedMs = delay
     this.#backoffTimer = setTimeout(() => { if (!this.#over) this.#try() }, delay)
   }
 
-  #observe (endpoint: Endpoint, failure: boolean, ms: number): void {
+  #observe (endpoint: Endpoint, failure: boolean, ms: number, span: Span | undefined): void {
     const change = this.#ctx.endpoints.record(endpoint, this.#service.endpoints, failure ? 'failure' : 'success', ms, Date.now(), this.#state.policy.circuit)
     if (change === undefined) return
     const authority = this.#service.authorities[1]
     const s = this.#ctx.endpoints.get(endpoint)
     if (change === 'ejected') {
-      this.#span?.addEvent('endpoint ejected', { 'remora.endpoint': endpoint.key, 'remora.ejected_for_ms': Math.round(s.ejectedUntil - Date.now()) })
+      span?.addEvent('endpoint ejected', { 'remora.endpoint': endpoint.key, 'remora.ejected_for_ms': Math.round(s.ejectedUntil - Date.now()) })
       this.#ctx.metrics.ejections.inc({ authority })
       this.#ctx.log.info({ authority, endpoint: endpoint.key, consecutive_failures: s.consecutiveFailures, ejected_for_ms: Math.round(s.ejectedUntil - Date.now()), ejections: s.ejections }, 'endpoint ejected after consecutive failures')
     } else {
@@ -196,7 +194,7 @@ export class OutboundCall {
   #expire (): void {
     if (this.#over) return
     clearTimeout(this.#backoffTimer)
-    this.#span?.addEvent('timeout', { 'remora.attempts': this.#attempt })
+    this.#span?.span.addEvent('timeout', { 'remora.attempts': this.#attempt })
     this.#current?.cancel()
     this.#ctx.metrics.timeouts.inc({ direction: 'outbound', authority: this.#service.authorities[1] })
     const detail = `deadline reached after ${this.#attempt} attempt(s)`

@@ -3,7 +3,7 @@ import type http from 'node:http'
 import type http2 from 'node:http2'
 import type { Logger } from 'pino'
 import type { Environment, HostPort } from '../config/env.ts'
-import { Tracing } from '../telemetry/tracing.ts'
+import { resourceAttributes, Tracing } from '../telemetry/tracing.ts'
 import { RemoraError } from '../errors.ts'
 import type { ProxyConfig } from '../config/proxy-config.ts'
 import { createAdminServer } from '../admin/server.ts'
@@ -37,7 +37,7 @@ export interface Sidecar {
 
 export async function startSidecar (config: ProxyConfig, log: Logger, env: Environment = process.env): Promise<Sidecar> {
   const metrics = new ProxyMetrics()
-  const tracing = await Tracing.start({ serviceName: config.workload ?? 'remora-proxy', env, metrics, log })
+  const tracing = await Tracing.start({ serviceName: config.workload ?? 'remora-proxy', resource: resourceAttributes(config.placement), env, metrics, log })
   const table = new EndpointTable()
   const endpoints = new EndpointStates()
   const identity = config.mtls !== undefined && config.controlAddr !== undefined

@@ -27,7 +27,8 @@ const UNSET: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET })
 
 function hrTime (ms: number): HrTime {
   const s = Math.floor(ms / 1000)
-  return [s, Math.round((ms - s * 1000) * 1e6)]
+  const ns = Math.round((ms - s * 1000) * 1e6)
+  return ns >= 1e9 ? [s + 1, ns - 1e9] : [s, ns]
 }
 
 function toMs (t: TimeInput): number {
@@ -79,9 +80,12 @@ export class MeshSpan implements Span, ReadableSpan {
   ended = false
   readonly #context: SpanContext
   readonly #processor: SpanProcessor
-  /** Wall clock at the start; durations come from the monotonic clock, as the SDK's spans do. */
-  readonly #startMs = Date.now()
-  readonly #startMono = performance.now()
+  /**
+   * Start and end from one high-resolution clock, the SDK's own (time origin + monotonic time):
+   * Date.now() has whole milliseconds, so a child that started within the same millisecond as its
+   * parent, or a parent's end read from another clock, drew the child outside its parent.
+   */
+  readonly #startMs = performance.timeOrigin + performance.now()
   #endMs = 0
 
   constructor (p: TracerParts, name: string, kind: SpanKind, context: SpanContext, parent: SpanContext | undefined, attributes: Attributes) {
@@ -170,5 +174,5 @@ export class MeshSpan implements Span, ReadableSpan {
     this.#processor.onEnd(this)
   }
 
-  #now (): number { return this.#startMs + (performance.now() - this.#startMono) }
+  #now (): number { return performance.timeOrigin + performance.now() }
 }

@@ -1,8 +1,10 @@
-// The spans of one hop, with OpenTelemetry semantic-convention attributes for HTTP and gRPC.
-import type { Attributes, Context } from '@opentelemetry/api'
+// The spans of one hop, with OpenTelemetry semantic-convention attributes for HTTP and gRPC:
+// inbound, one SERVER span; outbound, one span for the request as the app made it (its whole time
+// and final status) with one CLIENT span per attempt under it, so a retried request is one trace.
+import { ROOT_CONTEXT, trace, type Attributes } from '@opentelemetry/api'
 import type { Exchange } from '../http/exchange.ts'
 import { MeshSpan } from './mesh-span.ts'
-import { logIds, SpanKind, SpanStatusCode, type Span, type Tracing } from './tracing.ts'
+import { SpanKind, SpanStatusCode, type Span, type Tracing } from './tracing.ts'
 
 /** "/pkg.Service/Method" → ["pkg.Service", "Method"] */
 function grpcParts (path: string): [string, string] | undefined {
@@ -44,7 +46,8 @@ function baseAttributes (ex: Exchange, rpc: Named['rpc']): Attributes {
     'server.address': host,
     'network.protocol.version': ex.origProto === 'HTTP/1.1' ? '1.1' : '2',
   }
-  if (port !== undefined) attributes['server.port'] = port
+  // Required on CLIENT spans: the port the app asked for, else the scheme's default (http: 80).
+  attributes['server.port'] = port ?? 80
   if (rpc !== undefined) {
     attributes['rpc.system'] = 'grpc'
     attributes['rpc.service'] = rpc[0]
@@ -67,6 +70,10 @@ export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: st
   if (span?.isRecording() === true) {
     const attributes = baseAttributes(ex, rpc)
     if (peerAddress !== undefined) attributes['network.peer.address'] = peerAddress
+    // The client as the conventions define it: the first X-Forwarded-For hop a proxy in front
+    // recorded, else whoever connected (the calling pod's sidecar, on a mesh hop).
+    const client = clientAddress(ex.headers['x-forwarded-for']) ?? peerAddress
+    if (client !== undefined) attributes['client.address'] = client
     // The caller's verified SPIFFE ID (mTLS); the CLIENT span carries the one it expected of us.
     if (ex.peerIdentity !== undefined) attributes['remora.peer.identity'] = ex.peerIdentity
     record(span, attributes)
@@ -75,47 +82,103 @@ export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: st
   return span
 }
 
-/** One outbound attempt's CLIENT span, child of the app's context; the peer gets it as parent. */
-export function startClientSpan (tracing: Tracing, ex: Exchange, parent: Context, attempt: number, endpoint: { host: string, port: number, key: string, identity: string }): Span | undefined {
-  if (!tracing.enabled) return undefined
-  const { name, rpc } = named(ex)
-  const span = tracing.start(name, SpanKind.CLIENT, parent)
-  if (span?.isRecording() === true) {
-    const attributes = baseAttributes(ex, rpc)
-    attributes['network.peer.address'] = endpoint.host
-    attributes['network.peer.port'] = endpoint.port
-    attributes['remora.endpoint'] = endpoint.key
-    attributes['remora.peer.identity'] = endpoint.identity
-    if (attempt > 1) attributes['http.request.resend_count'] = attempt - 1
-    record(span, attributes)
-  }
-  return span
+function clientAddress (forwarded: string | string[] | undefined): string | undefined {
+  const v = Array.isArray(forwarded) ? forwarded[0] : forwarded
+  const hop = v?.split(',')[0].trim()
+  return hop === undefined || hop === '' ? undefined : hop
 }
 
-/** Sets the outcome and ends the span: errors are 5xx, gRPC non-OK (on CLIENT spans), or a proxy reason. */
-export function endSpan (span: Span | undefined, kind: 'server' | 'client', status: number, grpcStatus: string | undefined, error: string | undefined): void {
+/**
+ * The outbound request as the app made it: one span across every attempt, from the request's
+ * arrival to its last byte, ending with the status the app got. Its parent is the app's context;
+ * without one it is the trace's root, so a retried request is still one trace. It ends only after
+ * its attempts' spans have (the caller's stream can close a moment before the upstream's), so
+ * every attempt lies inside it.
+ */
+export class RequestSpan {
+  readonly span: Span
+  readonly #tracing: Tracing
+  readonly #ex: Exchange
+  #open = 0
+  #end: (() => void) | undefined
+
+  private constructor (tracing: Tracing, ex: Exchange, span: Span) {
+    this.#tracing = tracing
+    this.#ex = ex
+    this.span = span
+  }
+
+  static start (tracing: Tracing, ex: Exchange): RequestSpan | undefined {
+    if (!tracing.traces(ex.headers)) return undefined
+    const { name, rpc } = named(ex)
+    const span = tracing.start(name, SpanKind.INTERNAL, tracing.extract(ex.headers))
+    if (span === undefined) return undefined
+    if (span.isRecording()) record(span, baseAttributes(ex, rpc))
+    return new RequestSpan(tracing, ex, span)
+  }
+
+  /**
+   * One attempt's CLIENT span, child of this one; the peer gets it as parent. `backoffMs` is how
+   * long the call waited before this attempt. Call `attemptEnded` once it has ended.
+   */
+  startAttempt (attempt: number, endpoint: AttemptTarget, backoffMs: number): Span | undefined {
+    const { name, rpc } = named(this.#ex)
+    const span = this.#tracing.start(name, SpanKind.CLIENT, trace.setSpan(ROOT_CONTEXT, this.span))
+    if (span === undefined) return undefined
+    this.#open++
+    if (span.isRecording()) {
+      const attributes = baseAttributes(this.#ex, rpc)
+      attributes['network.peer.address'] = endpoint.host
+      attributes['network.peer.port'] = endpoint.port
+      attributes['remora.endpoint'] = endpoint.key
+      attributes['remora.peer.identity'] = endpoint.identity
+      attributes['remora.attempt'] = attempt
+      if (attempt > 1) {
+        attributes['http.request.resend_count'] = attempt - 1
+        attributes['remora.retry.backoff_ms'] = Math.round(backoffMs * 1000) / 1000
+      }
+      record(span, attributes)
+    }
+    return span
+  }
+
+  attemptEnded (): void {
+    if (--this.#open === 0 && this.#end !== undefined) this.#end()
+  }
+
+  /** The app's answer is complete (or the app is gone): ends now, or when the last attempt ends. */
+  end (status: number, grpcStatus: string | undefined, error: string | undefined): void {
+    const end = (): void => endSpan(this.span, 'request', status, grpcStatus, error)
+    if (this.#open === 0) end()
+    else this.#end = end
+  }
+}
+
+export interface AttemptTarget { readonly host: string, readonly port: number, readonly key: string, readonly identity: string }
+
+export type SpanRole = 'server' | 'client' | 'request'
+
+/**
+ * Sets the outcome and ends the span. A CLIENT or request span is in error for any 4xx/5xx, a
+ * non-OK gRPC status or a proxy reason; a SERVER span only for 5xx, a server-fault gRPC status, or
+ * a failure that is not a 4xx answer (the conventions leave a server's 4xx unset: the caller erred).
+ */
+export function endSpan (span: Span | undefined, role: SpanRole, status: number, grpcStatus: string | undefined, error: string | undefined): void {
   if (span === undefined) return
   if (!span.isRecording()) { span.end(); return }
   if (status > 0) span.setAttribute('http.response.status_code', status)
   if (grpcStatus !== undefined) span.setAttribute('rpc.grpc.status_code', Number(grpcStatus))
-  const grpcFailed = grpcStatus !== undefined && grpcStatus !== '0' && (kind === 'client' || ['2', '4', '12', '13', '14', '15'].includes(grpcStatus))
-  if (error !== undefined) {
-    span.setAttribute('error.type', error)
-    span.setAttribute('remora.proxy_error', error)
-  }
-  if (status >= 500 || (kind === 'client' && status >= 400) || grpcFailed || error !== undefined) {
-    span.setStatus({ code: SpanStatusCode.ERROR, message: error ?? (grpcStatus !== undefined && grpcStatus !== '0' ? `grpc-status ${grpcStatus}` : `HTTP ${status}`) })
-    if (error === undefined) span.setAttribute('error.type', grpcStatus !== undefined && grpcStatus !== '0' ? grpcStatus : String(status))
+  if (error !== undefined) span.setAttribute('remora.proxy_error', error)
+  const grpcNotOk = grpcStatus !== undefined && grpcStatus !== '0'
+  const failed = role === 'server'
+    ? status >= 500 || (grpcNotOk && SERVER_FAULTS.has(grpcStatus)) || (error !== undefined && !(status >= 400 && status < 500))
+    : status >= 400 || grpcNotOk || error !== undefined
+  if (failed) {
+    span.setAttribute('error.type', error ?? (grpcNotOk ? grpcStatus : String(status)))
+    span.setStatus({ code: SpanStatusCode.ERROR, message: error ?? (grpcNotOk ? `grpc-status ${grpcStatus}` : `HTTP ${status}`) })
   }
   span.end()
 }
 
-/** A request the outbound sidecar refused before any attempt (unknown authority, overloaded): still a CLIENT span, in error. */
-export function refusedSpan (tracing: Tracing, ex: Exchange, status: number, reason: string): void {
-  if (!tracing.traces(ex.headers)) return
-  const { name, rpc } = named(ex)
-  const span = tracing.start(name, SpanKind.CLIENT, tracing.extract(ex.headers))
-  if (span?.isRecording() === true) record(span, baseAttributes(ex, rpc))
-  ex.record.traceIds = logIds(span)
-  endSpan(span, 'client', status, undefined, reason)
-}
+/** gRPC codes that are the server's fault (the conventions' list for SERVER spans). */
+const SERVER_FAULTS = new Set(['2', '4', '12', '13', '14', '15'])

@@ -3,6 +3,7 @@
 import { CompositePropagator, ExportResultCode, W3CTraceContextPropagator, type ExportResult } from '@opentelemetry/core'
 import { B3InjectEncoding, B3Propagator } from '@opentelemetry/propagator-b3'
 import { NodeSDK } from '@opentelemetry/sdk-node'
+import { defaultResource, resourceFromAttributes } from '@opentelemetry/resources'
 import { BatchSpanProcessor, type ReadableSpan, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace'
 import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base'
 import { convertLegacyHttpOptions, createOtlpHttpExportDelegate } from '@opentelemetry/otlp-exporter-base/node-http'
@@ -136,6 +137,8 @@ export function startSdk (o: TracingOptions): { sdk: NodeSDK, formats: MeshForma
       logRecordProcessors: [],
       // OTEL_SERVICE_NAME wins (the spec says so); else the workload's name: never "unknown_service".
       serviceName: o.env.OTEL_SERVICE_NAME ?? o.serviceName,
+      // remora's own attributes first: the detectors (OTEL_RESOURCE_ATTRIBUTES among them) merge over them.
+      resource: defaultResource().merge(resourceFromAttributes(o.resource)),
       autoDetectResources: true,
       spanProcessors: [bounded],
       idGenerator: new PooledIdGenerator(),

@@ -25,9 +25,26 @@ const setter: TextMapSetter<Headers> = {
 
 export interface TracingOptions {
   readonly serviceName: string
+  /** Resource attributes remora knows (service.namespace, k8s.*); OTEL_RESOURCE_ATTRIBUTES wins. */
+  readonly resource: Readonly<Record<string, string>>
   readonly env: Environment
   readonly metrics: ProxyMetrics
   readonly log: Logger
+}
+
+/**
+ * Where the workload runs, as the resource semantic conventions name it: `service.namespace` keeps
+ * `web` of one namespace apart from `web` of another in Jaeger; `k8s.*` where Kubernetes told us.
+ */
+export function resourceAttributes (where: { readonly namespace?: string, readonly podName?: string, readonly nodeName?: string }): Record<string, string> {
+  const out: Record<string, string> = {}
+  if (where.namespace !== undefined) {
+    out['service.namespace'] = where.namespace
+    out['k8s.namespace.name'] = where.namespace
+  }
+  if (where.podName !== undefined) out['k8s.pod.name'] = where.podName
+  if (where.nodeName !== undefined) out['k8s.node.name'] = where.nodeName
+  return out
 }
 
 /** Tracing is on when an OTLP endpoint or a trace exporter is configured, and the SDK is not disabled. */

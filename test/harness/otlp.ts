@@ -16,19 +16,24 @@ export const Request = root.opentelemetry.proto.collector.trace.v1.ExportTraceSe
 
 export interface ReceivedSpan {
   service: string
+  /** The exporting process's resource attributes (service.namespace, k8s.*, …). */
+  resource: Record<string, string | number | boolean>
   traceId: string
   spanId: string
   parentSpanId: string
   name: string
-  /** OTLP SpanKind: 2 SERVER, 3 CLIENT */
+  /** OTLP SpanKind: 1 INTERNAL, 2 SERVER, 3 CLIENT */
   kind: number
+  /** Nanoseconds since the epoch, exact (OTLP's fixed64). */
+  start: bigint
+  end: bigint
   attributes: Record<string, string | number | boolean>
   status: { code: number, message: string }
   events: Array<{ name: string, attributes: Record<string, string | number | boolean> }>
 }
 
 interface KeyValue { key: string, value: { stringValue?: string, intValue?: string, boolValue?: boolean, doubleValue?: number } }
-interface RawSpan { traceId: Buffer, spanId: Buffer, parentSpanId?: Buffer, name: string, kind: number, attributes?: KeyValue[], status?: { code?: number, message?: string }, events?: Array<{ name: string, attributes?: KeyValue[] }> }
+interface RawSpan { traceId: Buffer, spanId: Buffer, parentSpanId?: Buffer, name: string, kind: number, startTimeUnixNano: string, endTimeUnixNano: string, attributes?: KeyValue[], status?: { code?: number, message?: string }, events?: Array<{ name: string, attributes?: KeyValue[] }> }
 interface RawRequest { resourceSpans?: Array<{ resource?: { attributes?: KeyValue[] }, scopeSpans?: Array<{ spans?: RawSpan[] }> }> }
 
 function attrs (list: KeyValue[] | undefined): Record<string, string | number | boolean> {
@@ -65,16 +70,20 @@ export async function startReceiver (t: Teardown): Promise<Receiver> {
       const body = req.headers['content-encoding'] === 'gzip' ? gunzipSync(Buffer.concat(chunks)) : Buffer.concat(chunks)
       const decoded = Request.toObject(Request.decode(body), { longs: String, defaults: true }) as RawRequest
       for (const rs of decoded.resourceSpans ?? []) {
-        const service = String(attrs(rs.resource?.attributes)['service.name'] ?? '')
+        const resource = attrs(rs.resource?.attributes)
+        const service = String(resource['service.name'] ?? '')
         for (const ss of rs.scopeSpans ?? []) {
           for (const s of ss.spans ?? []) {
             receiver.spans.push({
               service,
+              resource,
               traceId: Buffer.from(s.traceId).toString('hex'),
               spanId: Buffer.from(s.spanId).toString('hex'),
               parentSpanId: s.parentSpanId === undefined ? '' : Buffer.from(s.parentSpanId).toString('hex'),
               name: s.name,
               kind: s.kind,
+              start: BigInt(s.startTimeUnixNano),
+              end: BigInt(s.endTimeUnixNano),
               attributes: attrs(s.attributes),
               status: { code: s.status?.code ?? 0, message: s.status?.message ?? '' },
               events: (s.events ?? []).map((e) => ({ name: e.name, attributes: attrs(e.attributes) })),

@@ -191,7 +191,26 @@ t.test('sampling is the SDK sampler\'s decision', async (t) => {
 })
 
 t.test('the sidecar\'s SDK set-up yields remora\'s tracer, not the slower fallback', async (t) => {
-  const { sdk, tracer } = startSdk({ serviceName: 'web', env: {}, metrics: new ProxyMetrics(), log: pino({ level: 'silent' }) })
+  const { sdk, tracer } = startSdk({ serviceName: 'web', resource: {}, env: {}, metrics: new ProxyMetrics(), log: pino({ level: 'silent' }) })
   t.teardown(() => sdk.shutdown())
   t.type(tracer, MeshTracer, typeof tracer === 'string' ? tracer : 'MeshTracer')
+})
+
+t.test('the resource names the namespace and pod, and OTEL_RESOURCE_ATTRIBUTES still wins', async (t) => {
+  const { resourceAttributes } = await import('../../src/telemetry/tracing.ts')
+  const resource = resourceAttributes({ namespace: 'shop', podName: 'web-7d4f9-x2x8q', nodeName: 'node-3' })
+  t.same(resource, { 'service.namespace': 'shop', 'k8s.namespace.name': 'shop', 'k8s.pod.name': 'web-7d4f9-x2x8q', 'k8s.node.name': 'node-3' })
+  t.same(resourceAttributes({ namespace: 'shop' }), { 'service.namespace': 'shop', 'k8s.namespace.name': 'shop' }, 'no pod or node outside Kubernetes')
+  // One SDK per process registers globally (as in a sidecar): the previous test's goes first.
+  trace.disable()
+  // The SDK's environment detector reads the process's own environment.
+  process.env.OTEL_RESOURCE_ATTRIBUTES = 'k8s.node.name=from-env'
+  t.teardown(() => { delete process.env.OTEL_RESOURCE_ATTRIBUTES })
+  const { sdk, tracer } = startSdk({ serviceName: 'web', resource, env: {}, metrics: new ProxyMetrics(), log: pino({ level: 'silent' }) })
+  t.teardown(() => sdk.shutdown())
+  if (typeof tracer === 'string') throw new Error(tracer)
+  // Not ended: nothing is exported (no collector listens here).
+  const span = tracer.startSpan('GET', SpanKind.SERVER, ROOT_CONTEXT) as MeshSpan
+  t.match(span.resource.attributes, { 'service.name': 'web', 'service.namespace': 'shop', 'k8s.namespace.name': 'shop', 'k8s.pod.name': 'web-7d4f9-x2x8q' })
+  t.equal(span.resource.attributes['k8s.node.name'], 'from-env', 'the environment overrides what remora knows')
 })

@@ -14,8 +14,10 @@ import { resourceFromAttributes } from '@opentelemetry/resources'
 import { SimpleSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace'
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto'
 
+const INTERNAL = 1
 const SERVER = 2
 const CLIENT = 3
+const KIND: Record<number, string> = { [INTERNAL]: 'request (INTERNAL)', [SERVER]: 'SERVER', [CLIENT]: 'CLIENT' }
 const TRACE_HEADERS = ['traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled']
 
 /** An instrumented app's own tracer (service "<name>-app"), exporting to the same receiver. */
@@ -77,7 +79,7 @@ async function chain (t: Teardown, env: Record<string, string>, tracers: Record<
 
 const byTrace = (spans: ReceivedSpan[], traceId: string): ReceivedSpan[] => spans.filter((s) => s.traceId === traceId)
 
-t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER span, linked through the apps\' own spans, named, attributed', async (t) => {
+t.test('one trace across edge → a → b → c: every hop a request span, an attempt CLIENT span and a SERVER span, linked through the apps\' own spans, named, attributed', async (t) => {
   const receiver = await startReceiver(t)
   const tracers = { a: appTracer(t, 'a', receiver.url), b: appTracer(t, 'b', receiver.url) }
   const { mesh, seen } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url }, tracers)
@@ -85,29 +87,39 @@ t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER
   const root = '00f067aa0ba902b7'
   const res = await request(`${mesh.sidecar('edge').proxyUrl}/orders/42?x=1`, { headers: { host: 'a', traceparent: `00-${traceId}-${root}-01` } })
   t.equal(await res.body.text(), 'a>b>c')
-  await eventually(() => byTrace(receiver.spans, traceId).length >= 8, 10_000, 'six sidecar and two app spans exported')
+  await eventually(() => byTrace(receiver.spans, traceId).length >= 11, 10_000, 'nine sidecar and two app spans exported')
   const spans = byTrace(receiver.spans, traceId)
   const one = (service: string, kind: number): ReceivedSpan => {
     const found = spans.filter((s) => s.service === service && s.kind === kind)
-    t.equal(found.length, 1, `one ${kind === SERVER ? 'SERVER' : 'CLIENT'} span from ${service}`)
+    t.equal(found.length, 1, `one ${KIND[kind]} span from ${service}`)
     return found[0]
   }
+  const edgeRequest = one('edge', INTERNAL)
   const edgeClient = one('edge', CLIENT)
   const aServer = one('a', SERVER)
+  const aRequest = one('a', INTERNAL)
   const aClient = one('a', CLIENT)
   const bServer = one('b', SERVER)
+  const bRequest = one('b', INTERNAL)
   const bClient = one('b', CLIENT)
   const cServer = one('c', SERVER)
-  t.equal(edgeClient.parentSpanId, root, "the first sidecar's span is a child of the caller's span")
+  t.equal(edgeRequest.parentSpanId, root, "the first sidecar's request span is a child of the caller's span")
+  t.equal(edgeClient.parentSpanId, edgeRequest.spanId, 'its attempt is a child of the request span')
   const aApp = one('a-app', SERVER)
   const bApp = one('b-app', SERVER)
   t.equal(aServer.parentSpanId, edgeClient.spanId, 'a SERVER ← edge CLIENT')
   t.equal(aApp.parentSpanId, aServer.spanId, "a's app span ← a's sidecar SERVER span")
-  t.equal(aClient.parentSpanId, aApp.spanId, "a CLIENT ← a's app span (the app sent its own context)")
+  t.equal(aRequest.parentSpanId, aApp.spanId, "a's request span ← a's app span (the app sent its own context)")
+  t.equal(aClient.parentSpanId, aRequest.spanId)
   t.equal(bServer.parentSpanId, aClient.spanId)
   t.equal(bApp.parentSpanId, bServer.spanId)
-  t.equal(bClient.parentSpanId, bApp.spanId)
+  t.equal(bRequest.parentSpanId, bApp.spanId)
+  t.equal(bClient.parentSpanId, bRequest.spanId)
   t.equal(cServer.parentSpanId, bClient.spanId)
+  t.match(edgeRequest.attributes, { 'http.request.method': 'GET', 'url.path': '/orders/42', 'server.address': 'a', 'server.port': 80, 'http.response.status_code': 200 })
+  t.match(edgeClient.attributes, { 'server.port': 80, 'network.peer.port': mesh.sidecar('a').ports.inbound, 'remora.attempt': 1 })
+  t.match(aServer.attributes, { 'client.address': '127.0.0.1' })
+  t.match(edgeRequest.resource, { 'service.name': 'edge', 'service.namespace': 'test', 'k8s.namespace.name': 'test' }, "the resource names the workload's namespace (from the mesh file)")
   t.match(edgeClient.attributes, { 'http.request.method': 'GET', 'url.path': '/orders/42', 'server.address': 'a', 'http.response.status_code': 200, 'network.peer.address': '127.0.0.1', 'remora.peer.identity': 'spiffe://cluster.local/ns/test/sa/a' })
   t.match(cServer.attributes, { 'http.request.method': 'GET', 'http.response.status_code': 200, 'network.peer.address': '127.0.0.1' })
   t.equal(edgeClient.name, 'GET')
@@ -117,7 +129,7 @@ t.test('one trace across edge → a → b → c: every hop a CLIENT and a SERVER
 
   const access = mesh.sidecar('edge').logs().find((l) => l.access === 'outbound' && l.path === '/orders/42?x=1')
   t.equal(access?.trace_id, traceId, 'the access log line carries trace_id')
-  t.equal(access?.span_id, edgeClient.spanId, 'and span_id')
+  t.equal(access?.span_id, edgeRequest.spanId, "and span_id, the request span's")
 })
 
 t.test('a retried request shows each attempt; B3 callers, callers with no context, unsampled callers', async (t) => {
@@ -129,7 +141,7 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
   const r = await request(`${edge.proxyUrl}/retry`, { headers: { host: 'flaky', traceparent: `00-${retryTrace}-2222222222222222-01` } })
   t.equal(r.statusCode, 200)
   await r.body.text()
-  await eventually(() => byTrace(receiver.spans, retryTrace).filter((s) => s.service === 'edge').length >= 2, 10_000, 'two attempts exported')
+  await eventually(() => byTrace(receiver.spans, retryTrace).filter((s) => s.service === 'edge').length >= 3, 10_000, 'two attempts and the request span exported')
   const attempts = byTrace(receiver.spans, retryTrace).filter((s) => s.service === 'edge' && s.kind === CLIENT)
   t.equal(attempts.length, 2, 'one CLIENT span per attempt')
   const [failed, retried] = attempts.sort((x, y) => Number(x.attributes['http.request.resend_count'] ?? 0) - Number(y.attributes['http.request.resend_count'] ?? 0))
@@ -137,7 +149,10 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
   t.equal(failed.attributes['error.type'], 'connect refused')
   t.ok(failed.events.some((e) => e.name === 'retry' && e.attributes['remora.retry.reason'] === 'connect refused'), 'with a retry event and its reason')
   t.equal(retried.attributes['http.request.resend_count'], 1)
-  t.equal(retried.parentSpanId, failed.parentSpanId, 'both attempts are children of the caller')
+  t.equal(retried.parentSpanId, failed.parentSpanId, 'both attempts are children of one request span')
+  const requestSpan = byTrace(receiver.spans, retryTrace).find((s) => s.service === 'edge' && s.kind === INTERNAL)
+  t.equal(requestSpan?.spanId, failed.parentSpanId, 'the request span')
+  t.equal(requestSpan?.parentSpanId, '2222222222222222', "whose parent is the caller's span")
   await eventually(() => byTrace(receiver.spans, retryTrace).some((s) => s.service === 'c' && s.kind === SERVER), 10_000, 'peer span exported')
   t.ok(byTrace(receiver.spans, retryTrace).some((s) => s.service === 'c' && s.kind === SERVER && s.parentSpanId === retried.spanId), 'the peer continues the successful attempt')
 
@@ -145,13 +160,13 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
   await (await request(`${edge.proxyUrl}/b3`, { headers: { host: 'c', b3: `${b3Trace}-b000000000000001-1` } })).body.text()
   const multiTrace = 'a0000000000000000000000000000002'
   await (await request(`${edge.proxyUrl}/b3multi`, { headers: { host: 'c', 'x-b3-traceid': multiTrace, 'x-b3-spanid': 'b000000000000002', 'x-b3-sampled': '1' } })).body.text()
-  await eventually(() => byTrace(receiver.spans, b3Trace).length >= 2 && byTrace(receiver.spans, multiTrace).length >= 2, 10_000, 'B3 traces exported')
-  t.equal(byTrace(receiver.spans, b3Trace).find((s) => s.service === 'edge')?.parentSpanId, 'b000000000000001', 'B3 single header is read')
+  await eventually(() => byTrace(receiver.spans, b3Trace).length >= 3 && byTrace(receiver.spans, multiTrace).length >= 3, 10_000, 'B3 traces exported')
+  t.equal(byTrace(receiver.spans, b3Trace).find((s) => s.service === 'edge' && s.kind === INTERNAL)?.parentSpanId, 'b000000000000001', 'B3 single header is read')
   const b3Server = byTrace(receiver.spans, b3Trace).find((s) => s.service === 'c' && s.kind === SERVER)
   const b3Seen = seen.c.find((h) => String(h.b3).startsWith(b3Trace))
   t.equal(b3Seen?.b3, `${b3Trace}-${b3Server?.spanId}-1`, 'and written back in B3 single for the B3 app')
   t.equal(b3Seen?.traceparent, `00-${b3Trace}-${b3Server?.spanId}-01`, 'with W3C beside it')
-  t.equal(byTrace(receiver.spans, multiTrace).find((s) => s.service === 'edge')?.parentSpanId, 'b000000000000002', 'B3 multi header is read')
+  t.equal(byTrace(receiver.spans, multiTrace).find((s) => s.service === 'edge' && s.kind === INTERNAL)?.parentSpanId, 'b000000000000002', 'B3 multi header is read')
   const multiSeen = seen.c.find((h) => h['x-b3-traceid'] === multiTrace)
   t.equal(multiSeen?.['x-b3-spanid'], byTrace(receiver.spans, multiTrace).find((s) => s.service === 'c' && s.kind === SERVER)?.spanId, 'and written back in B3 multi')
 
@@ -160,8 +175,8 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
   const fresh = String(seen.c[before].traceparent)
   const freshTrace = fresh.split('-')[1]
   t.match(fresh, /^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/, 'no context: a new sampled trace starts (parent-based, root always on)')
-  await eventually(() => byTrace(receiver.spans, freshTrace).length >= 2, 10_000, 'fresh trace exported')
-  t.equal(byTrace(receiver.spans, freshTrace).find((s) => s.service === 'edge')?.parentSpanId, '', 'the edge CLIENT span is the root')
+  await eventually(() => byTrace(receiver.spans, freshTrace).length >= 3, 10_000, 'fresh trace exported')
+  t.equal(byTrace(receiver.spans, freshTrace).find((s) => s.service === 'edge' && s.kind === INTERNAL)?.parentSpanId, '', "the edge's request span is the root")
 
   const unsampled = 'c0000000000000000000000000000003'
   await (await request(`${edge.proxyUrl}/unsampled`, { headers: { host: 'c', traceparent: `00-${unsampled}-d000000000000003-00` } })).body.text()
@@ -170,6 +185,75 @@ t.test('a retried request shows each attempt; B3 callers, callers with no contex
   t.equal(byTrace(receiver.spans, unsampled).length, 0, 'nothing exported for an unsampled trace')
   const line = edge.logs().find((l) => l.path === '/unsampled')
   t.equal(line?.trace_id, undefined, 'and no trace_id on its log line')
+})
+
+t.test('a request with no trace context that is retried is one trace: a root request span, one CLIENT span per attempt inside it, timed below the millisecond', async (t) => {
+  const receiver = await startReceiver(t)
+  const { mesh } = await chain(t, { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url })
+  const edge = mesh.sidecar('edge')
+  const r = await request(`${edge.proxyUrl}/no-context`, { headers: { host: 'flaky' } })
+  t.equal(r.statusCode, 200)
+  t.equal(await r.body.text(), 'c')
+  await eventually(() => edge.logs().some((l) => l.path === '/no-context'), 10_000, 'the access log line')
+  const line = edge.logs().find((l) => l.path === '/no-context')
+  t.equal(line?.attempts, 2, 'the request took two attempts')
+  const traceId = String(line?.trace_id)
+  t.match(traceId, /^[0-9a-f]{32}$/, 'the access log names the trace')
+  await eventually(() => byTrace(receiver.spans, traceId).length >= 4, 10_000, 'the request span, two attempts and the peer\'s SERVER span exported')
+  const ours = receiver.spans.filter((s) => s.service === 'edge' && s.attributes['url.path'] === '/no-context')
+  t.equal(ours.length, 3, 'three spans from the edge sidecar for this request')
+  t.ok(ours.every((s) => s.traceId === traceId), 'all in the trace the access log names: no attempt starts a trace of its own')
+  const root = ours.find((s) => s.kind === INTERNAL)
+  t.equal(root?.parentSpanId, '', 'the request span is the root')
+  t.equal(line?.span_id, root?.spanId, 'and the access log\'s span_id')
+  t.equal(root?.attributes['http.response.status_code'], 200, 'it ends with what the app got')
+  t.equal(root?.status.code, 0, 'not in error: the retry succeeded')
+  const [first, second] = ours.filter((s) => s.kind === CLIENT).sort((x, y) => Number(x.attributes['remora.attempt']) - Number(y.attributes['remora.attempt']))
+  t.equal(first?.parentSpanId, root?.spanId, 'attempt 1 is a child of the request span')
+  t.equal(second?.parentSpanId, root?.spanId, 'attempt 2 too')
+  t.match(first?.attributes, { 'remora.attempt': 1, 'error.type': 'connect refused', 'remora.endpoint': `127.0.0.1:${mesh.ports.get('gone')?.inbound}/9` })
+  t.equal(first?.status.code, 2, 'the failed attempt is in error')
+  t.match(second?.attributes, { 'remora.attempt': 2, 'http.request.resend_count': 1, 'http.response.status_code': 200 })
+  t.type(second?.attributes['remora.retry.backoff_ms'], 'number', 'the attempt says how long the call waited before it')
+  await eventually(() => byTrace(receiver.spans, traceId).some((s) => s.service === 'c' && s.kind === SERVER), 10_000, 'the peer\'s span')
+  t.equal(byTrace(receiver.spans, traceId).find((s) => s.service === 'c' && s.kind === SERVER)?.parentSpanId, second?.spanId, 'the peer continues attempt 2')
+
+  // One clock for start and end, below the millisecond: children lie inside their parents.
+  const spans = byTrace(receiver.spans, traceId)
+  t.ok(spans.some((s) => s.start % 1_000_000n !== 0n), 'start times are not whole milliseconds')
+  for (const child of spans) {
+    const parent = spans.find((p) => p.spanId === child.parentSpanId && p.service === child.service)
+    if (parent === undefined) continue
+    t.ok(parent.start <= child.start && child.end <= parent.end, `${child.service}'s ${KIND[child.kind]} span lies inside its parent (${parent.start}..${parent.end} ⊇ ${child.start}..${child.end})`)
+  }
+})
+
+t.test('SERVER spans: a 4xx, the app\'s or the proxy\'s, is not an error; a 5xx is', async (t) => {
+  const receiver = await startReceiver(t)
+  const app = await startApp(t, (req, res) => { res.writeHead(req.url === '/missing' ? 404 : 503).end() })
+  const mesh = await startMesh(t, {
+    workloads: { edge: { appPorts: [1] }, api: { appPorts: [app.port], authorization: { default: 'deny' } }, open: { appPorts: [app.port] } },
+    services: [{ name: 'api', port: 80, endpoints: [{ workload: 'api', targetPort: app.port }] }, { name: 'open', port: 80, endpoints: [{ workload: 'open', targetPort: app.port }] }],
+  }, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '100' } })
+  const edge = mesh.sidecar('edge')
+  const call = async (host: string, path: string, traceId: string): Promise<ReceivedSpan | undefined> => {
+    const r = await request(`${edge.proxyUrl}${path}`, { headers: { host, traceparent: `00-${traceId}-1000000000000001-01` } })
+    await r.body.text()
+    await eventually(() => byTrace(receiver.spans, traceId).some((s) => s.kind === SERVER), 10_000, `${path}: SERVER span`)
+    return byTrace(receiver.spans, traceId).find((s) => s.kind === SERVER)
+  }
+  const denied = await call('api', '/denied', 'e0000000000000000000000000000001')
+  t.equal(denied?.attributes['http.response.status_code'], 403)
+  t.equal(denied?.attributes['remora.proxy_error'], 'forbidden', 'the proxy\'s reason is on the span')
+  t.equal(denied?.status.code, 0, 'a 403 the proxy answered leaves the SERVER span unset')
+  const missing = await call('open', '/missing', 'e0000000000000000000000000000002')
+  t.equal(missing?.attributes['http.response.status_code'], 404)
+  t.equal(missing?.status.code, 0, 'a 404 from the app leaves it unset')
+  const failing = await call('open', '/fail', 'e0000000000000000000000000000003')
+  t.equal(failing?.status.code, 2, 'a 503 is an error')
+  t.equal(failing?.attributes['error.type'], '503')
+  await eventually(() => byTrace(receiver.spans, 'e0000000000000000000000000000001').some((s) => s.kind === CLIENT), 10_000, 'the CLIENT span')
+  t.equal(byTrace(receiver.spans, 'e0000000000000000000000000000001').find((s) => s.kind === CLIENT)?.status.code, 2, 'the caller\'s side of a 403 is in error (CLIENT spans count 4xx)')
 })
 
 t.test('the standard OTEL_EXPORTER_OTLP_* variables: a signal-specific endpoint, headers, gzip', async (t) => {
@@ -183,7 +267,7 @@ t.test('the standard OTEL_EXPORTER_OTLP_* variables: a signal-specific endpoint,
   const r = await request(`${mesh.sidecar('edge').proxyUrl}/std`, { headers: { host: 'a', traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' } })
   t.equal(r.statusCode, 200)
   await r.body.text()
-  await eventually(() => byTrace(receiver.spans, '0af7651916cd43dd8448eb211c80319c').length === 6, 10_000, 'the six sidecar spans arrive')
+  await eventually(() => byTrace(receiver.spans, '0af7651916cd43dd8448eb211c80319c').length === 9, 10_000, 'the nine sidecar spans arrive')
   t.ok(receiver.requests.length > 0)
   for (const h of receiver.requests) {
     t.equal(h.authorization, 'Bearer tenant-7', 'the configured headers are sent (percent-decoded)')
