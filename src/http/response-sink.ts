@@ -10,6 +10,8 @@ export interface ResponseSink {
   /** Status and headers have gone out; from now on a failure can only reset the stream. */
   readonly headersSent: boolean
   readonly status: number
+  /** The gRPC status the caller was sent (trailers-only response or trailers), whoever made it. */
+  readonly grpcStatus: string | undefined
   readonly body: Writable
   respond (status: number, headers: Headers, endStream: boolean): void
   /** Ends the body, with trailers when the upstream sent some. */
@@ -41,6 +43,12 @@ class CloseWaiters {
     }
     this.#listeners.push(listener)
   }
+}
+
+/** A `grpc-status` among headers or trailers being sent, as the access record counts it. */
+function grpcStatusIn (headers: Headers | undefined, previous: string | undefined): string | undefined {
+  const v = headers?.['grpc-status']
+  return v === undefined ? previous : String(v)
 }
 
 export interface ErrorContext { readonly grpc: boolean, readonly detail?: string }
@@ -84,6 +92,7 @@ function grpcMessage (message: string): string {
 export class H1Sink implements ResponseSink {
   readonly #res: ServerResponse
   status = 0
+  grpcStatus: string | undefined
   /** While draining, each response closes its connection so clients move to another endpoint. */
   constructor (res: ServerResponse, drain: { readonly draining: boolean }) {
     this.#res = res
@@ -94,11 +103,13 @@ export class H1Sink implements ResponseSink {
 
   respond (status: number, headers: Headers, endStream: boolean): void {
     this.status = status
+    this.grpcStatus = grpcStatusIn(headers, this.grpcStatus)
     this.#res.writeHead(status, headers)
     if (endStream) this.#res.end()
   }
 
   finish (trailers?: Headers): void {
+    this.grpcStatus = grpcStatusIn(trailers, this.grpcStatus)
     if (trailers !== undefined && Object.keys(trailers).length > 0 && !this.#res.hasHeader('content-length')) {
       this.#res.addTrailers(trailers)
     }
@@ -120,6 +131,7 @@ export class H2Sink implements ResponseSink {
   #trailers: Headers | undefined
   #sent = false
   status = 0
+  grpcStatus: string | undefined
   constructor (stream: ServerHttp2Stream) {
     this.#stream = stream
     // A reset from the caller (other than CANCEL) is an 'error'; unheard, it is thrown and 'close'
@@ -133,6 +145,7 @@ export class H2Sink implements ResponseSink {
   respond (status: number, headers: Headers, endStream: boolean): void {
     if (this.#stream.destroyed || this.#stream.closed) return
     this.status = status
+    this.grpcStatus = grpcStatusIn(headers, this.grpcStatus)
     this.#sent = true
     this.#stream.respond({ ...headers, ':status': status }, { endStream, waitForTrailers: !endStream })
     if (!endStream) {
@@ -142,6 +155,7 @@ export class H2Sink implements ResponseSink {
   }
 
   finish (trailers?: Headers): void {
+    this.grpcStatus = grpcStatusIn(trailers, this.grpcStatus)
     this.#trailers = trailers
     this.#stream.end()
   }
@@ -170,6 +184,8 @@ export class RawSocketSink implements ResponseSink {
   readonly #socket: Duplex
   #sent = false
   status = 0
+  /** An upgraded connection carries no gRPC. */
+  readonly grpcStatus = undefined
   constructor (socket: Duplex) { this.#socket = socket }
   get headersSent (): boolean { return this.#sent }
   get body (): Writable { return this.#socket }
@@ -183,6 +199,13 @@ export class RawSocketSink implements ResponseSink {
 
   finish (): void { this.#socket.end() }
   abort (): void { this.#socket.destroy() }
+
+  /** A CONNECT tunnel is open: the bytes that follow are the tunnel's, both ways. */
+  established (): void {
+    this.#sent = true
+    this.status = 200
+    this.#socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+  }
 
   upgrade (headers: Headers, tunnel: Duplex): void {
     this.#sent = true

@@ -118,10 +118,11 @@ export class OutboundCall {
       onResponse: (status, h) => {
         const grpcStatus = h['grpc-status'] === undefined ? undefined : Number(first(h['grpc-status']))
         const failure = status >= 500 || grpcStatus === 14
-        outcome = { status, grpc: grpcStatus === undefined ? undefined : String(grpcStatus), error: first(h[MeshHeader.proxyError]) }
+        // Set when the peer's sidecar answered itself (shed, denied, its app unreachable).
+        const refusedByPeer = first(h[MeshHeader.proxyError])
+        outcome = { status, grpc: grpcStatus === undefined ? undefined : String(grpcStatus), error: refusedByPeer }
         observe(failure, span)
         // The peer's sidecar shed the request or could not reach its app: the app never saw it.
-        const refusedByPeer = first(h[MeshHeader.proxyError])
         if ((refusedByPeer === ProxyErrors.overloaded.reason || refusedByPeer === ProxyErrors.appUnavailable.reason) && this.#canRetry()) {
           this.#retryLater(endpoint, refusedByPeer, span)
           return false
@@ -130,6 +131,8 @@ export class OutboundCall {
           this.#retryLater(endpoint, grpcStatus !== undefined ? `grpc-status ${grpcStatus}` : `status ${status}`, span)
           return false
         }
+        // The caller gets the peer's refusal: this sidecar logs and counts it under the same reason.
+        if (refusedByPeer !== undefined) ex.record.error = refusedByPeer
         return true
       },
       onFailure: (reason, _detail, unprocessed) => {

@@ -2,13 +2,12 @@
 // proxy, and Upgrade; each request becomes an Exchange routed to a peer sidecar.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
-import type { Service } from '../discovery/service.ts'
+import { ProxyErrors } from '../errors.ts'
 import { fromHttp1 } from '../http/exchange.ts'
 import { MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, respondError, statusLine, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
-import { routeOutbound } from './route.ts'
+import { refuse, resolveService, routeOutbound } from './route.ts'
 
 export function createOutboundHttp1 (ctx: ProxyContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
@@ -22,25 +21,21 @@ export function createOutboundHttp1 (ctx: ProxyContext): http.Server {
   })
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.pause()
+    // A tunnel is one request on the record: refused ones say why, open ones log when they close.
     const authority = req.url ?? ''
+    const sink = new RawSocketSink(socket)
+    const record = ctx.begin('outbound', 'CONNECT', authority, authority, 'HTTP/1.1', sink)
+    const ex = fromHttp1(req, authority, authority, record, undefined)
     if (!/^[^\s/]+:\d+$/.test(authority)) {
-      socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-length': '0', connection: 'close' }))
+      refuse(ex, sink, ProxyErrors.malformedRequest, `CONNECT needs host:port, got "${authority}"`)
       return
     }
-    const refuse = (why: ProxyErrorReason, detail: string): void => {
-      const body = `${why.reason}: ${detail}\n${why.hint}\n`
-      socket.end(statusLine(why.status, { [MeshHeader.proxyError]: why.reason, 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
-    }
-    const open = (service: Service | undefined): void => {
+    resolveService(ctx, ex, sink, () => {
       if (socket.destroyed) return
-      if (service === undefined) return refuse(ProxyErrors.unknownAuthority, authority)
-      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+      sink.established()
       if (head.length > 0) socket.unshift(head)
       ctx.tunnels.open(socket, authority)
-    }
-    const found = ctx.resolver.resolve(authority)
-    if (found instanceof Promise) found.then(open, (err: Error) => { if (!socket.destroyed) refuse(ProxyErrors.discoveryUnavailable, `${authority}: ${err.message}`) })
-    else open(found)
+    })
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }

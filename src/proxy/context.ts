@@ -60,6 +60,8 @@ export class ProxyContext {
     this.metrics.inflight.inc({ direction })
     sink.onClose((completed) => {
       record.status = sink.status
+      // What the caller was sent, the proxy's own answers included (a trailers-only gRPC error).
+      if (sink.grpcStatus !== undefined) record.grpcStatus = sink.grpcStatus
       record.end(this.config.accessLog ? this.log : undefined, this.metrics, completed)
       if (--this.inflight === 0) for (const f of this.#drained.splice(0)) f()
     })
