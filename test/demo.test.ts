@@ -1,5 +1,6 @@
 // `npm start` as a newcomer runs it: the demo mesh comes up, traffic flows through two sidecars
-// (HTTP/1.1 in, gRPC between web and greeter), the printed curl works, and it stops cleanly.
+// (HTTP/1.1 in, gRPC between web and greeter), the printed curl works, every request is one trace
+// in the collector from the client's sidecar to greeter's, and it stops cleanly.
 import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
@@ -8,16 +9,44 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { CLI, eventually } from './harness/mesh.ts'
+import { startReceiver, type ReceivedSpan } from './harness/otlp.ts'
 
-t.test('remora demo: traffic flows, the printed curl works, Ctrl-C stops every process', async (t) => {
+t.test('remora demo: traffic flows, one trace per request, the printed curl works, Ctrl-C stops every process', async (t) => {
   const logs = mkdtempSync(join(tmpdir(), 'remora-demo-test-'))
-  const demo = spawn(process.execPath, [CLI, 'demo', '--duration', '60s', '--logs', logs], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const receiver = await startReceiver(t)
+  const env = { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '100' }
+  const demo = spawn(process.execPath, [CLI, 'demo', '--duration', '60s', '--logs', logs], { env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   demo.stdout.on('data', (c: Buffer) => { out += c.toString() })
   demo.stderr.on('data', (c: Buffer) => { out += c.toString() })
   t.teardown(() => { demo.kill('SIGKILL') })
   await eventually(() => /traffic: 1\/1 ok/.test(out) || demo.exitCode !== null, 30_000, 'first demo request')
   t.match(out, /traffic: 1\/1 ok\s+— first answer: Hello, demo-1!/, 'the traffic loop got a greeting from greeter via web')
+
+  // The first request as Jaeger would show it: one trace, client's sidecar → web's → greeter's.
+  const complete = (): ReceivedSpan[] | undefined => {
+    const root = receiver.spans.find((s) => s.service === 'client' && s.parentSpanId === '' && s.attributes['url.path'] === '/hello')
+    const trace = receiver.spans.filter((s) => s.traceId === root?.traceId)
+    return trace.some((s) => s.service === 'greeter') && trace.length >= 6 ? trace : undefined
+  }
+  await eventually(() => complete() !== undefined, 30_000, 'a whole trace from client to greeter in the collector')
+  const trace = complete() ?? []
+  const span = (service: string, kind: number): ReceivedSpan | undefined => trace.find((s) => s.service === service && s.kind === kind)
+  const clientRequest = span('client', 1)
+  const clientAttempt = span('client', 3)
+  const webServer = span('web', 2)
+  const webRequest = span('web', 1)
+  const webAttempt = span('web', 3)
+  const greeterServer = span('greeter', 2)
+  t.equal(trace.length, 6, 'six spans: two sidecars with a request and an attempt span, two with a SERVER span')
+  t.equal(clientRequest?.parentSpanId, '', 'the client\'s sidecar starts the trace')
+  t.equal(clientAttempt?.parentSpanId, clientRequest?.spanId)
+  t.equal(webServer?.parentSpanId, clientAttempt?.spanId, 'web\'s sidecar continues it')
+  t.equal(webRequest?.parentSpanId, webServer?.spanId, 'web forwarded the trace context to its gRPC call')
+  t.equal(webAttempt?.parentSpanId, webRequest?.spanId)
+  t.equal(greeterServer?.parentSpanId, webAttempt?.spanId, 'greeter\'s sidecar ends it')
+  t.equal(greeterServer?.name, 'demo.Greeter/SayHello')
+  t.ok(trace.every((s) => s.resource['service.namespace'] === 'demo'), 'every span names the demo namespace')
 
   const curl = out.match(/curl -x (http:\/\/127\.0\.0\.1:\d+) 'http:\/\/web\.demo\/hello\?name=you'/)
   t.ok(curl, 'the demo prints a curl line to try')
