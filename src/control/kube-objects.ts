@@ -3,7 +3,7 @@ import { isIPv4, isIPv6 } from 'node:net'
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node'
 import { deepFreeze } from '../config/deep-freeze.ts'
 import { authoritiesOf, spiffeId, type AppProtocol, type Endpoint, type Service } from '../discovery/service.ts'
-import { policyFromAnnotations } from '../resilience/annotations.ts'
+import { annotationsWithoutEffect, policyFromAnnotations, ANNOTATIONS_WITHOUT_EFFECT, type AnnotationWarning } from '../resilience/annotations.ts'
 import { servicePolicy } from '../resilience/policy-file.ts'
 import { DEFAULT_SERVICE_POLICY, type ServicePolicy } from '../resilience/policy.ts'
 
@@ -29,6 +29,8 @@ export interface KubeConversion {
   readonly services: readonly Service[]
   /** One line per malformed part that was left out: object, field path, what was expected. */
   readonly problems: readonly string[]
+  /** Recognised annotations that do nothing in this version yet: not problems, but worth a warning. */
+  readonly warnings: readonly AnnotationWarning[]
   /** Pods (`ns/name`) that slices reference but the pod lookup does not know yet: their endpoints wait. */
   readonly waitingFor: readonly string[]
 }
@@ -77,25 +79,45 @@ export function slicePodKeys (slice: unknown): string[] {
 }
 
 /**
+ * The pod's annotations the control plane reads: only those that have no effect yet (to warn about
+ * them). Everything else (default-policy, allow) is for the pod's own sidecar, through the downward API.
+ */
+export function podAnnotationsRead (pod: unknown): Record<string, string> | undefined {
+  const m = isObj(pod) ? pod.metadata : undefined
+  const a = isObj(m) ? m.annotations : undefined
+  if (!isObj(a)) return undefined
+  const out: Record<string, string> = {}
+  for (const k of Object.keys(ANNOTATIONS_WITHOUT_EFFECT)) if (typeof a[k] === 'string') out[k] = a[k]
+  return Object.keys(out).length > 0 ? out : undefined
+}
+
+/** Warnings for a pod's annotations that have no effect yet (see podAnnotationsRead). */
+export function podAnnotationWarnings (pod: unknown): AnnotationWarning[] {
+  const annotations = podAnnotationsRead(pod)
+  return annotations === undefined ? [] : annotationsWithoutEffect(annotations, `Pod ${objectKey(pod) ?? '(unnamed)'}`)
+}
+
+/**
  * The remora Services for one Kubernetes Service: one per TCP port (authority name:port), endpoints
  * from its EndpointSlices (others are ignored), identities from the pods. Malformed parts are
  * reported in `problems` and left out; the rest is kept. The result is frozen.
  */
 export function servicesFromKube (service: V1Service, slices: Iterable<V1EndpointSlice>, pods: PodLookup, options: KubeConversionOptions): KubeConversion {
   const problems: string[] = []
+  const warnings: AnnotationWarning[] = []
   const waitingFor = new Set<string>()
   let services: Service[]
   try {
-    services = convert(service as unknown, slices as Iterable<unknown>, pods, options, problems, waitingFor)
+    services = convert(service as unknown, slices as Iterable<unknown>, pods, options, problems, warnings, waitingFor)
   } catch (err) {
     // Safety net only (e.g. a pod lookup that throws): shape problems are reported field by field in convert.
     problems.push(`Service ${objectKey(service) ?? '(unnamed)'}: not converted: ${err instanceof Error ? err.message : String(err)}`)
     services = []
   }
-  return deepFreeze({ services, problems, waitingFor: [...waitingFor] })
+  return deepFreeze({ services, problems, warnings, waitingFor: [...waitingFor] })
 }
 
-function convert (svc: unknown, slices: Iterable<unknown>, pods: PodLookup, options: KubeConversionOptions, problems: string[], waitingFor: Set<string>): Service[] {
+function convert (svc: unknown, slices: Iterable<unknown>, pods: PodLookup, options: KubeConversionOptions, problems: string[], warnings: AnnotationWarning[], waitingFor: Set<string>): Service[] {
   const meta = isObj(svc) ? svc.metadata : undefined
   if (!isObj(meta) || !isName(meta.name) || !isName(meta.namespace)) {
     problems.push(`Service ${objectKey(svc) ?? '(unnamed)'}: metadata: expected a name and a namespace, got ${show(isObj(meta) ? { name: meta.name, namespace: meta.namespace } : meta)}`)
@@ -111,7 +133,7 @@ function convert (svc: unknown, slices: Iterable<unknown>, pods: PodLookup, opti
   if (spec.type === 'ExternalName') return []
 
   const annotations = readAnnotations(meta.annotations, report)
-  const policy = policyOf(annotations, `${namespace}/${name}`, problems)
+  const policy = policyOf(annotations, `${namespace}/${name}`, problems, warnings)
   let forced: AppProtocol | undefined
   const rawProtocol = annotations[PROTOCOL_ANNOTATION]
   if (rawProtocol !== undefined) {
@@ -172,9 +194,10 @@ function readAnnotations (raw: unknown, report: (field: string, expected: string
   return out
 }
 
-function policyOf (annotations: Record<string, string>, service: string, problems: string[]): ServicePolicy {
-  const { policy, errors } = policyFromAnnotations(annotations, service)
+function policyOf (annotations: Record<string, string>, service: string, problems: string[], warnings: AnnotationWarning[]): ServicePolicy {
+  const { policy, errors, warnings: noEffect } = policyFromAnnotations(annotations, service)
   problems.push(...errors)
+  warnings.push(...noEffect)
   try {
     return servicePolicy(policy)
   } catch (err) {

@@ -2,14 +2,17 @@
 import { HttpMethod, ListWatch, RequestContext, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject, type V1EndpointSlice, type V1Pod, type V1Service } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { fetch } from 'undici'
+import type { AnnotationWarning } from '../resilience/annotations.ts'
 import { backoffMs } from '../resilience/backoff.ts'
 import type { Service } from '../discovery/service.ts'
 import { catalogKey, type Catalog, type CatalogSource } from './catalog.ts'
-import { objectKey, slicePodKeys, sliceServiceKey, servicesFromKube } from './kube-objects.ts'
+import { objectKey, podAnnotationsRead, podAnnotationWarnings, slicePodKeys, sliceServiceKey, servicesFromKube } from './kube-objects.ts'
 
 export type KubeResource = 'services' | 'endpointslices' | 'pods'
 /** What onError counts: a failed list or watch of a resource, or a malformed object. */
 export type KubeSourceErrorKind = KubeResource | 'malformed'
+/** The kinds of object whose remora.dev/* annotations the source reads. */
+export type AnnotatedKind = 'Service' | 'Pod'
 
 export interface KubernetesSourceOptions {
   readonly kubeConfig: KubeConfig
@@ -21,6 +24,11 @@ export interface KubernetesSourceOptions {
   readonly namespaces?: readonly string[]
   /** Called once per failed list/watch and once per new problem with an object (for the source-errors metric). */
   readonly onError?: (kind: KubeSourceErrorKind) => void
+  /**
+   * An object started (+1) or stopped (-1: annotation removed, object deleted) carrying an annotation
+   * that has no effect yet (for the gauge of such objects). Each start is also logged, once.
+   */
+  readonly onAnnotationWithoutEffect?: (kind: AnnotatedKind, annotation: string, delta: 1 | -1) => void
   /** Restart delay after a failed list or watch: exponential with full jitter. Default 500 ms to 30 s. */
   readonly backoff?: { readonly baseMs: number, readonly maxMs: number }
   /** Items per list page. Default 500 (as client-go). */
@@ -44,13 +52,17 @@ interface Feed {
 
 const isObj = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v)
 
-/** Only what the conversion reads from a pod (its service account), so 10,000 pods stay small in memory. */
+/**
+ * Only what the source reads from a pod (its service account, and the remora.dev/* annotations that
+ * have no effect yet, to warn about them), so 10,000 pods stay small in memory.
+ */
 function slimPod (o: KubernetesObject): KubernetesObject {
   const p = o as V1Pod
   const m = p.metadata ?? {}
+  const annotations = podAnnotationsRead(p)
   return {
     kind: 'Pod',
-    metadata: { name: m.name, namespace: m.namespace, resourceVersion: m.resourceVersion, uid: m.uid },
+    metadata: { name: m.name, namespace: m.namespace, resourceVersion: m.resourceVersion, uid: m.uid, ...(annotations !== undefined && { annotations }) },
     spec: isObj(p.spec) ? { serviceAccountName: p.spec.serviceAccountName } : p.spec,
     status: isObj(p.status) ? { podIP: p.status.podIP } : undefined,
   } as KubernetesObject
@@ -71,6 +83,8 @@ export class KubernetesSource implements CatalogSource {
   /** Catalog keys each Service produced last time (a port that goes away is deleted). */
   readonly #keys = new Map<string, Set<string>>()
   readonly #problems = new Map<string, Set<string>>()
+  /** Annotations without effect yet that each object (`Service ns/name`, `Pod ns/name`) was last seen with. */
+  readonly #withoutEffect = new Map<string, Set<string>>()
   readonly #dirty = new Set<string>()
   #catalog?: Catalog
   #synced = false
@@ -214,6 +228,7 @@ export class KubernetesSource implements CatalogSource {
       const old = this.#pods.get(key)
       if (deleted) this.#pods.delete(key)
       else this.#pods.set(key, obj as V1Pod)
+      this.#noteWithoutEffect('Pod', key, deleted ? [] : podAnnotationWarnings(obj))
       // Only the service account matters; status churn (probes, phases) recomputes nothing.
       const sa = (p: V1Pod | undefined): unknown => p === undefined ? null : isObj(p.spec) ? p.spec.serviceAccountName : p.spec
       if (old !== undefined && !deleted && sa(old) === sa(obj as V1Pod)) return
@@ -283,9 +298,10 @@ export class KubernetesSource implements CatalogSource {
   #compute (svc: string): readonly Service[] {
     const service = this.#services.get(svc)
     const slices = this.#slices.get(svc)?.values() ?? []
-    const { services, problems, waitingFor } = service === undefined
-      ? { services: [], problems: [], waitingFor: [] }
+    const { services, problems, warnings, waitingFor } = service === undefined
+      ? { services: [], problems: [], warnings: [], waitingFor: [] }
       : servicesFromKube(service, slices, (ns, name) => this.#pods.get(`${ns}/${name}`), this.#o)
+    this.#noteWithoutEffect('Service', svc, warnings)
     const before = this.#problems.get(svc)
     for (const p of problems) {
       if (before?.has(p) === true) continue
@@ -299,6 +315,26 @@ export class KubernetesSource implements CatalogSource {
     if (keys.size > 0) this.#keys.set(svc, keys)
     else this.#keys.delete(svc)
     return services
+  }
+
+  /**
+   * Logs each annotation without effect once per object, as problems are (a resync, relist or other
+   * update of the same object says nothing new; removed and added again, it is logged again), and
+   * reports every change of what the object carries to the gauge.
+   */
+  #noteWithoutEffect (kind: AnnotatedKind, key: string, warnings: readonly AnnotationWarning[]): void {
+    const id = `${kind} ${key}`
+    const before = this.#withoutEffect.get(id)
+    const now = new Set<string>()
+    for (const w of warnings) {
+      now.add(w.annotation)
+      if (before?.has(w.annotation) === true) continue
+      this.#o.onAnnotationWithoutEffect?.(kind, w.annotation, 1)
+      this.#o.log.warn({ [kind === 'Service' ? 'service' : 'pod']: key, annotation: w.annotation }, w.message)
+    }
+    for (const a of before ?? []) if (!now.has(a)) this.#o.onAnnotationWithoutEffect?.(kind, a, -1)
+    if (now.size > 0) this.#withoutEffect.set(id, now)
+    else this.#withoutEffect.delete(id)
   }
 }
 

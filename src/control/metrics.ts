@@ -1,4 +1,5 @@
-// Prometheus metrics of the control plane (prom-client): watchers, pushes, push latency, source errors.
+// Prometheus metrics of the control plane (prom-client): watchers, pushes, push latency, source errors,
+// annotations without effect yet.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 
 export class ControlMetrics {
@@ -64,6 +65,18 @@ export class ControlMetrics {
     name: 'remora_control_source_errors_total',
     help: 'Errors from the endpoint source (Kubernetes API or mesh file), by kind.',
     labelNames: ['source', 'kind'] as const,
+    registers: [this.registry],
+  })
+
+  /**
+   * A gauge, not a counter: it says what the cluster carries now (it goes back down when the
+   * annotation or the object goes away, and a restarted control plane counts the same again), and
+   * each object is logged once anyway.
+   */
+  readonly annotationsWithoutEffect = new Gauge({
+    name: 'remora_control_annotations_without_effect',
+    help: 'Objects (kind Service or Pod) carrying a remora.dev/* annotation that has no effect in this version yet, by annotation.',
+    labelNames: ['kind', 'annotation'] as const,
     registers: [this.registry],
   })
 

@@ -12,6 +12,7 @@ import type { CaSetting, ControlSource, HostPort } from '../config/env.ts'
 import { spiffeId } from '../discovery/service.ts'
 import type { CertificateAuthority } from '../identity/ca.ts'
 import { RENEW_AT_FRACTION } from '../identity/keys.ts'
+import { ANNOTATIONS_WITHOUT_EFFECT } from '../resilience/annotations.ts'
 import { Catalog, type CatalogSource } from './catalog.ts'
 import { DiscoveryServer, type ServingTls } from './discovery-server.ts'
 import { FileCatalogSource } from './file-source.ts'
@@ -54,7 +55,7 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   const onError = (kind: string): void => { metrics.sourceErrors.inc({ source: config.source, kind }) }
   const tokens = new BootstrapTokens()
   const kubeConfig = config.source === 'kubernetes' && makeSource === undefined ? await loadKubeConfig() : undefined
-  const source = makeSource !== undefined ? await makeSource(onError) : await defaultSource(config, kubeConfig, log, onError, tokens)
+  const source = makeSource !== undefined ? await makeSource(onError) : await defaultSource(config, kubeConfig, log, onError, tokens, metrics)
   const ca = config.ca.kind === 'off' ? undefined : await loadCa(config.ca, config.trustDomain, log)
   let signer: Signer | undefined
   if (ca !== undefined) {
@@ -135,13 +136,18 @@ async function loadKubeConfig (): Promise<KubeConfig> {
   return kubeConfig
 }
 
-async function defaultSource (config: ControlConfig, kubeConfig: KubeConfig | undefined, log: Logger, onError: (kind: string) => void, tokens: BootstrapTokens): Promise<CatalogSource> {
+async function defaultSource (config: ControlConfig, kubeConfig: KubeConfig | undefined, log: Logger, onError: (kind: string) => void, tokens: BootstrapTokens, metrics: ControlMetrics): Promise<CatalogSource> {
   if (config.source === 'file' || kubeConfig === undefined) {
     if (config.meshFile === undefined) throw new RemoraError('REMORA_CONFIG_ENV', 'REMORA_SOURCE is file, but REMORA_MESH_FILE (or --mesh-file) is not set')
     return new FileCatalogSource(config.meshFile, log, onError, (mesh) => tokens.update(mesh.workloads))
   }
   const { KubernetesSource } = await import('./kube-source.ts')
-  return new KubernetesSource({ kubeConfig, trustDomain: config.trustDomain, inboundPort: config.proxyInboundPort, log, onError })
+  // Every series from the start at 0, so "> 0" alerts and dashboards see them before the first one.
+  for (const kind of ['Service', 'Pod']) for (const annotation of Object.keys(ANNOTATIONS_WITHOUT_EFFECT)) metrics.annotationsWithoutEffect.set({ kind, annotation }, 0)
+  return new KubernetesSource({
+    kubeConfig, trustDomain: config.trustDomain, inboundPort: config.proxyInboundPort, log, onError,
+    onAnnotationWithoutEffect: (kind, annotation, delta) => { metrics.annotationsWithoutEffect.inc({ kind, annotation }, delta) },
+  })
 }
 
 function listen (server: http.Server, addr: HostPort): Promise<HostPort> {

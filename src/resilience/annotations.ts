@@ -58,21 +58,58 @@ export const POLICY_ANNOTATIONS: Readonly<Record<string, { help: string, apply: 
   'remora.dev/max-queued': { help: 'requests waiting beyond max-concurrent', apply: (raw, p) => { p.limits = { ...p.limits, maxQueued: integer(0, 1_000_000)(raw) } } },
 })
 
-/** remora.dev/* annotations that other parts read (injection, ports), so not a misspelt policy key. */
-const OTHER_ANNOTATIONS = new Set(['remora.dev/inject', 'remora.dev/protocol', 'remora.dev/opaque-ports', 'remora.dev/skip-inbound-ports', 'remora.dev/skip-outbound-ports', 'remora.dev/proxy-image', 'remora.dev/default-policy', 'remora.dev/allow'])
+/**
+ * remora.dev/* annotations that are recognised but do nothing in this version yet, and the feature
+ * each comes with. They are not errors: whoever reads them (the control plane, for Services and
+ * Pods) warns once that they have no effect, so nothing is silently ignored.
+ */
+export const ANNOTATIONS_WITHOUT_EFFECT: Readonly<Record<string, string>> = Object.freeze({
+  'remora.dev/inject': 'sidecar injection: remora inject and remora injector',
+  'remora.dev/proxy-image': 'sidecar injection: remora inject and remora injector',
+  'remora.dev/opaque-ports': 'opaque TCP through the mesh',
+  'remora.dev/skip-inbound-ports': 'traffic interception: remora init',
+  'remora.dev/skip-outbound-ports': 'traffic interception: remora init',
+})
+
+/**
+ * remora.dev/* annotations other parts read, with an effect, so not a misspelt policy key:
+ * `protocol` (Services, src/control/kube-objects.ts); `default-policy` and `allow` (pods, through the
+ * downward API into REMORA_AUTHZ_*, src/inbound/authorization.ts).
+ */
+const OTHER_ANNOTATIONS = new Set(['remora.dev/protocol', 'remora.dev/default-policy', 'remora.dev/allow'])
+
+/** A recognised annotation with no effect yet: which one, and the line to log. */
+export interface AnnotationWarning {
+  readonly annotation: string
+  readonly message: string
+}
+
+/**
+ * One warning per annotation in ANNOTATIONS_WITHOUT_EFFECT that `annotations` carries, whatever its
+ * value; `object` names the carrier, e.g. `Service demo/web` or `Pod demo/web-1`.
+ */
+export function annotationsWithoutEffect (annotations: Readonly<Record<string, unknown>>, object: string): AnnotationWarning[] {
+  const out: AnnotationWarning[] = []
+  for (const key of Object.keys(annotations)) {
+    if (!Object.hasOwn(ANNOTATIONS_WITHOUT_EFFECT, key)) continue
+    out.push({ annotation: key, message: `${object}: annotation ${key} has no effect in this version yet (it comes with ${ANNOTATIONS_WITHOUT_EFFECT[key]})` })
+  }
+  return out
+}
 
 /**
  * The policy a Service's annotations ask for. A bad value is reported and left out (the default
- * applies) so one mistake does not take the service out of the table.
+ * applies) so one mistake does not take the service out of the table. Annotations that do nothing
+ * yet come back as `warnings`, apart from the errors.
  */
-export function policyFromAnnotations (annotations: Readonly<Record<string, string>>, service: string): { policy: RawServicePolicy, errors: string[] } {
+export function policyFromAnnotations (annotations: Readonly<Record<string, string>>, service: string): { policy: RawServicePolicy, errors: string[], warnings: AnnotationWarning[] } {
   const policy: RawServicePolicy = {}
   const errors: string[] = []
   for (const [key, value] of Object.entries(annotations)) {
     if (!key.startsWith('remora.dev/')) continue
     const a = POLICY_ANNOTATIONS[key]
     if (a === undefined) {
-      if (!OTHER_ANNOTATIONS.has(key)) errors.push(`Service ${service}: annotation ${key} is not known (policy annotations: ${Object.keys(POLICY_ANNOTATIONS).join(', ')})`)
+      if (!OTHER_ANNOTATIONS.has(key) && !Object.hasOwn(ANNOTATIONS_WITHOUT_EFFECT, key)) errors.push(`Service ${service}: annotation ${key} is not known (policy annotations: ${Object.keys(POLICY_ANNOTATIONS).join(', ')})`)
       continue
     }
     try {
@@ -81,5 +118,5 @@ export function policyFromAnnotations (annotations: Readonly<Record<string, stri
       errors.push(`Service ${service}: annotation ${key}: ${(err as Error).message}; expected ${a.help}`)
     }
   }
-  return { policy, errors }
+  return { policy, errors, warnings: annotationsWithoutEffect(annotations, `Service ${service}`) }
 }

@@ -1,7 +1,8 @@
-// Kubernetes objects → remora Services: ports, readiness, dual-stack, protocol, policy, and malformed input.
+// Kubernetes objects → remora Services: ports, readiness, dual-stack, protocol, policy, annotations
+// without effect yet, and malformed input.
 import t from 'tap'
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node'
-import { servicesFromKube, type PodLookup } from '../../src/control/kube-objects.ts'
+import { podAnnotationsRead, podAnnotationWarnings, servicesFromKube, type PodLookup } from '../../src/control/kube-objects.ts'
 import { DEFAULT_SERVICE_POLICY } from '../../src/resilience/policy.ts'
 import { endpointSlice, pod, service, type EndpointSpec } from '../harness/kube-api.ts'
 
@@ -132,9 +133,21 @@ t.test('policy annotations: good ones apply, bad ones are reported and the defau
   t.match(r.problems, [/^Service demo\/web: annotation remora\.dev\/retry-attempts: expected a whole number from 1 to 10, got "99"/])
 })
 
+t.test('annotations with no effect yet: warnings naming Service or Pod and the annotation, not problems', async (t) => {
+  const r = convert(svc('demo', 'web', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/protocol': 'grpc', 'remora.dev/timeout': '2s' } }), [])
+  t.same(r.problems, [])
+  t.equal(r.services[0].policy.requestTimeoutMs, 2000)
+  t.same(r.warnings, [{ annotation: 'remora.dev/opaque-ports', message: 'Service demo/web: annotation remora.dev/opaque-ports has no effect in this version yet (it comes with opaque TCP through the mesh)' }])
+  const p = { ...pod('demo', 'web-1'), metadata: { name: 'web-1', namespace: 'demo', annotations: { 'remora.dev/skip-inbound-ports': '9090', 'remora.dev/allow': '8080=ns:demo', 'example.com/x': 'y' } } }
+  t.same(podAnnotationsRead(p), { 'remora.dev/skip-inbound-ports': '9090' }, 'a pod keeps only what the control plane reads')
+  t.same(podAnnotationWarnings(p), [{ annotation: 'remora.dev/skip-inbound-ports', message: 'Pod demo/web-1: annotation remora.dev/skip-inbound-ports has no effect in this version yet (it comes with traffic interception: remora init)' }])
+  t.same(podAnnotationWarnings(pod('demo', 'web-2')), [])
+  t.same(podAnnotationWarnings({ metadata: { name: 'x', annotations: 'nope' } }), [], 'malformed annotations: nothing, no throw')
+})
+
 t.test('ExternalName is skipped quietly; headless is fine', async (t) => {
   const ext = { ...svc('demo', 'ext'), spec: { type: 'ExternalName', externalName: 'example.com' } } as V1Service
-  t.same(convert(ext, []), { services: [], problems: [], waitingFor: [] })
+  t.same(convert(ext, []), { services: [], problems: [], warnings: [], waitingFor: [] })
   const headless = convert(svc('demo', 'web', { clusterIP: 'None' }), [slice('demo', 'web-a', 'web', { endpoints: [ep('10.0.0.1', 'web-1')] })])
   t.same(keys(headless), ['10.0.0.1:15006/8080'])
 })

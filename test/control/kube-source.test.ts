@@ -23,19 +23,34 @@ async function setup (t: Teardown, opts: { namespaces?: string[], before?: (api:
   const logged = new EventEmitter()
   const log = pino({ level: 'debug' }, { write: (s: string) => { logs.push(JSON.parse(s) as LogLine); logged.emit('line') } })
   const errors: KubeSourceErrorKind[] = []
+  /** What the gauge of objects carrying an annotation without effect would show, by `kind annotation`. */
+  const gauge = new Map<string, number>()
+  const gaugeChanged = new EventEmitter()
   const catalog = new Catalog()
   const source = new KubernetesSource({
     kubeConfig: api.kubeConfig(), trustDomain: 'cluster.local', inboundPort: 15006, log,
     namespaces: opts.namespaces, onError: (k) => errors.push(k), backoff: { baseMs: 20, maxMs: 200 },
+    onAnnotationWithoutEffect: (kind, annotation, delta) => {
+      gauge.set(`${kind} ${annotation}`, (gauge.get(`${kind} ${annotation}`) ?? 0) + delta)
+      gaugeChanged.emit('change')
+    },
   })
   t.teardown(async () => { await source.stop(); await api.close() })
-  /** Resolves once `predicate` holds over the log lines, checked on every line. */
-  const untilLogged = (predicate: (lines: LogLine[]) => boolean): Promise<void> => new Promise((resolve) => {
-    const check = (): void => { if (predicate(logs)) { logged.off('line', check); resolve() } }
+  /** Resolves once `predicate` holds over the log lines, checked on every line; fails after `ms`. */
+  const untilLogged = (predicate: (lines: LogLine[]) => boolean, ms = 5000): Promise<void> => new Promise((resolve, reject) => {
+    const check = (): void => { if (predicate(logs)) { clearTimeout(timer); logged.off('line', check); resolve() } }
+    const timer = setTimeout(() => { logged.off('line', check); reject(new Error(`log condition not met in ${ms} ms: ${logs.map((l) => l.msg).join(' | ')}`)) }, ms)
     logged.on('line', check)
     check()
   })
-  return { api, catalog, source, logs, errors, untilLogged }
+  /** Resolves once `predicate` holds over the gauge, checked on every change of it; fails after `ms`. */
+  const untilGauge = (predicate: (g: Map<string, number>) => boolean, ms = 5000): Promise<void> => new Promise((resolve, reject) => {
+    const check = (): void => { if (predicate(gauge)) { clearTimeout(timer); gaugeChanged.off('change', check); resolve() } }
+    const timer = setTimeout(() => { gaugeChanged.off('change', check); reject(new Error(`gauge condition not met in ${ms} ms: ${JSON.stringify(Object.fromEntries(gauge))}`)) }, ms)
+    gaugeChanged.on('change', check)
+    check()
+  })
+  return { api, catalog, source, logs, errors, gauge, untilLogged, untilGauge }
 }
 
 /** Resolves when `predicate` holds, checked on every catalog change. */
@@ -47,6 +62,11 @@ function until (catalog: Catalog, predicate: () => boolean, ms = 5000): Promise<
     catalog.on('change', check)
   })
 }
+
+/** A pod with annotations (the harness's pod() has none). */
+const annotatedPod = (p: ReturnType<typeof pod>, annotations: Record<string, string>): ReturnType<typeof pod> => ({ ...p, metadata: { ...p.metadata, annotations } })
+const noEffect = (kind: string, key: string, annotation: string, comesWith: string): string =>
+  `${kind} ${key}: annotation ${annotation} has no effect in this version yet (it comes with ${comesWith})`
 
 const hosts = (catalog: Catalog, key = 'web.demo:80'): string[] | undefined => catalog.lookup(key)?.service.endpoints.map((e) => e.address.host)
 
@@ -195,6 +215,61 @@ t.test('a malformed object is logged once with its name and field; the rest keep
   api.apply(webSlice(ep('10.0.0.3', 'web-3')))
   await until(catalog, () => hosts(catalog)?.join() === '10.0.0.3')
   t.equal(logs.filter((l) => l.level === 40).length, 2, 'not logged again on recompute')
+})
+
+t.test('annotations with no effect yet: one warning per Service or Pod and annotation, not again on updates or a relist; the gauge follows', async (t) => {
+  const web1 = (opts: { sa?: string, ip?: string, annotations?: Record<string, string> }) =>
+    annotatedPod(pod('demo', 'web-1', { serviceAccountName: opts.sa ?? 'web', ip: opts.ip ?? '10.0.0.1' }), opts.annotations ?? {})
+  const { api, catalog, source, logs, errors, gauge, untilLogged, untilGauge } = await setup(t, {
+    before: (api) => {
+      api.apply(service('demo', 'web', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/timeout': '2s' } }))
+      api.apply(web1({ annotations: { 'remora.dev/inject': 'enabled', 'remora.dev/default-policy': 'deny', 'remora.dev/allow': '8080=ns:demo' } }))
+    },
+  })
+  const warnings = (): string[] => logs.filter((l) => l.level === 40).map((l) => l.msg).sort()
+  await source.start(catalog)
+  await untilLogged(() => warnings().length >= 3)
+  t.same(warnings(), [
+    noEffect('Pod', 'demo/web-1', 'remora.dev/inject', 'sidecar injection: remora inject and remora injector'),
+    noEffect('Service', 'demo/web', 'remora.dev/opaque-ports', 'opaque TCP through the mesh'),
+    noEffect('Service', 'demo/web', 'remora.dev/skip-outbound-ports', 'traffic interception: remora init'),
+  ], 'default-policy and allow (read by the sidecar) are not warned about')
+  t.same(logs.filter((l) => l.level === 40).map((l) => `${String(l.service ?? l.pod)} ${String(l.annotation)}`).sort(),
+    ['demo/web remora.dev/opaque-ports', 'demo/web remora.dev/skip-outbound-ports', 'demo/web-1 remora.dev/inject'], 'object and annotation as fields too')
+  t.same(errors, [], 'warnings, not errors: the source-errors metric does not count them')
+  t.same(Object.fromEntries(gauge), { 'Service remora.dev/opaque-ports': 1, 'Service remora.dev/skip-outbound-ports': 1, 'Pod remora.dev/inject': 1 })
+  t.equal(catalog.lookup('web.demo:80')?.service.policy.requestTimeoutMs, 2000, 'the policy annotations still apply')
+
+  // Updates of the same objects: the Service (another timeout, one annotation fewer), the pod's
+  // status, then its service account (each pod event is handled in order, so the last one seen
+  // in the catalog means the others were handled too).
+  api.apply(service('demo', 'web', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '3s' } }))
+  await until(catalog, () => catalog.lookup('web.demo:80')?.service.policy.requestTimeoutMs === 3000)
+  api.apply(web1({ ip: '10.0.0.11', annotations: { 'remora.dev/inject': 'enabled' } }))
+  api.apply(web1({ sa: 'web-v2', ip: '10.0.0.11', annotations: { 'remora.dev/inject': 'enabled' } }))
+  await until(catalog, () => catalog.lookup('web.demo:80')?.service.endpoints[0].identity === 'spiffe://cluster.local/ns/demo/sa/web-v2')
+  // A relist (410 after the watches dropped) sees every object again.
+  await api.waitFor(() => api.watchers() === 3)
+  api.holdWatches()
+  api.dropWatches()
+  await api.waitFor(() => api.heldWatches() === 3)
+  api.apply(webSlice(ep('10.0.0.3', 'web-3')))
+  api.compact()
+  api.releaseWatches()
+  await until(catalog, () => hosts(catalog)?.join() === '10.0.0.3')
+  t.ok(api.requests.some((r) => r.expired === true), 'the informers relisted')
+  t.equal(warnings().length, 3, 'not logged again on updates or the relist')
+  t.same(Object.fromEntries(gauge), { 'Service remora.dev/opaque-ports': 1, 'Service remora.dev/skip-outbound-ports': 0, 'Pod remora.dev/inject': 1 }, 'the removed annotation went down')
+
+  // Removed from the pod, then the Service deleted: the gauge goes to 0. Added again: logged again.
+  api.apply(web1({ sa: 'web-v2', ip: '10.0.0.11' }))
+  await untilGauge((g) => g.get('Pod remora.dev/inject') === 0)
+  api.remove('Service', 'demo', 'web')
+  await untilGauge((g) => g.get('Service remora.dev/opaque-ports') === 0)
+  t.ok([...gauge.values()].every((n) => n === 0), 'nothing carried any more')
+  api.apply(web1({ sa: 'web-v2', ip: '10.0.0.11', annotations: { 'remora.dev/inject': 'enabled' } }))
+  await untilLogged(() => warnings().length === 4)
+  t.equal(gauge.get('Pod remora.dev/inject'), 1)
 })
 
 t.test('namespaces option: only those namespaces are watched; stop() closes every watch', async (t) => {

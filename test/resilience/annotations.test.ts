@@ -1,6 +1,7 @@
-// Service annotations carry the same policy as the mesh file; each bad value names Service and key.
+// Service annotations carry the same policy as the mesh file; each bad value names Service and key, and
+// each annotation that does nothing yet is a warning naming the object and the annotation.
 import t from 'tap'
-import { policyFromAnnotations } from '../../src/resilience/annotations.ts'
+import { ANNOTATIONS_WITHOUT_EFFECT, annotationsWithoutEffect, policyFromAnnotations } from '../../src/resilience/annotations.ts'
 import { servicePolicy } from '../../src/resilience/policy-file.ts'
 
 t.test('annotations become the service policy', async (t) => {
@@ -45,4 +46,36 @@ t.test('a bad annotation is reported with the Service and the key, and the defau
     /^Service demo\/web: annotation remora\.dev\/timeuot is not known/,
   ])
   t.equal(servicePolicy(policy).requestTimeoutMs, 0)
+})
+
+t.test('annotations that do nothing yet are warnings, apart from errors, each naming the Service and the annotation', async (t) => {
+  const { policy, errors, warnings } = policyFromAnnotations({
+    'remora.dev/inject': 'enabled',
+    'remora.dev/opaque-ports': '5432',
+    'remora.dev/skip-inbound-ports': '9090',
+    'remora.dev/skip-outbound-ports': '3306',
+    'remora.dev/proxy-image': 'remora:next',
+    'remora.dev/protocol': 'grpc',
+    'remora.dev/default-policy': 'deny',
+    'remora.dev/allow': '8080=ns:demo',
+    'remora.dev/timeout': '2s',
+    'remora.dev/timeuot': '1s',
+  }, 'demo/web')
+  t.match(errors, [/^Service demo\/web: annotation remora\.dev\/timeuot is not known/], 'only the misspelt key is an error')
+  t.equal(servicePolicy(policy).requestTimeoutMs, 2000, 'the policy still applies')
+  t.same(warnings, [
+    { annotation: 'remora.dev/inject', message: 'Service demo/web: annotation remora.dev/inject has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' },
+    { annotation: 'remora.dev/opaque-ports', message: 'Service demo/web: annotation remora.dev/opaque-ports has no effect in this version yet (it comes with opaque TCP through the mesh)' },
+    { annotation: 'remora.dev/skip-inbound-ports', message: 'Service demo/web: annotation remora.dev/skip-inbound-ports has no effect in this version yet (it comes with traffic interception: remora init)' },
+    { annotation: 'remora.dev/skip-outbound-ports', message: 'Service demo/web: annotation remora.dev/skip-outbound-ports has no effect in this version yet (it comes with traffic interception: remora init)' },
+    { annotation: 'remora.dev/proxy-image', message: 'Service demo/web: annotation remora.dev/proxy-image has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' },
+  ], 'protocol, default-policy and allow have effects: no warning')
+  t.same(policyFromAnnotations({ 'remora.dev/timeout': '2s' }, 'demo/web').warnings, [], 'none without them')
+})
+
+t.test('annotationsWithoutEffect names any object, whatever the value, and only remora.dev/ keys of its own', async (t) => {
+  t.same(annotationsWithoutEffect({ 'remora.dev/inject': 'disabled', constructor: 'x', 'example.com/opaque-ports': '1' }, 'Pod demo/web-1'), [
+    { annotation: 'remora.dev/inject', message: 'Pod demo/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' },
+  ])
+  t.same(Object.keys(ANNOTATIONS_WITHOUT_EFFECT).sort(), ['remora.dev/inject', 'remora.dev/opaque-ports', 'remora.dev/proxy-image', 'remora.dev/skip-inbound-ports', 'remora.dev/skip-outbound-ports'])
 })
