@@ -10,7 +10,7 @@ import { createRequire } from 'node:module'
 import { request } from 'undici'
 import * as grpc from '@grpc/grpc-js'
 import { ProxyErrors, type ProxyErrorReason } from '../../src/errors.ts'
-import { eventually, freePort, ROOT, startMesh, type SidecarProcess } from '../harness/mesh.ts'
+import { eventually, freePort, ROOT, startMesh, startSidecars, writeMesh, type MeshSpec, type SidecarProcess } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { echoClient, unary } from '../harness/grpc-echo.ts'
 
@@ -41,18 +41,23 @@ t.test('every proxy-made answer is logged and counted with the status the HTTP/1
   const app = await startApp(t, (req, res) => {
     if (req.url === '/hold') { void held.then(() => res.end('released')); return }
     if (req.headers.host === 'slow') { setTimeout(() => res.end('late'), 2000).unref(); return }
+    if (req.headers.host === 'crash') { req.socket.destroy(); return }
     res.end('ok')
   })
   const nothing = await freePort()
-  const mesh = await startMesh(t, {
+  const http1 = [{ port: app.port, protocol: 'http1' as const }]
+  const spec: MeshSpec = {
     workloads: {
       edge: { appPorts: [1] },
-      api: { appPorts: [{ port: app.port, protocol: 'http1' }] },
+      api: { appPorts: http1 },
       down: { appPorts: [nothing] },
-      locked: { appPorts: [{ port: app.port, protocol: 'http1' }], authorization: { default: 'deny' } },
+      locked: { appPorts: http1, authorization: { default: 'deny' } },
+      limited: { appPorts: http1, inbound: { rateLimit: { requestsPerSecond: 0.001, burst: 1 } } },
       gone: { appPorts: [1] },
     },
     services: [
+      { name: 'crash', port: 80, endpoints: [{ workload: 'api', targetPort: app.port }] },
+      { name: 'limited', port: 80, endpoints: [{ workload: 'limited', targetPort: app.port }] },
       { name: 'empty', port: 80, endpoints: [] },
       { name: 'gone', port: 80, endpoints: [{ workload: 'gone', targetPort: 1 }] },
       { name: 'slow', port: 80, timeout: '300ms', endpoints: [{ workload: 'api', targetPort: app.port }] },
@@ -60,8 +65,15 @@ t.test('every proxy-made answer is logged and counted with the status the HTTP/1
       { name: 'down', port: 80, endpoints: [{ workload: 'down', targetPort: nothing }] },
       { name: 'locked', port: 80, endpoints: [{ workload: 'locked', targetPort: app.port }] },
     ],
-  }, { only: ['edge', 'api', 'down', 'locked'] })
+  }
+  // An endpoint naming an app port api does not declare (the mesh file allows it only by address).
+  const mesh = await writeMesh(spec)
+  spec.services.push({ name: 'undeclared', port: 80, endpoints: [{ address: `127.0.0.1:${mesh.ports.get('api')?.inbound}`, targetPort: nothing }] })
+  await mesh.write(spec)
+  await startSidecars(t, mesh, { only: ['edge', 'api', 'down', 'locked', 'limited'] })
   const edge = mesh.sidecar('edge')
+  // limited's one token goes to this request; what follows is refused.
+  await (await request(`${edge.proxyUrl}/primer`, { headers: { host: 'limited' } })).body.text()
 
   // busy's one slot is taken by a request that waits until the end of the test.
   const holding = request(`${edge.proxyUrl}/hold`, { headers: { host: 'busy' } })
@@ -75,6 +87,9 @@ t.test('every proxy-made answer is logged and counted with the status the HTTP/1
     { host: 'busy', reason: ProxyErrors.overloaded, by: 'edge' },
     { host: 'down', reason: ProxyErrors.appUnavailable, by: 'server' },
     { host: 'locked', reason: ProxyErrors.forbidden, by: 'server' },
+    { host: 'limited', reason: ProxyErrors.rateLimited, by: 'server' },
+    { host: 'undeclared', reason: ProxyErrors.targetPortRefused, by: 'server' },
+    { host: 'crash', reason: ProxyErrors.appReset, by: 'server' },
   ]
   const h2 = http2.connect(`http://127.0.0.1:${edge.ports.outbound}`)
   t.teardown(() => h2.close())
@@ -98,11 +113,12 @@ t.test('every proxy-made answer is logged and counted with the status the HTTP/1
     t.equal(err?.code, c.reason.grpcStatus, `${c.host}, gRPC caller: ${grpc.status[c.reason.grpcStatus]}`)
 
     // The access log of the sidecar that answered, and of the client's sidecar (they relay it).
-    const owners: SidecarProcess[] = c.by === 'edge' ? [edge] : [edge, mesh.sidecar(c.host)]
+    const owners: SidecarProcess[] = c.by === 'edge' ? [edge] : [edge, mesh.sidecar(c.host === 'crash' || c.host === 'undeclared' ? 'api' : c.host)]
     for (const s of owners) {
       const direction = s === edge ? 'outbound' : 'inbound'
-      await eventually(() => s.logs().filter((l) => l.access === direction && (l.authority === c.host || String(l.path).startsWith(`/${c.host}/`))).length >= 3, 10_000, `${s.name}: three ${c.host} lines`)
-      const lines = s.logs().filter((l) => l.access === direction && (l.authority === c.host || String(l.path).startsWith(`/${c.host}/`)))
+      const ours = (): Array<Record<string, unknown>> => s.logs().filter((l) => l.access === direction && (l.path === '/remora.test.Echo/Unary' ? l.authority === c.host : String(l.path).startsWith(`/${c.host}/`)))
+      await eventually(() => ours().length >= 3, 10_000, `${s.name}: three ${c.host} lines`)
+      const lines = ours()
       const grpcLine = lines.find((l) => l.path === '/remora.test.Echo/Unary')
       t.match(grpcLine, { status: 200, grpc_status: String(c.reason.grpcStatus), error: c.reason.reason }, `${s.name} logs the gRPC refusal as ${grpc.status[c.reason.grpcStatus]} with its reason`)
       for (const caller of ['h1', 'h2']) {
