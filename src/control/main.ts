@@ -2,11 +2,11 @@
 import { ControlSettings, readSettings, type CaSetting, type ControlSource, type HostPort } from '../config/env.ts'
 import { createLogger } from '../telemetry/log.ts'
 import { startControl } from './plane.ts'
+import { watchUnexpectedErrors } from '../telemetry/faults.ts'
 
 export async function runControl (flags: ReadonlyMap<string, string>): Promise<number> {
   const s = readSettings(ControlSettings, process.env, flags)
   const log = createLogger(s.logLevel ?? 'info', 'control')
-  process.on('uncaughtException', (err) => log.error({ err }, 'unexpected error; the control plane keeps serving'))
   const plane = await startControl({
     source: s.source ?? (s.meshFile !== undefined ? 'file' : 'kubernetes') as ControlSource,
     meshFile: s.meshFile,
@@ -18,6 +18,7 @@ export async function runControl (flags: ReadonlyMap<string, string>): Promise<n
     certTtlMs: s.certTtl as number,
     servingNames: s.servingNames as readonly string[],
   }, log)
+  const faults = watchUnexpectedErrors(process, { log, count: (outcome) => plane.metrics.unexpectedErrors.inc({ outcome }), drain: (why) => plane.shutdown(why) })
   let failed: unknown
   plane.synced.catch((err: unknown) => { failed = err; void plane.shutdown('the endpoint source failed to start') })
   process.once('SIGTERM', () => { void plane.shutdown('SIGTERM') })
@@ -25,5 +26,5 @@ export async function runControl (flags: ReadonlyMap<string, string>): Promise<n
   await plane.stopped
   log.flush()
   if (failed !== undefined) throw failed
-  return 0
+  return faults.fatal ? 1 : 0
 }

@@ -80,6 +80,13 @@ export class ControlMetrics {
     registers: [this.registry],
   })
 
+  readonly unexpectedErrors = new Counter({
+    name: 'remora_unexpected_errors_total',
+    help: 'Errors nothing handled: survived (a connection already gone) or fatal (the process drains and exits 1).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  })
+
   constructor () {
     collectDefaultMetrics({ register: this.registry })
   }

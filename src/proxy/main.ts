@@ -2,15 +2,16 @@
 import { loadProxyConfig } from '../config/proxy-config.ts'
 import { createLogger } from '../telemetry/log.ts'
 import { startSidecar } from './sidecar.ts'
+import { watchUnexpectedErrors } from '../telemetry/faults.ts'
 
 export async function runProxy (flags: ReadonlyMap<string, string>): Promise<number> {
   const { config } = loadProxyConfig(process.env, flags)
   const log = createLogger(config.logLevel, 'proxy')
-  process.on('uncaughtException', (err) => log.error({ err }, 'unexpected error; the proxy keeps serving'))
   const sidecar = await startSidecar(config, log)
+  const faults = watchUnexpectedErrors(process, { log, count: (outcome) => sidecar.ctx.metrics.unexpectedErrors.inc({ outcome }), drain: (why) => sidecar.shutdown(why) })
   process.once('SIGTERM', () => { void sidecar.shutdown('SIGTERM') })
   process.once('SIGINT', () => { void sidecar.shutdown('SIGINT') })
   await sidecar.stopped
   log.flush()
-  return 0
+  return faults.fatal ? 1 : 0
 }
