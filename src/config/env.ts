@@ -11,6 +11,12 @@ export interface Setting<T> {
   readonly parse: (raw: string) => T
 }
 
+/** A setting with a default: it always has a value, and its type says so (no casts at the use). */
+export interface DefaultedSetting<T> extends Setting<T> { readonly default: string }
+
+const defaulted = <T>(s: DefaultedSetting<T>): DefaultedSetting<T> => s
+const optional = <T>(s: Setting<T>): Setting<T> => s
+
 export type Environment = Readonly<Record<string, string | undefined>>
 
 export const flagOf = (s: Setting<unknown>): string =>
@@ -57,28 +63,28 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export type LogLevel = typeof LOG_LEVELS[number]
 
 export const ProxySettings = Object.freeze({
-  meshFile: { env: 'REMORA_MESH_FILE', help: 'Local mesh YAML file: services, endpoints, workloads. Reloaded on change. With REMORA_CONTROL_ADDR, only its workloads: entry is read.', parse: text } as Setting<string>,
-  controlAddr: { env: 'REMORA_CONTROL_ADDR', help: 'The control plane (remora control) as host:port; services then come from it, watched per authority on first use.', parse: parseHostPort } as Setting<HostPort>,
-  workload: { env: 'REMORA_WORKLOAD', help: 'Name of the workload this sidecar serves, as named under `workloads:` in the mesh file.', parse: text } as Setting<string>,
-  outboundAddr: { env: 'REMORA_OUTBOUND_ADDR', default: '127.0.0.1:15001', help: "Outbound listener: the workload's own outgoing traffic (redirected, or as an HTTP proxy).", parse: parseHostPort } as Setting<HostPort>,
-  inboundAddr: { env: 'REMORA_INBOUND_ADDR', default: '0.0.0.0:15006', help: 'Inbound listener: traffic from peer sidecars and from non-meshed clients.', parse: parseHostPort } as Setting<HostPort>,
-  adminAddr: { env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15000', help: 'Admin server: /live /ready /metrics for all; /config.json /endpoints.json POST /shutdown from loopback only.', parse: parseHostPort } as Setting<HostPort>,
-  appPorts: { env: 'REMORA_APP_PORTS', help: 'Comma-separated ports the local app listens on (127.0.0.1); inbound traffic may target only these. Default: from the mesh file workload.', parse: (raw: string) => Object.freeze(raw.split(',').filter((p) => p.trim() !== '').map(parsePort)) } as Setting<readonly number[]>,
-  logLevel: { env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) } as Setting<LogLevel>,
-  accessLog: { env: 'REMORA_ACCESS_LOG', default: 'on', help: 'One JSON line per request: on or off.', parse: (raw: string) => oneOf('on', 'off')(raw) === 'on' } as Setting<boolean>,
-  connectTimeout: { env: 'REMORA_CONNECT_TIMEOUT', default: '5s', help: 'How long to wait for a TCP connection to a peer sidecar or the local app.', parse: parseDuration } as Setting<number>,
-  shutdownGrace: { env: 'REMORA_SHUTDOWN_GRACE', default: '30s', help: 'On SIGTERM, how long in-flight requests may take to finish before connections are closed.', parse: parseDuration } as Setting<number>,
-  trustAnchors: { env: 'REMORA_TRUST_ANCHORS', help: "PEM file of the mesh's trust anchor(s) (the CA root). Turns mutual TLS on: the sidecar gets its certificate from the control plane and every sidecar-to-sidecar hop is mTLS.", parse: text } as Setting<string>,
-  identity: { env: 'REMORA_IDENTITY', help: "This workload's SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>). Default: from the mesh file workload.", parse: text } as Setting<string>,
-  tokenFile: { env: 'REMORA_TOKEN_FILE', help: "File holding the proof of identity sent with each certificate request (in Kubernetes, a projected service account token with audience remora); re-read at every renewal. Default: the workload's bootstrapToken in the mesh file.", parse: text } as Setting<string>,
-  inboundMtls: { env: 'REMORA_INBOUND_MTLS', default: 'strict', help: 'With mTLS on: strict (inbound accepts only mTLS) or permissive (plaintext from non-meshed clients too, on the same port).', parse: oneOf('strict', 'permissive') } as Setting<'strict' | 'permissive'>,
-  authzDefault: { env: 'REMORA_AUTHZ_DEFAULT', help: `Who may call ports without an allow list: ${DEFAULT_POLICIES.join(', ')}. Default: the mesh file workload's, else all-authenticated with strict mTLS and all-unauthenticated otherwise.`, parse: oneOf(...DEFAULT_POLICIES) } as Setting<DefaultPolicy>,
-  authzAllow: { env: 'REMORA_AUTHZ_ALLOW', help: 'Allow lists per app port, e.g. 8080=ns:shop,spiffe://cluster.local/ns/ops/sa/admin;9090=ns:ops (adds to the mesh file\'s).', parse: parseAllowSetting } as Setting<Record<number, AllowRule[]>>,
-  discoveryTimeout: { env: 'REMORA_DISCOVERY_TIMEOUT', default: '3s', help: "How long a request for an authority this sidecar has not resolved yet waits for the control plane's answer.", parse: parseDuration } as Setting<number>,
-  podName: { env: 'REMORA_POD_NAME', help: "This pod's name (the injector sets it from the downward API, metadata.name); the traces' k8s.pod.name.", parse: text } as Setting<string>,
-  podNamespace: { env: 'REMORA_POD_NAMESPACE', help: "This pod's namespace (downward API, metadata.namespace); the traces' service.namespace and k8s.namespace.name. Default: the mesh file workload's namespace, else REMORA_IDENTITY's.", parse: text } as Setting<string>,
-  nodeName: { env: 'REMORA_NODE_NAME', help: "The node the pod runs on (downward API, spec.nodeName); the traces' k8s.node.name.", parse: text } as Setting<string>,
-  discoveryIdle: { env: 'REMORA_DISCOVERY_IDLE', default: '10m', help: 'A watched authority no request has used for this long is dropped from the table (watched again on next use).', parse: parseDuration } as Setting<number>,
+  meshFile: optional<string>({ env: 'REMORA_MESH_FILE', help: 'Local mesh YAML file: services, endpoints, workloads. Reloaded on change. With REMORA_CONTROL_ADDR, only its workloads: entry is read.', parse: text }),
+  controlAddr: optional<HostPort>({ env: 'REMORA_CONTROL_ADDR', help: 'The control plane (remora control) as host:port; services then come from it, watched per authority on first use.', parse: parseHostPort }),
+  workload: optional<string>({ env: 'REMORA_WORKLOAD', help: 'Name of the workload this sidecar serves, as named under `workloads:` in the mesh file.', parse: text }),
+  outboundAddr: defaulted<HostPort>({ env: 'REMORA_OUTBOUND_ADDR', default: '127.0.0.1:15001', help: "Outbound listener: the workload's own outgoing traffic (redirected, or as an HTTP proxy).", parse: parseHostPort }),
+  inboundAddr: defaulted<HostPort>({ env: 'REMORA_INBOUND_ADDR', default: '0.0.0.0:15006', help: 'Inbound listener: traffic from peer sidecars and from non-meshed clients.', parse: parseHostPort }),
+  adminAddr: defaulted<HostPort>({ env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15000', help: 'Admin server: /live /ready /metrics for all; /config.json /endpoints.json POST /shutdown from loopback only.', parse: parseHostPort }),
+  appPorts: optional<readonly number[]>({ env: 'REMORA_APP_PORTS', help: 'Comma-separated ports the local app listens on (127.0.0.1); inbound traffic may target only these. Default: from the mesh file workload.', parse: (raw: string) => Object.freeze(raw.split(',').filter((p) => p.trim() !== '').map(parsePort)) }),
+  logLevel: defaulted<LogLevel>({ env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) }),
+  accessLog: defaulted<boolean>({ env: 'REMORA_ACCESS_LOG', default: 'on', help: 'One JSON line per request: on or off.', parse: (raw: string) => oneOf('on', 'off')(raw) === 'on' }),
+  connectTimeout: defaulted<number>({ env: 'REMORA_CONNECT_TIMEOUT', default: '5s', help: 'How long to wait for a TCP connection to a peer sidecar or the local app.', parse: parseDuration }),
+  shutdownGrace: defaulted<number>({ env: 'REMORA_SHUTDOWN_GRACE', default: '30s', help: 'On SIGTERM, how long in-flight requests may take to finish before connections are closed.', parse: parseDuration }),
+  trustAnchors: optional<string>({ env: 'REMORA_TRUST_ANCHORS', help: "PEM file of the mesh's trust anchor(s) (the CA root). Turns mutual TLS on: the sidecar gets its certificate from the control plane and every sidecar-to-sidecar hop is mTLS.", parse: text }),
+  identity: optional<string>({ env: 'REMORA_IDENTITY', help: "This workload's SPIFFE ID (spiffe://<trust-domain>/ns/<ns>/sa/<sa>). Default: from the mesh file workload.", parse: text }),
+  tokenFile: optional<string>({ env: 'REMORA_TOKEN_FILE', help: "File holding the proof of identity sent with each certificate request (in Kubernetes, a projected service account token with audience remora); re-read at every renewal. Default: the workload's bootstrapToken in the mesh file.", parse: text }),
+  inboundMtls: defaulted<'strict' | 'permissive'>({ env: 'REMORA_INBOUND_MTLS', default: 'strict', help: 'With mTLS on: strict (inbound accepts only mTLS) or permissive (plaintext from non-meshed clients too, on the same port).', parse: oneOf('strict', 'permissive') }),
+  authzDefault: optional<DefaultPolicy>({ env: 'REMORA_AUTHZ_DEFAULT', help: `Who may call ports without an allow list: ${DEFAULT_POLICIES.join(', ')}. Default: the mesh file workload's, else all-authenticated with strict mTLS and all-unauthenticated otherwise.`, parse: oneOf(...DEFAULT_POLICIES) }),
+  authzAllow: optional<Record<number, AllowRule[]>>({ env: 'REMORA_AUTHZ_ALLOW', help: 'Allow lists per app port, e.g. 8080=ns:shop,spiffe://cluster.local/ns/ops/sa/admin;9090=ns:ops (adds to the mesh file\'s).', parse: parseAllowSetting }),
+  discoveryTimeout: defaulted<number>({ env: 'REMORA_DISCOVERY_TIMEOUT', default: '3s', help: "How long a request for an authority this sidecar has not resolved yet waits for the control plane's answer.", parse: parseDuration }),
+  podName: optional<string>({ env: 'REMORA_POD_NAME', help: "This pod's name (the injector sets it from the downward API, metadata.name); the traces' k8s.pod.name.", parse: text }),
+  podNamespace: optional<string>({ env: 'REMORA_POD_NAMESPACE', help: "This pod's namespace (downward API, metadata.namespace); the traces' service.namespace and k8s.namespace.name. Default: the mesh file workload's namespace, else REMORA_IDENTITY's.", parse: text }),
+  nodeName: optional<string>({ env: 'REMORA_NODE_NAME', help: "The node the pod runs on (downward API, spec.nodeName); the traces' k8s.node.name.", parse: text }),
+  discoveryIdle: defaulted<number>({ env: 'REMORA_DISCOVERY_IDLE', default: '10m', help: 'A watched authority no request has used for this long is dropped from the table (watched again on next use).', parse: parseDuration }),
 })
 
 export type CaSetting = { readonly kind: 'off' } | { readonly kind: 'dev' | 'files', readonly dir: string } | { readonly kind: 'secret', readonly namespace: string, readonly name: string }
@@ -98,20 +104,21 @@ export const CONTROL_SOURCES = ['kubernetes', 'file'] as const
 export type ControlSource = typeof CONTROL_SOURCES[number]
 
 export const ControlSettings = Object.freeze({
-  source: { env: 'REMORA_SOURCE', help: 'Where services come from: kubernetes (Services + EndpointSlices, via KUBECONFIG or the in-cluster account) or file. Default: file when REMORA_MESH_FILE is set, else kubernetes.', parse: oneOf(...CONTROL_SOURCES) } as Setting<ControlSource>,
-  meshFile: { env: 'REMORA_MESH_FILE', help: 'With the file source: the mesh YAML file whose services are served. Reloaded on change.', parse: text } as Setting<string>,
-  discoveryAddr: { env: 'REMORA_DISCOVERY_ADDR', default: '0.0.0.0:15012', help: 'Discovery API (HTTP/2) that sidecars watch.', parse: parseHostPort } as Setting<HostPort>,
-  adminAddr: { env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15014', help: 'Admin server of the control plane: /live /ready /metrics; /catalog.json from loopback only.', parse: parseHostPort } as Setting<HostPort>,
-  ca: { env: 'REMORA_CA', default: 'off', help: 'Certificate authority: off (plaintext discovery, no certificates), dev:<dir> (load, or create on first start, a development CA in dir), files:<dir> (root.pem, issuer.pem, issuer-key.pem) or secret:<namespace>/<name> (a Kubernetes Secret with those keys).', parse: parseCaSetting } as Setting<CaSetting>,
-  certTtl: { env: 'REMORA_CERT_TTL', default: '24h', help: 'Lifetime of the workload certificates the CA signs (sidecars renew at 70 %).', parse: parseDuration } as Setting<number>,
-  servingNames: { env: 'REMORA_SERVING_NAMES', default: 'localhost,127.0.0.1,remora-control.remora-system.svc,remora-control.remora-system.svc.cluster.local', help: 'DNS names and IPs in the certificate the discovery port serves (sidecars check REMORA_CONTROL_ADDR against it).', parse: (raw: string) => Object.freeze(raw.split(',').map((n) => n.trim()).filter((n) => n !== '')) } as Setting<readonly string[]>,
-  trustDomain: { env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: 'SPIFFE trust domain of the identities in the table (Kubernetes source).', parse: text } as Setting<string>,
-  proxyInboundPort: { env: 'REMORA_PROXY_INBOUND_PORT', default: '15006', help: "Port of every pod's sidecar inbound listener (Kubernetes source).", parse: parsePort } as Setting<number>,
-  logLevel: { env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) } as Setting<LogLevel>,
+  source: optional<ControlSource>({ env: 'REMORA_SOURCE', help: 'Where services come from: kubernetes (Services + EndpointSlices, via KUBECONFIG or the in-cluster account) or file. Default: file when REMORA_MESH_FILE is set, else kubernetes.', parse: oneOf(...CONTROL_SOURCES) }),
+  meshFile: optional<string>({ env: 'REMORA_MESH_FILE', help: 'With the file source: the mesh YAML file whose services are served. Reloaded on change.', parse: text }),
+  discoveryAddr: defaulted<HostPort>({ env: 'REMORA_DISCOVERY_ADDR', default: '0.0.0.0:15012', help: 'Discovery API (HTTP/2) that sidecars watch.', parse: parseHostPort }),
+  adminAddr: defaulted<HostPort>({ env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15014', help: 'Admin server of the control plane: /live /ready /metrics; /catalog.json from loopback only.', parse: parseHostPort }),
+  ca: defaulted<CaSetting>({ env: 'REMORA_CA', default: 'off', help: 'Certificate authority: off (plaintext discovery, no certificates), dev:<dir> (load, or create on first start, a development CA in dir), files:<dir> (root.pem, issuer.pem, issuer-key.pem) or secret:<namespace>/<name> (a Kubernetes Secret with those keys).', parse: parseCaSetting }),
+  certTtl: defaulted<number>({ env: 'REMORA_CERT_TTL', default: '24h', help: 'Lifetime of the workload certificates the CA signs (sidecars renew at 70 %).', parse: parseDuration }),
+  servingNames: defaulted<readonly string[]>({ env: 'REMORA_SERVING_NAMES', default: 'localhost,127.0.0.1,remora-control.remora-system.svc,remora-control.remora-system.svc.cluster.local', help: 'DNS names and IPs in the certificate the discovery port serves (sidecars check REMORA_CONTROL_ADDR against it).', parse: (raw: string) => Object.freeze(raw.split(',').map((n) => n.trim()).filter((n) => n !== '')) }),
+  trustDomain: defaulted<string>({ env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: 'SPIFFE trust domain of the identities in the table (Kubernetes source).', parse: text }),
+  proxyInboundPort: defaulted<number>({ env: 'REMORA_PROXY_INBOUND_PORT', default: '15006', help: "Port of every pod's sidecar inbound listener (Kubernetes source).", parse: parsePort }),
+  logLevel: defaulted<LogLevel>({ env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) }),
 })
 
+/** What readSettings gives: a setting with a default always has its value; the others may be unset. */
 export type SettingsOf<S extends Record<string, Setting<unknown>>> = {
-  readonly [K in keyof S]: S[K] extends Setting<infer T> ? T | undefined : never
+  readonly [K in keyof S]: S[K] extends DefaultedSetting<infer T> ? T : S[K] extends Setting<infer T> ? T | undefined : never
 }
 
 /**

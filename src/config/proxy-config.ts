@@ -63,7 +63,7 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     }
   }
   const pick = (key: 'outboundAddr' | 'inboundAddr' | 'adminAddr', fromMesh: HostPort | undefined): HostPort =>
-    (isExplicit(ProxySettings[key], env, flags) ? s[key] : fromMesh ?? s[key]) as HostPort
+    isExplicit(ProxySettings[key], env, flags) ? s[key] : fromMesh ?? s[key]
   const appPorts: readonly AppPort[] = s.appPorts !== undefined
     ? s.appPorts.map((port) => workload?.appPorts.find((p) => p.port === port) ?? { port, protocol: 'auto' as const })
     : workload?.appPorts ?? []
@@ -76,8 +76,8 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
   const config: ProxyConfig = {
     meshFile: s.meshFile,
     controlAddr: s.controlAddr,
-    discoveryTimeout: s.discoveryTimeout as number,
-    discoveryIdle: s.discoveryIdle as number,
+    discoveryTimeout: s.discoveryTimeout,
+    discoveryIdle: s.discoveryIdle,
     workload: workload?.name ?? s.workload,
     identity: s.identity ?? workload?.identity,
     placement: { namespace: s.podNamespace ?? workload?.namespace ?? namespaceOf(s.identity), podName: s.podName, nodeName: s.nodeName },
@@ -85,10 +85,10 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     inboundAddr: pick('inboundAddr', workload?.sidecar.inbound),
     adminAddr: pick('adminAddr', workload?.sidecar.admin),
     appPorts,
-    logLevel: s.logLevel as LogLevel,
-    accessLog: s.accessLog as boolean,
-    connectTimeout: s.connectTimeout as number,
-    shutdownGrace: s.shutdownGrace as number,
+    logLevel: s.logLevel,
+    accessLog: s.accessLog,
+    connectTimeout: s.connectTimeout,
+    shutdownGrace: s.shutdownGrace,
     inbound: workload?.inbound ?? DEFAULT_INBOUND_POLICY,
     mtls,
     authorization,

@@ -176,7 +176,12 @@ export class DiscoveryClient {
     let stream: ClientHttp2Stream
     try {
       stream = session.request(headers, { endStream: true })
-    } catch { return }
+    } catch (err) {
+      // The session is closing (GOAWAY, or destroyed between the check above and here): its 'close'
+      // reconnects and re-subscribes every watch, this one included.
+      this.#o.log.debug({ authority: w.authority, err: (err as Error).message }, 'watch not sent: the control plane connection is closing')
+      return
+    }
     w.stream = stream
     w.buffered = ''
     stream.setEncoding('utf8')
@@ -287,6 +292,9 @@ export class DiscoveryClient {
     const timer = setTimeout(() => session.destroy(new Error('control plane did not answer a ping')), PING_EVERY_MS)
     try {
       session.ping(() => clearTimeout(timer))
-    } catch { clearTimeout(timer) }
+    } catch {
+      // Too many pings outstanding, or the session is closing: its own 'close' handles what follows.
+      clearTimeout(timer)
+    }
   }
 }
