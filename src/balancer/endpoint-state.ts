@@ -1,15 +1,7 @@
 // What the balancer knows of each endpoint: requests in flight, peak-EWMA latency, and failure
 // accrual (consecutive failures → ejection with jittered exponential backoff → probe → restore).
-import type { Endpoint } from '../discovery/service.ts'
-
-export interface CircuitPolicy {
-  /** Consecutive failures that eject an endpoint. */
-  readonly consecutiveFailures: number
-  readonly baseEjectionMs: number
-  readonly maxEjectionMs: number
-  /** Never eject more than this share (0-100) of a service's endpoints. */
-  readonly maxEjectedPercent: number
-}
+import type { Endpoint } from '../mesh/service.ts'
+import type { CircuitPolicy } from '../mesh/policy.ts'
 
 /** Latency assumed for an endpoint never measured: optimistic, so new endpoints get tried. */
 const DEFAULT_RTT_MS = 10

@@ -1,14 +1,12 @@
 // The balancing policies by name, behind one interface (as Envoy registers its LB factories).
-import type { Endpoint } from '../discovery/service.ts'
+import type { Endpoint } from '../mesh/service.ts'
 import type { EndpointStates } from './endpoint-state.ts'
+import type { BalancerName } from '../mesh/policy.ts'
 
 export interface BalancerPolicy {
   /** Picks one of `candidates` (never empty), preferring endpoints not in `avoid` (already tried). */
   pick (serviceKey: string, candidates: readonly Endpoint[], avoid: ReadonlySet<string>): Endpoint
 }
-
-export type BalancerName = 'p2c-ewma' | 'least-request' | 'round-robin'
-export const BALANCERS: readonly BalancerName[] = ['p2c-ewma', 'least-request', 'round-robin']
 
 /** Retries prefer endpoints not tried yet; if every one was tried, any will do. */
 export function preferUntried (candidates: readonly Endpoint[], avoid: ReadonlySet<string>): readonly Endpoint[] {

@@ -1,6 +1,10 @@
 // Every REMORA_* setting of the proxy, declared once: name, flag, default, parser and help text.
 import { RemoraError } from '../errors.ts'
-import { DEFAULT_POLICIES, parseAllowSetting, type AllowRule, type DefaultPolicy } from '../inbound/authorization.ts'
+import { DEFAULT_POLICIES, type AllowRule, type DefaultPolicy } from '../mesh/authorization.ts'
+import { parseAllowSetting } from '../parse/allow-list.ts'
+import type { HostPort } from '../mesh/host-port.ts'
+import { parseHostPort, parsePort } from '../parse/host-port.ts'
+import { parseDuration } from '../parse/duration.ts'
 
 export interface Setting<T> {
   /** Environment variable, e.g. REMORA_INBOUND_ADDR; the CLI flag is derived (--inbound-addr). */
@@ -22,32 +26,6 @@ export type Environment = Readonly<Record<string, string | undefined>>
 export const flagOf = (s: Setting<unknown>): string =>
   '--' + s.env.replace(/^REMORA_/, '').toLowerCase().replace(/_/g, '-')
 
-export interface HostPort { readonly host: string, readonly port: number }
-
-export function parseHostPort (raw: string): HostPort {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]*)):(\d{1,5})$/.exec(raw.trim())
-  if (m === null) throw new Error(`expected host:port (for example 127.0.0.1:15001), got "${raw}"`)
-  const port = Number(m[3])
-  if (port > 65535) throw new Error(`port ${port} is out of range 0-65535`)
-  const host = m[1] ?? m[2]
-  return Object.freeze({ host: host === '' ? '0.0.0.0' : host, port })
-}
-
-export function parsePort (raw: string): number {
-  if (!/^\d{1,5}$/.test(raw.trim()) || Number(raw) < 1 || Number(raw) > 65535) {
-    throw new Error(`expected a port number 1-65535, got "${raw}"`)
-  }
-  return Number(raw)
-}
-
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }
-
-/** "250ms", "30s", "2m", "1h" → milliseconds. A bare number is refused: units prevent surprises. */
-export function parseDuration (raw: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(raw.trim())
-  if (m === null) throw new Error(`expected a duration such as 500ms, 30s or 2m, got "${raw}"`)
-  return Math.round(Number(m[1]) * UNIT_MS[m[2]])
-}
 
 function oneOf<T extends string> (...values: T[]): (raw: string) => T {
   return (raw) => {

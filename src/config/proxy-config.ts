@@ -1,11 +1,13 @@
 // The proxy's configuration: settings + the workload's entry in the mesh file, parsed once and frozen.
 import { RemoraError } from '../errors.ts'
 import { deepFreeze } from './deep-freeze.ts'
-import { isExplicit, ProxySettings, readSettings, type Environment, type HostPort, type LogLevel, type SettingsOf } from './env.ts'
-import type { AllowRule, AuthorizationPolicy } from '../inbound/authorization.ts'
-import { parseSpiffeId } from '../identity/spiffe.ts'
+import { isExplicit, ProxySettings, readSettings, type Environment, type LogLevel, type SettingsOf } from './env.ts'
+import type { HostPort } from '../mesh/host-port.ts'
+import type { AllowRule, AuthorizationPolicy } from '../mesh/authorization.ts'
+import { parseSpiffeId } from '../mesh/spiffe-id.ts'
 import { readMeshFile, type AppPort, type MeshConfig, type Workload } from './mesh-file.ts'
-import { DEFAULT_INBOUND_POLICY, type InboundPolicy } from '../resilience/policy.ts'
+import { DEFAULT_INBOUND_POLICY } from '../resilience/policy.ts'
+import type { InboundPolicy } from '../mesh/policy.ts'
 
 export interface ProxyConfig {
   readonly meshFile: string | undefined

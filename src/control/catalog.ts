@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events'
 import { isDeepStrictEqual } from 'node:util'
 import { normalizeAuthority, serviceKey } from '../discovery/endpoint-table.ts'
-import type { Service } from '../discovery/service.ts'
+import type { Service } from '../mesh/service.ts'
 
 export interface CatalogEntry {
   /** Canonical key: `name.namespace:port` (the service's authorities[1]). */

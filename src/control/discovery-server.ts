@@ -3,7 +3,7 @@
 import http2, { type Http2SecureServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream, type IncomingHttpHeaders } from 'node:http2'
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
-import type { HostPort } from '../config/env.ts'
+import type { HostPort } from '../mesh/host-port.ts'
 import { RemoraError } from '../errors.ts'
 import { normalizeAuthority } from '../discovery/endpoint-table.ts'
 import { WATCH_PATH, WIRE_CONTENT_TYPE, diff, encode, type WatchMessage } from '../discovery/wire.ts'

@@ -2,7 +2,7 @@
 // service account token checked with the Kubernetes TokenReview API (audience remora).
 import type { KubeConfig } from '@kubernetes/client-node'
 import { timingSafeEqual } from 'node:crypto'
-import { spiffeId } from '../discovery/service.ts'
+import { spiffeId } from '../mesh/spiffe-id.ts'
 import type { Workload } from '../config/mesh-file.ts'
 
 export const TOKEN_AUDIENCE = 'remora'

@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import { fetch } from 'undici'
 import type { AnnotationWarning } from '../resilience/annotations.ts'
 import { backoffMs } from '../resilience/backoff.ts'
-import type { Service } from '../discovery/service.ts'
+import type { Service } from '../mesh/service.ts'
 import { catalogKey, type Catalog, type CatalogSource } from './catalog.ts'
 import { objectKey, podAnnotationsRead, podAnnotationWarnings, slicePodKeys, sliceServiceKey, servicesFromKube } from './kube-objects.ts'
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { tmpdir } from 'node:os'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request } from 'undici'
-import { parseDuration } from '../config/env.ts'
+import { parseDuration } from '../parse/duration.ts'
 import { readMeshFile, type Workload } from '../config/mesh-file.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname

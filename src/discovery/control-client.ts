@@ -3,11 +3,11 @@
 import http2, { type ClientHttp2Session, type ClientHttp2Stream } from 'node:http2'
 import type { ConnectionOptions } from 'node:tls'
 import type { Logger } from 'pino'
-import type { HostPort } from '../config/env.ts'
+import type { HostPort } from '../mesh/host-port.ts'
 import { backoffMs } from '../resilience/backoff.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import { normalizeAuthority, type EndpointTable } from './endpoint-table.ts'
-import type { Service } from './service.ts'
+import type { Service } from '../mesh/service.ts'
 import { WATCH_PATH, applyDelta, decode, type WatchMessage } from './wire.ts'
 
 export interface DiscoveryOptions {

@@ -1,6 +1,6 @@
 // The live endpoint table: services by authority, fed whole by the mesh file or per service by the control plane.
 import { EventEmitter } from 'node:events'
-import type { Service } from './service.ts'
+import type { Service } from '../mesh/service.ts'
 
 export interface TableState {
   /** Where the table comes from: `file:<path>` or `control:<host:port>`. */

@@ -3,7 +3,7 @@ import { watch, type FSWatcher } from 'node:fs'
 import { basename, dirname } from 'node:path'
 import type { Logger } from 'pino'
 import { readMeshFile, type MeshConfig } from '../config/mesh-file.ts'
-import type { Service } from './service.ts'
+import type { Service } from '../mesh/service.ts'
 
 /** Whatever holds the services the file lists: the sidecar's endpoint table, or the control plane's catalog. */
 export interface ServiceSink { replace (services: readonly Service[], source: string): void }

@@ -1,5 +1,5 @@
 // The discovery API's messages (docs/discovery-api.md): one JSON object per line on a watch stream.
-import type { Endpoint, Service } from './service.ts'
+import type { Endpoint, Service } from '../mesh/service.ts'
 
 export const WATCH_PATH = '/v1/watch'
 export const WIRE_CONTENT_TYPE = 'application/x-ndjson'

@@ -4,7 +4,7 @@ import * as x509 from '@peculiar/x509'
 import { KeyObject, createPrivateKey, createPublicKey, type webcrypto } from 'node:crypto'
 import { inspect } from 'node:util'
 import { WORKLOAD_KEY_ALGORITHM, generateWorkloadKey, type WorkloadKey } from './keys.ts'
-import { checkSpiffeUri, checkTrustDomain, parseSpiffeId, trustDomainId } from './spiffe.ts'
+import { checkSpiffeUri, checkTrustDomain, parseSpiffeId, trustDomainId } from '../mesh/spiffe-id.ts'
 
 x509.cryptoProvider.set(globalThis.crypto)
 

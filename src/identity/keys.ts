@@ -3,7 +3,7 @@ import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import { KeyObject, createPublicKey, type webcrypto } from 'node:crypto'
 import { inspect } from 'node:util'
-import { parseSpiffeId } from './spiffe.ts'
+import { parseSpiffeId } from '../mesh/spiffe-id.ts'
 import { spiffeIdOf } from './svid.ts'
 
 x509.cryptoProvider.set(globalThis.crypto)

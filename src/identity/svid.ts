@@ -2,7 +2,7 @@
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import type { X509Certificate as NodeX509Certificate } from 'node:crypto'
-import { checkSpiffeUri } from './spiffe.ts'
+import { checkSpiffeUri } from '../mesh/spiffe-id.ts'
 
 x509.cryptoProvider.set(globalThis.crypto)
 

@@ -1,7 +1,7 @@
 // Inbound protection of the local app: a concurrency limit with a bounded queue and an optional
 // token-bucket rate limit, per app port.
 import { ConcurrencyLimit } from '../resilience/concurrency-limit.ts'
-import type { InboundPolicy } from '../resilience/policy.ts'
+import type { InboundPolicy } from '../mesh/policy.ts'
 import { TokenBucket } from '../resilience/rate-limit.ts'
 
 export class InboundLimits {

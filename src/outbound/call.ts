@@ -3,7 +3,7 @@
 import type { OutgoingHttpHeaders } from 'node:http2'
 import type { Readable } from 'node:stream'
 import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
-import type { Endpoint, Service } from '../discovery/service.ts'
+import type { Endpoint, Service } from '../mesh/service.ts'
 import type { Exchange } from '../http/exchange.ts'
 import { first, MeshHeader } from '../http/headers.ts'
 import { PEER_REASONS, relayOverH2, type Attempt } from '../http/relay-h2.ts'

@@ -2,7 +2,7 @@
 // → admission under the service's concurrency limit → a call across attempts (call.ts). CONNECT
 // tunnels resolve and are refused through the same path.
 import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
-import type { Service } from '../discovery/service.ts'
+import type { Service } from '../mesh/service.ts'
 import type { Exchange } from '../http/exchange.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'

@@ -1,9 +1,9 @@
 // Per-service runtime state on the outbound side: its retry budget and concurrency limit, renewed
 // when a table update changes the service's policy.
-import type { Service } from '../discovery/service.ts'
+import type { Service } from '../mesh/service.ts'
 import { ConcurrencyLimit } from '../resilience/concurrency-limit.ts'
 import { RetryBudget } from '../resilience/retry-budget.ts'
-import type { ServicePolicy } from '../resilience/policy.ts'
+import type { ServicePolicy } from '../mesh/policy.ts'
 
 export interface ServiceState {
   readonly policy: ServicePolicy

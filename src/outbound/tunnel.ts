@@ -3,7 +3,7 @@
 // CONNECT parser already consumed); the tunnel's authority is remembered by that connection's port.
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
-import type { HostPort } from '../config/env.ts'
+import type { HostPort } from '../mesh/host-port.ts'
 import { splice } from '../http/response-sink.ts'
 
 export class Tunnels {

@@ -1,8 +1,8 @@
 // `remora.dev/*` annotations on a Kubernetes Service → the same policy keys as the mesh file, each
 // value checked with a message naming the Service and the annotation (the control plane feeds these).
-import { parseDuration } from '../config/env.ts'
-import { BALANCERS, type BalancerName } from '../balancer/policy.ts'
-import { RETRY_ON, type RetryOn } from './policy.ts'
+import { parseDuration } from '../parse/duration.ts'
+import { BALANCERS, type BalancerName } from '../mesh/policy.ts'
+import { RETRY_ON, type RetryOn } from '../mesh/policy.ts'
 import type { RawServicePolicy } from './policy-file.ts'
 
 type Apply = (raw: string, policy: RawServicePolicy) => void

@@ -1,9 +1,4 @@
-// A concurrency limit with a bounded FIFO queue: beyond both, requests fail fast instead of
-// growing memory (load shedding).
-export interface LimitPolicy {
-  readonly maxConcurrent: number
-  readonly maxQueued: number
-}
+import type { LimitPolicy } from '../mesh/policy.ts'
 
 export type Admission = { readonly admitted: true, release: () => void } | { readonly admitted: false }
 

@@ -1,7 +1,8 @@
 // Turns the policy keys of a mesh-file service or workload (already schema-checked) into policy.
-import { parseDuration } from '../config/env.ts'
-import type { BalancerName } from '../balancer/policy.ts'
-import { DEFAULT_INBOUND_POLICY, DEFAULT_SERVICE_POLICY, type InboundPolicy, type RetryOn, type ServicePolicy } from './policy.ts'
+import { parseDuration } from '../parse/duration.ts'
+import type { BalancerName } from '../mesh/policy.ts'
+import { DEFAULT_INBOUND_POLICY, DEFAULT_SERVICE_POLICY } from './policy.ts'
+import type { InboundPolicy, RetryOn, ServicePolicy } from '../mesh/policy.ts'
 
 export interface RawServicePolicy {
   balancer?: BalancerName

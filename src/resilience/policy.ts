@@ -1,46 +1,6 @@
 // Per-service and per-inbound-port resilience policy: safe defaults, overridable in the mesh file
 // (and, with the control plane, in `remora.dev/*` Service annotations).
-import type { BalancerName } from '../balancer/policy.ts'
-import type { CircuitPolicy } from '../balancer/endpoint-state.ts'
-import type { BudgetPolicy } from './retry-budget.ts'
-import type { LimitPolicy } from './concurrency-limit.ts'
-import type { RatePolicy } from './rate-limit.ts'
-
-/**
- * What may be retried besides the always-safe failures (the request never reached the app:
- * connection refused, REFUSED_STREAM, GOAWAY before processing), which are retried for any method.
- */
-export const RETRY_ON = ['5xx', 'gateway-error', 'reset', 'unavailable', 'resource-exhausted', 'internal', 'deadline-exceeded', 'cancelled'] as const
-export type RetryOn = typeof RETRY_ON[number]
-
-export interface RetryPolicy {
-  readonly on: readonly RetryOn[]
-  /** Total attempts, the first included. */
-  readonly attempts: number
-  readonly budget: BudgetPolicy
-  readonly backoffBaseMs: number
-  readonly backoffMaxMs: number
-  /** Request bodies up to this size are kept for replay; larger ones are never retried. */
-  readonly maxReplayBytes: number
-}
-
-export interface ServicePolicy {
-  readonly balancer: BalancerName
-  /** Whole-request deadline across attempts; 0 = none (gRPC callers may still send grpc-timeout). */
-  readonly requestTimeoutMs: number
-  /** A stream with no bytes either way for this long is reset. */
-  readonly idleTimeoutMs: number
-  /** TCP connect to an endpoint's sidecar; 0 = the proxy-wide REMORA_CONNECT_TIMEOUT. */
-  readonly connectTimeoutMs: number
-  readonly retry: RetryPolicy
-  readonly circuit: CircuitPolicy
-  readonly limits: LimitPolicy
-}
-
-export interface InboundPolicy {
-  readonly limits: LimitPolicy
-  readonly rateLimit: RatePolicy | undefined
-}
+import type { InboundPolicy, RetryOn, ServicePolicy } from '../mesh/policy.ts'
 
 export const DEFAULT_SERVICE_POLICY: ServicePolicy = Object.freeze({
   balancer: 'p2c-ewma',

@@ -1,8 +1,4 @@
-// A local token-bucket rate limit (requests per second with a burst), per inbound port or caller.
-export interface RatePolicy {
-  readonly requestsPerSecond: number
-  readonly burst: number
-}
+import type { RatePolicy } from '../mesh/policy.ts'
 
 export class TokenBucket {
   readonly #policy: RatePolicy

@@ -1,9 +1,4 @@
-// A retry budget per service: retries may add at most `ratio` of the requests seen in the last
-// window, plus `minPerSecond` — so retries never multiply an outage (Linkerd's and gRPC's idea).
-export interface BudgetPolicy {
-  readonly ratio: number
-  readonly minPerSecond: number
-}
+import type { BudgetPolicy } from '../mesh/policy.ts'
 
 const WINDOW_S = 10
 

@@ -2,9 +2,19 @@
 // inbound, one SERVER span; outbound, one span for the request as the app made it (its whole time
 // and final status) with one CLIENT span per attempt under it, so a retried request is one trace.
 import { ROOT_CONTEXT, trace, type Attributes } from '@opentelemetry/api'
-import type { Exchange } from '../http/exchange.ts'
 import { MeshSpan } from './mesh-span.ts'
-import { SpanKind, SpanStatusCode, type Span, type Tracing } from './tracing.ts'
+import { SpanKind, SpanStatusCode, type Headers, type Span, type Tracing } from './tracing.ts'
+
+/** What a span reads of a request (http/exchange.ts's Exchange has all of it). */
+export interface TracedRequest {
+  readonly method: string
+  readonly path: string
+  readonly authority: string
+  readonly origProto: 'HTTP/1.1' | 'HTTP/2'
+  readonly grpc: boolean
+  readonly headers: Headers
+  readonly peerIdentity?: string
+}
 
 /** "/pkg.Service/Method" → ["pkg.Service", "Method"] */
 function grpcParts (path: string): [string, string] | undefined {
@@ -27,7 +37,7 @@ export function splitAuthority (authority: string): [string, number | undefined]
 interface Named { readonly name: string, readonly rpc: [string, string] | undefined }
 
 /** Span name per the conventions: `pkg.Service/Method` for gRPC, the method for HTTP. */
-function named (ex: Exchange): Named {
+function named (ex: TracedRequest): Named {
   const rpc = ex.grpc ? grpcParts(ex.path) : undefined
   return { name: rpc === undefined ? ex.method : `${rpc[0]}/${rpc[1]}`, rpc }
 }
@@ -36,7 +46,7 @@ function named (ex: Exchange): Named {
  * Attributes are built only for spans that record: an unsampled request should cost next to
  * nothing, and these objects were most of what it cost (samplers here do not read attributes).
  */
-function baseAttributes (ex: Exchange, rpc: Named['rpc']): Attributes {
+function baseAttributes (ex: TracedRequest, rpc: Named['rpc']): Attributes {
   const [host, port] = splitAuthority(ex.authority)
   const queryAt = ex.path.indexOf('?')
   const attributes: Attributes = {
@@ -63,7 +73,7 @@ function record (span: Span, attributes: Attributes): void {
 }
 
 /** The inbound sidecar's SERVER span; the app's request carries it as the parent from here on. */
-export function startServerSpan (tracing: Tracing, ex: Exchange, peerAddress: string | undefined): Span | undefined {
+export function startServerSpan (tracing: Tracing, ex: TracedRequest, peerAddress: string | undefined): Span | undefined {
   if (!tracing.traces(ex.headers)) return undefined
   const { name, rpc } = named(ex)
   const span = tracing.start(name, SpanKind.SERVER, tracing.extract(ex.headers))
@@ -98,17 +108,17 @@ function clientAddress (forwarded: string | string[] | undefined): string | unde
 export class RequestSpan {
   readonly span: Span
   readonly #tracing: Tracing
-  readonly #ex: Exchange
+  readonly #ex: TracedRequest
   #open = 0
   #end: (() => void) | undefined
 
-  private constructor (tracing: Tracing, ex: Exchange, span: Span) {
+  private constructor (tracing: Tracing, ex: TracedRequest, span: Span) {
     this.#tracing = tracing
     this.#ex = ex
     this.span = span
   }
 
-  static start (tracing: Tracing, ex: Exchange): RequestSpan | undefined {
+  static start (tracing: Tracing, ex: TracedRequest): RequestSpan | undefined {
     if (!tracing.traces(ex.headers)) return undefined
     const { name, rpc } = named(ex)
     const span = tracing.start(name, SpanKind.INTERNAL, tracing.extract(ex.headers))

@@ -6,11 +6,16 @@
 import { INVALID_SPAN_CONTEXT, isSpanContextValid, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Context, type Span, type SpanContext, type TextMapGetter, type TextMapPropagator, type TextMapSetter } from '@opentelemetry/api'
 import type { Logger } from 'pino'
 import type { Environment } from '../config/env.ts'
-import type { Headers } from '../http/headers.ts'
 import type { MeshTracer } from './mesh-span.ts'
 import type { ProxyMetrics } from './metrics.ts'
 
 export type { Span }
+
+/**
+ * A request's headers as the proxy holds them (lower-case names; http/headers.ts's Headers is this
+ * shape): what trace context is read from and written into.
+ */
+export type Headers = Record<string, string | string[]>
 
 /** Headers any supported format may carry; replaced, not appended to, on each hop. */
 const TRACE_HEADERS = ['traceparent', 'tracestate', 'b3', 'x-b3-traceid', 'x-b3-spanid', 'x-b3-parentspanid', 'x-b3-sampled', 'x-b3-flags']

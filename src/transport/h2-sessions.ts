@@ -3,7 +3,7 @@
 import http2, { type ClientHttp2Session } from 'node:http2'
 import type { PeerCertificate, SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
-import type { HostPort } from '../config/env.ts'
+import type { HostPort } from '../mesh/host-port.ts'
 import { tlsReason, type TlsReason } from './tls-errors.ts'
 
 /** Flow-control windows big enough that one stream can fill a fast link (64 KiB default is not). */

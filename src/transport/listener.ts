@@ -3,7 +3,7 @@ import net, { type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
 import { RemoraError } from '../errors.ts'
-import type { HostPort } from '../config/env.ts'
+import type { HostPort } from '../mesh/host-port.ts'
 import { detect, type Detected } from './detect.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
 

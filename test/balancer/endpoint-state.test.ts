@@ -1,6 +1,6 @@
 // Failure accrual: N consecutive failures eject with backoff; a probe restores; the share is capped.
 import t from 'tap'
-import type { Endpoint } from '../../src/discovery/service.ts'
+import type { Endpoint } from '../../src/mesh/service.ts'
 import { EndpointStates } from '../../src/balancer/endpoint-state.ts'
 
 const ep = (n: number): Endpoint => ({ address: { host: '127.0.0.1', port: n }, targetPort: 80, weight: 1, identity: 'x', key: `e${n}` })

@@ -1,6 +1,6 @@
 // Balancing policies: P2C over peak-EWMA avoids slow endpoints, weights count, retries avoid tried ones.
 import t from 'tap'
-import type { Endpoint } from '../../src/discovery/service.ts'
+import type { Endpoint } from '../../src/mesh/service.ts'
 import { EndpointStates } from '../../src/balancer/endpoint-state.ts'
 import { createPolicies } from '../../src/balancer/policy.ts'
 

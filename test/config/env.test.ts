@@ -1,6 +1,8 @@
 // Settings: flags beat environment beat defaults; a bad value names the variable or flag.
 import t from 'tap'
-import { parseDuration, parseHostPort, ProxySettings, readSettings } from '../../src/config/env.ts'
+import { parseDuration } from '../../src/parse/duration.ts'
+import { parseHostPort } from '../../src/parse/host-port.ts'
+import { ProxySettings, readSettings } from '../../src/config/env.ts'
 import { loadProxyConfig } from '../../src/config/proxy-config.ts'
 
 const MESH = new URL('../../deploy/local/mesh.yaml', import.meta.url).pathname

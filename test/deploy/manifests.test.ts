@@ -73,7 +73,8 @@ t.test('Services carry only valid remora.dev/* annotations; the control plane ma
 })
 
 t.test('pod authorization annotations parse as the sidecar will read them', async (t) => {
-  const { parseAllowSetting, DEFAULT_POLICIES } = await import('../../src/inbound/authorization.ts')
+  const { parseAllowSetting } = await import('../../src/parse/allow-list.ts')
+  const { DEFAULT_POLICIES } = await import('../../src/mesh/authorization.ts')
   let seen = 0
   for (const file of yamlFiles(join(ROOT, 'k8s'))) {
     for (const doc of parseAllDocuments(readFileSync(file, 'utf8'))) {

@@ -11,7 +11,7 @@ t.test('undici/lib/dispatcher/agent.js is the public Agent, and api/index.js add
   const Agent = require('undici/lib/dispatcher/agent.js') as typeof undici.Agent
   t.equal(Agent, undici.Agent, 'the internal module exports the same class as undici\'s entry point')
   const Dispatcher = require('undici/lib/dispatcher/dispatcher.js') as { prototype: object }
-  t.ok(Dispatcher.prototype.isPrototypeOf(Agent.prototype), 'dispatcher.js is an ancestor of Agent (where request() is added)')
+  t.ok(Object.prototype.isPrototypeOf.call(Dispatcher.prototype, Agent.prototype), 'dispatcher.js is an ancestor of Agent (where request() is added)')
   const api = require('undici/lib/api/index.js') as Record<string, unknown>
   t.type(api.request, 'function', 'api/index.js has request()')
 })

@@ -1,12 +1,14 @@
 // SPIFFE IDs of the mesh (spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>): parse and format (reading one from a certificate: svid.ts).
-import { spiffeId } from '../discovery/service.ts'
-
 
 /** A workload identity of the mesh, the parts of `spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount>`. */
 export interface SpiffeIdParts {
   readonly trustDomain: string
   readonly namespace: string
   readonly serviceAccount: string
+}
+
+export function spiffeId (trustDomain: string, namespace: string, serviceAccount: string): string {
+  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`
 }
 
 const SCHEME = 'spiffe://'
@@ -21,7 +23,6 @@ const PATH_SEGMENT = /^[a-zA-Z0-9._-]+$/
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/
 const SHAPE = 'spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>'
-/** OID of the subjectAltName extension (RFC 5280 4.2.1.6). */
 
 /** Why `trustDomain` is not a valid SPIFFE trust domain, or undefined when it is. */
 export function trustDomainProblem (trustDomain: string): string | undefined {

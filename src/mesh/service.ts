@@ -1,6 +1,6 @@
-// What the endpoint table holds: a service (by authority) and its endpoints (peer sidecars).
-import type { HostPort } from '../config/env.ts'
-import type { ServicePolicy } from '../resilience/policy.ts'
+// The mesh's vocabulary of routing: a service (by its authorities) and its endpoints (peer sidecars).
+import type { HostPort } from './host-port.ts'
+import type { ServicePolicy } from './policy.ts'
 
 /** What the app behind a port speaks. `auto`: whatever the client spoke (HTTP/1.1 or HTTP/2). */
 export type AppProtocol = 'auto' | 'http1' | 'http2' | 'grpc'
@@ -34,8 +34,4 @@ export const CLUSTER_DOMAIN = 'cluster.local'
 export function authoritiesOf (name: string, namespace: string, port: number): string[] {
   return [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`]
     .map((h) => `${h}:${port}`)
-}
-
-export function spiffeId (trustDomain: string, namespace: string, serviceAccount: string): string {
-  return `spiffe://${trustDomain}/ns/${namespace}/sa/${serviceAccount}`
 }
