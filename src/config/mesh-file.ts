@@ -8,7 +8,7 @@ import { parseHostPort } from '../parse/host-port.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import { meshSchema } from './mesh-schema.ts'
 import { deepFreeze } from './deep-freeze.ts'
-import { authoritiesOf, type AppProtocol, type Endpoint, type Service } from '../mesh/service.ts'
+import { authoritiesOf, serviceKeyOf, type AppProtocol, type Endpoint, type Service } from '../mesh/service.ts'
 import { spiffeId } from '../mesh/spiffe-id.ts'
 import { servicePolicy, inboundPolicy, type RawInboundPolicy, type RawServicePolicy } from '../resilience/policy-file.ts'
 import type { InboundPolicy } from '../mesh/policy.ts'
@@ -174,10 +174,10 @@ function resolve (raw: RawMesh, file: string, doc: Document, lines: LineCounter)
   const seen = new Map<string, number>()
   const services: Service[] = (raw.services ?? []).map((s, i) => {
     const namespace = s.namespace ?? 'default'
-    const authorities = authoritiesOf(s.name, namespace, s.port)
-    const other = seen.get(authorities[1])
-    if (other !== undefined) fail(['services', i], `repeats ${s.name}.${namespace}:${s.port}, already defined at services[${other}]`)
-    seen.set(authorities[1], i)
+    const key = serviceKeyOf(s.name, namespace, s.port)
+    const other = seen.get(key)
+    if (other !== undefined) fail(['services', i], `repeats ${key}, already defined at services[${other}]`)
+    seen.set(key, i)
     const endpoints = s.endpoints.map((e, j): Endpoint => {
       let address: HostPort
       let identity = e.identity
@@ -201,7 +201,7 @@ function resolve (raw: RawMesh, file: string, doc: Document, lines: LineCounter)
         key: `${address.host}:${address.port}/${e.targetPort}`,
       }
     })
-    return { name: s.name, namespace, port: s.port, protocol: s.protocol ?? 'auto', authorities, endpoints, policy: servicePolicy(s) }
+    return { name: s.name, namespace, port: s.port, protocol: s.protocol ?? 'auto', key, authorities: authoritiesOf(s.name, namespace, s.port), endpoints, policy: servicePolicy(s) }
   })
   return { file, trustDomain, workloads, services }
 }

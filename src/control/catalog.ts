@@ -1,11 +1,11 @@
 // The control plane's catalog: every service its source knows, each with the revision of its last change.
 import { EventEmitter } from 'node:events'
 import { isDeepStrictEqual } from 'node:util'
-import { normalizeAuthority, serviceKey } from '../discovery/endpoint-table.ts'
+import { normalizeAuthority } from '../discovery/endpoint-table.ts'
 import type { Service } from '../mesh/service.ts'
 
 export interface CatalogEntry {
-  /** Canonical key: `name.namespace:port` (the service's authorities[1]). */
+  /** The service's key, `name.namespace:port`. */
   readonly key: string
   readonly service: Service
   /** The catalog revision at which this service last changed. */
@@ -25,8 +25,6 @@ export interface CatalogEvents {
   change: [key: string, entry: CatalogEntry | undefined, previous: CatalogEntry | undefined]
   synced: []
 }
-
-export const catalogKey = serviceKey
 
 export class Catalog extends EventEmitter<CatalogEvents> {
   #byKey = new Map<string, CatalogEntry>()
@@ -48,7 +46,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
 
   /** Adds or replaces one service. An identical copy changes nothing (no revision, no event). */
   set (service: Service): void {
-    const key = catalogKey(service)
+    const key = service.key
     const old = this.#byKey.get(key)
     if (old !== undefined && isDeepStrictEqual(old.service, service)) return
     if (old !== undefined) for (const a of old.service.authorities) this.#byAuthority.delete(a)
@@ -70,7 +68,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
   /** Makes the catalog hold exactly `services`: sets the new and changed, deletes the rest. */
   replace (services: readonly Service[], source: string): void {
     this.source = source
-    const keep = new Set(services.map(catalogKey))
+    const keep = new Set(services.map((s) => s.key))
     for (const key of [...this.#byKey.keys()]) if (!keep.has(key)) this.delete(key)
     for (const s of services) this.set(s)
   }

@@ -2,7 +2,7 @@
 import { isIPv4, isIPv6 } from 'node:net'
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node'
 import { deepFreeze } from '../config/deep-freeze.ts'
-import { authoritiesOf, type AppProtocol, type Endpoint, type Service } from '../mesh/service.ts'
+import { authoritiesOf, serviceKeyOf, type AppProtocol, type Endpoint, type Service } from '../mesh/service.ts'
 import { spiffeId } from '../mesh/spiffe-id.ts'
 import { annotationsWithoutEffect, policyFromAnnotations, ANNOTATIONS_WITHOUT_EFFECT, type AnnotationWarning } from '../resilience/annotations.ts'
 import { servicePolicy } from '../resilience/policy-file.ts'
@@ -180,7 +180,7 @@ function convert (svc: unknown, slices: Iterable<unknown>, pods: PodLookup, opti
     seenPorts.set(p.port, i)
     const protocol = forced ?? appProtocol(p.appProtocol, `${at}.appProtocol`, report)
     const endpoints = endpointsFor(views, (p.name as string | undefined | null) ?? '', primary, inboundPort)
-    out.push({ name, namespace, port: p.port, protocol, authorities: authoritiesOf(name, namespace, p.port), endpoints, policy })
+    out.push({ name, namespace, port: p.port, protocol, key: serviceKeyOf(name, namespace, p.port), authorities: authoritiesOf(name, namespace, p.port), endpoints, policy })
   })
   return out
 }

@@ -5,7 +5,7 @@ import { fetch } from 'undici'
 import type { AnnotationWarning } from '../resilience/annotations.ts'
 import { backoffMs } from '../resilience/backoff.ts'
 import type { Service } from '../mesh/service.ts'
-import { catalogKey, type Catalog, type CatalogSource } from './catalog.ts'
+import type { Catalog, CatalogSource } from './catalog.ts'
 import { objectKey, podAnnotationsRead, podAnnotationWarnings, slicePodKeys, sliceServiceKey, servicesFromKube } from './kube-objects.ts'
 
 export type KubeResource = 'services' | 'endpointslices' | 'pods'
@@ -289,7 +289,7 @@ export class KubernetesSource implements CatalogSource {
     const catalog = this.#catalog as Catalog
     const before = this.#keys.get(svc) ?? []
     const services = this.#compute(svc)
-    const keys = new Set(services.map(catalogKey))
+    const keys = new Set(services.map((s) => s.key))
     for (const old of before) if (!keys.has(old)) catalog.delete(old)
     for (const s of services) catalog.set(s)
   }
@@ -311,7 +311,7 @@ export class KubernetesSource implements CatalogSource {
     if (problems.length > 0) this.#problems.set(svc, new Set(problems))
     else this.#problems.delete(svc)
     if (waitingFor.length > 0) this.#o.log.debug({ service: svc, pods: waitingFor }, 'endpoints wait for their pods to be seen')
-    const keys = new Set(services.map(catalogKey))
+    const keys = new Set(services.map((s) => s.key))
     if (keys.size > 0) this.#keys.set(svc, keys)
     else this.#keys.delete(svc)
     return services

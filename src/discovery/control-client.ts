@@ -256,7 +256,7 @@ export class DiscoveryClient {
   #setService (w: Watch, service: Service, version: number): void {
     w.service = service
     w.version = version
-    w.key = service.authorities[1]
+    w.key = service.key
     this.#o.table.upsert(service, this.#source, version)
   }
 

@@ -18,7 +18,6 @@ export interface Resolver {
   resolve (authority: string): Service | undefined | Promise<Service | undefined>
 }
 
-export const serviceKey = (s: Service): string => s.authorities[1]
 
 export class EndpointTable extends EventEmitter<{ update: [TableState] }> {
   #byKey = new Map<string, Service>()
@@ -31,15 +30,15 @@ export class EndpointTable extends EventEmitter<{ update: [TableState] }> {
 
   /** The whole table at once (the mesh file). */
   replace (services: readonly Service[], source: string): void {
-    this.#byKey = new Map(services.map((s) => [serviceKey(s), s]))
+    this.#byKey = new Map(services.map((s) => [s.key, s]))
     this.#revisions.clear()
     this.#reindex(source)
   }
 
   /** One service added or changed (the control plane), with its revision there. */
   upsert (service: Service, source: string, revision: number): void {
-    this.#byKey.set(serviceKey(service), service)
-    this.#revisions.set(serviceKey(service), revision)
+    this.#byKey.set(service.key, service)
+    this.#revisions.set(service.key, revision)
     this.#reindex(source)
   }
 

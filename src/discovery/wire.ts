@@ -57,7 +57,7 @@ export function decode (line: string): WatchMessage {
     case 'snapshot': {
       const s = m.service as Partial<Service> | undefined
       need(typeof s === 'object' && s !== null, 'has no "service"')
-      need(typeof s?.name === 'string' && Array.isArray(s.authorities) && Array.isArray(s.endpoints) && typeof s.policy === 'object', 'has a service without name, authorities, endpoints or policy')
+      need(typeof s?.name === 'string' && typeof s.key === 'string' && Array.isArray(s.authorities) && Array.isArray(s.endpoints) && typeof s.policy === 'object', 'has a service without name, key, authorities, endpoints or policy')
       for (const e of s?.endpoints ?? []) checkEndpoint(e, need)
       break
     }

@@ -22,6 +22,11 @@ export interface Service {
   readonly namespace: string
   readonly port: number
   readonly protocol: AppProtocol
+  /**
+   * The service's one name, `name.namespace:port`: the key of the table, the catalog and every
+   * per-service state, and the `authority` label of its metrics.
+   */
+  readonly key: string
   /** Every authority this service answers to: name:port, name.ns:port, name.ns.svc:port, FQDN:port. */
   readonly authorities: readonly string[]
   readonly endpoints: readonly Endpoint[]
@@ -34,4 +39,9 @@ export const CLUSTER_DOMAIN = 'cluster.local'
 export function authoritiesOf (name: string, namespace: string, port: number): string[] {
   return [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`]
     .map((h) => `${h}:${port}`)
+}
+
+/** `name.namespace:port`, the service's key (Service.key). */
+export function serviceKeyOf (name: string, namespace: string, port: number): string {
+  return `${name}.${namespace}:${port}`
 }

@@ -75,7 +75,7 @@ export class OutboundCall {
     const now = Date.now()
     const endpoint = this.#pick(now)
     if (endpoint === undefined) {
-      this.#answer(ProxyErrors.noEndpoints, this.#service.authorities[1])
+      this.#answer(ProxyErrors.noEndpoints, this.#service.key)
       return
     }
     this.#tried.add(endpoint.key)
@@ -159,7 +159,7 @@ export class OutboundCall {
     const live = this.#service.endpoints.filter((e) => e.weight > 0)
     if (live.length === 0) return undefined
     const available = this.#ctx.endpoints.available(live, now)
-    return this.#ctx.policies[this.#state.policy.balancer].pick(this.#service.authorities[1], available.length > 0 ? available : live, this.#tried)
+    return this.#ctx.policies[this.#state.policy.balancer].pick(this.#service.key, available.length > 0 ? available : live, this.#tried)
   }
 
   #canRetry (): boolean {
@@ -174,7 +174,7 @@ export class OutboundCall {
     const { retry } = this.#state.policy
     span?.addEvent('retry', { 'remora.retry.reason': why, 'remora.attempt': this.#attempt })
     this.#ex.record.retried.push(`${endpoint.key}: ${why}`)
-    this.#ctx.metrics.retries.inc({ authority: this.#service.authorities[1], reason: why })
+    this.#ctx.metrics.retries.inc({ authority: this.#service.key, reason: why })
     const delay = backoffMs(this.#attempt, retry.backoffBaseMs, retry.backoffMaxMs)
     this.#waitedMs = delay
     this.#backoffTimer = setTimeout(() => { if (!this.#over) this.#try() }, delay)
@@ -183,7 +183,7 @@ export class OutboundCall {
   #observe (endpoint: Endpoint, failure: boolean, ms: number, span: Span | undefined): void {
     const change = this.#ctx.endpoints.record(endpoint, this.#service.endpoints, failure ? 'failure' : 'success', ms, Date.now(), this.#state.policy.circuit)
     if (change === undefined) return
-    const authority = this.#service.authorities[1]
+    const authority = this.#service.key
     const s = this.#ctx.endpoints.get(endpoint)
     if (change === 'ejected') {
       span?.addEvent('endpoint ejected', { 'remora.endpoint': endpoint.key, 'remora.ejected_for_ms': Math.round(s.ejectedUntil - Date.now()) })
@@ -199,7 +199,7 @@ export class OutboundCall {
     clearTimeout(this.#backoffTimer)
     this.#span?.span.addEvent('timeout', { 'remora.attempts': this.#attempt })
     this.#current?.cancel()
-    this.#ctx.metrics.timeouts.inc({ direction: 'outbound', authority: this.#service.authorities[1] })
+    this.#ctx.metrics.timeouts.inc({ direction: 'outbound', authority: this.#service.key })
     const detail = `deadline reached after ${this.#attempt} attempt(s)`
     if (this.#sink.headersSent && this.#ex.grpc) {
       // The response had begun: a gRPC caller still gets a status it can read, in the trailers.

@@ -18,7 +18,7 @@ export function routeOutbound (ctx: ProxyContext, ex: Exchange, sink: ResponseSi
     sink.onClose(() => span.end(sink.status, ex.record.grpcStatus, ex.record.error))
   }
   resolveService(ctx, ex, sink, (service) => {
-    const authority = service.authorities[1]
+    const authority = service.key
     const state = ctx.services.get(service)
     const queued = state.limit.acquire((release) => {
       sink.onClose(release)
@@ -41,7 +41,7 @@ export function resolveService (ctx: ProxyContext, ex: Exchange, sink: ResponseS
   const found = ctx.resolver.resolve(ex.authority)
   const route = (service: Service | undefined): void => {
     if (service === undefined) return refuse(ex, sink, ProxyErrors.unknownAuthority, ex.authority)
-    ex.record.metricAuthority = service.authorities[1]
+    ex.record.metricAuthority = service.key
     use(service)
   }
   if (!(found instanceof Promise)) return route(found)

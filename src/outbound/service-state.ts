@@ -15,7 +15,7 @@ export class ServiceStates {
   readonly #states = new Map<string, ServiceState>()
 
   get (service: Service): ServiceState {
-    const key = service.authorities[1]
+    const key = service.key
     const s = this.#states.get(key)
     if (s !== undefined && s.policy === service.policy) return s
     if (s !== undefined && JSON.stringify(s.policy) === JSON.stringify(service.policy)) {

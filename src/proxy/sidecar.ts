@@ -66,7 +66,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   table.on('update', (state) => {
     metrics.tableVersion.set(state.version)
     metrics.endpoints.reset()
-    for (const s of state.services) metrics.endpoints.set({ authority: s.authorities[1] }, s.endpoints.length)
+    for (const s of state.services) metrics.endpoints.set({ authority: s.key }, s.endpoints.length)
     // Endpoints that left the table lose their health state; their in-flight requests finish.
     endpoints.retain(new Set(state.services.flatMap((s) => s.endpoints.map((e) => e.key))))
   })

@@ -11,6 +11,7 @@ t.test('the demo mesh file resolves workloads into endpoints with identities and
   const web = mesh.services.find((s) => s.name === 'web')
   t.ok(web)
   t.same(web?.authorities, ['web:80', 'web.demo:80', 'web.demo.svc:80', 'web.demo.svc.cluster.local:80'])
+  t.equal(web?.key, 'web.demo:80', 'its key is name.namespace:port')
   t.same(web?.endpoints.map((e) => [e.address.host, e.address.port, e.targetPort, e.identity]), [['127.0.0.1', 15106, 18080, 'spiffe://cluster.local/ns/demo/sa/web']])
   t.equal(mesh.workloads.greeter.appPorts[0].protocol, 'grpc')
   t.ok(Object.isFrozen(mesh.services[0].endpoints[0]), 'config is frozen all the way down')

@@ -29,6 +29,7 @@ t.test('one Service port: endpoints on the sidecar inbound port, target port and
     namespace: 'demo',
     port: 80,
     protocol: 'auto',
+    key: 'web.demo:80',
     authorities: ['web:80', 'web.demo:80', 'web.demo.svc:80', 'web.demo.svc.cluster.local:80'],
     endpoints: [
       { address: { host: '10.0.0.1', port: 15006 }, targetPort: 8080, weight: 1, identity: 'spiffe://cluster.local/ns/demo/sa/web', key: '10.0.0.1:15006/8080' },
@@ -56,7 +57,7 @@ t.test('several ports: one Service each; a slice without the port name adds noth
     slice('demo', 'other-a', 'other', { ports: [{ name: 'http', port: 8080 }], endpoints: [ep('10.0.0.9', 'web-3')] }),
   ])
   t.same(r.problems, [])
-  t.same(r.services.map((s) => [s.authorities[1], s.protocol]), [['web.demo:80', 'auto'], ['web.demo:9090', 'grpc']], 'UDP port not meshed')
+  t.same(r.services.map((s) => [s.key, s.protocol]), [['web.demo:80', 'auto'], ['web.demo:9090', 'grpc']], 'UDP port not meshed')
   t.same(keys(r, 0), ['10.0.0.1:15006/8080', '10.0.0.2:15006/8081'], 'each slice carries its own resolved port')
   t.same(keys(r, 1), ['10.0.0.1:15006/9091'])
 })
