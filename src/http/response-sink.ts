@@ -5,6 +5,8 @@ import type { ServerResponse } from 'node:http'
 import type { Duplex, Writable } from 'node:stream'
 import type { ProxyErrorReason } from '../errors.ts'
 import { MeshHeader, type Headers } from './headers.ts'
+import { splice } from '../transport/splice.ts'
+import { statusLine } from './status-line.ts'
 
 export interface ResponseSink {
   /** Status and headers have gone out; from now on a failure can only reset the stream. */
@@ -225,23 +227,3 @@ export class RawSocketSink implements ResponseSink {
   }
 }
 
-const REASONS: Record<number, string> = { 101: 'Switching Protocols', 200: 'OK', 400: 'Bad Request', 403: 'Forbidden', 404: 'Not Found', 502: 'Bad Gateway', 503: 'Service Unavailable', 504: 'Gateway Timeout' }
-
-export function statusLine (status: number, headers: Headers): string {
-  let out = `HTTP/1.1 ${status} ${REASONS[status] ?? 'Status'}\r\n`
-  for (const [name, value] of Object.entries(headers)) {
-    for (const v of Array.isArray(value) ? value : [value]) out += `${name}: ${v}\r\n`
-  }
-  return out + '\r\n'
-}
-
-/** Two byte streams joined both ways; either side ending or failing ends the other. */
-export function splice (a: Duplex, b: Duplex): void {
-  a.pipe(b)
-  b.pipe(a)
-  const destroyBoth = (): void => { a.destroy(); b.destroy() }
-  a.once('error', destroyBoth)
-  b.once('error', destroyBoth)
-  a.once('close', () => b.destroy())
-  b.once('close', () => a.destroy())
-}

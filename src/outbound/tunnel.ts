@@ -4,7 +4,7 @@
 import net from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { HostPort } from '../mesh/host-port.ts'
-import { splice } from '../http/response-sink.ts'
+import { splice } from '../transport/splice.ts'
 
 export class Tunnels {
   readonly #byPort = new Map<number, string>()
