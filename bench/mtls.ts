@@ -10,7 +10,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import tls, { type PeerCertificate } from 'node:tls'
 import { stringify } from 'yaml'
-import { uriSans } from '../src/transport/h2-sessions.ts'
+import { spiffeIdOf } from '../src/identity/svid.ts'
 import { buildInPlace } from './build.ts'
 import { fixedRate, wrk, type LoadResult, type RunContext } from './loadgen.ts'
 import { freePort, installCleanup, runToEnd, startChild, stopChild, waitForReady, which, type Child } from './procs.ts'
@@ -62,8 +62,8 @@ async function handshakeWorker (o: HandshakeOptions): Promise<HandshakeResult> {
         ALPNProtocols: ['h2'],
         // The sidecar's certificate names it by SPIFFE ID only (as peer sidecars check it).
         checkServerIdentity: (_name: string, cert: PeerCertificate) => {
-          const ids = uriSans(cert)
-          return ids.length === 1 && ids[0] === t.serverIdentity ? undefined : new Error(`server identity ${ids.join(', ')}, expected ${t.serverIdentity}`)
+          const id = spiffeIdOf(cert)
+          return id === t.serverIdentity ? undefined : new Error(`server identity ${id}, expected ${t.serverIdentity}`)
         },
       }
   const one = (): Promise<void> => new Promise((resolve, reject) => {

@@ -1,7 +1,9 @@
-// The SPIFFE ID a certificate carries (X.509-SVID): its one URI SAN, read with @peculiar/x509.
+// The SPIFFE ID a certificate carries (X.509-SVID): its one URI SAN, read with @peculiar/x509. The one
+// reader of it: for the sidecar's own certificate, the CA's, and every peer's at the TLS handshake.
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import type { X509Certificate as NodeX509Certificate } from 'node:crypto'
+import type { PeerCertificate } from 'node:tls'
 import { checkSpiffeUri } from '../mesh/spiffe-id.ts'
 
 x509.cryptoProvider.set(globalThis.crypto)
@@ -14,7 +16,8 @@ const SUBJECT_ALT_NAME = '2.5.29.17'
  * beside it). Returns any well-formed SPIFFE ID (a CA certificate carries `spiffe://<trust-domain>`); pass the
  * result to `parseSpiffeId` to require a workload identity.
  */
-export function spiffeIdOf (cert: x509.X509Certificate | NodeX509Certificate): string {
+export function spiffeIdOf (cert: x509.X509Certificate | NodeX509Certificate | PeerCertificate): string {
+  if (!(cert instanceof x509.X509Certificate) && cert.raw === undefined) throw new Error('the peer presented no certificate, so no SPIFFE ID')
   const parsed = cert instanceof x509.X509Certificate ? cert : new x509.X509Certificate(new Uint8Array(cert.raw))
   const sanExtensions = parsed.getExtensions(SUBJECT_ALT_NAME)
   if (sanExtensions.length === 0) throw new Error(`certificate ${describe(parsed)} has no subject alternative names, so no SPIFFE ID`)

@@ -10,7 +10,7 @@ import { H2_SETTINGS } from '../transport/h2-sessions.ts'
 import { routeInbound } from './route.ts'
 import type { TLSSocket } from 'node:tls'
 import type { Credentials } from '../identity/workload-identity.ts'
-import { uriSans } from '../transport/h2-sessions.ts'
+import { spiffeIdOf } from '../identity/svid.ts'
 import { tlsReason } from '../transport/tls-errors.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 
@@ -30,9 +30,13 @@ export function createInboundHttp2Tls (ctx: ProxyContext, creds: Credentials): h
   const peers = new WeakMap<http2.Http2Session, string>()
   server.on('session', (session: http2.ServerHttp2Session) => {
     const cert = (session.socket as TLSSocket).getPeerCertificate()
-    const ids = uriSans(cert)
-    if (ids.length === 1) peers.set(session, ids[0])
-    else { ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason: 'identity-mismatch' }); session.destroy() }
+    try {
+      peers.set(session, spiffeIdOf(cert))
+    } catch {
+      // Chains to the anchors but is no X.509-SVID (no, or several, URI SANs): no mesh identity.
+      ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason: 'identity-mismatch' })
+      session.destroy()
+    }
   })
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const identity = stream.session === undefined ? undefined : peers.get(stream.session)

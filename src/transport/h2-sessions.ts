@@ -5,6 +5,7 @@ import type { PeerCertificate, SecureContext } from 'node:tls'
 import type { Logger } from 'pino'
 import type { HostPort } from '../mesh/host-port.ts'
 import { tlsReason, type TlsReason } from './tls-errors.ts'
+import { spiffeIdOf } from '../identity/svid.ts'
 
 /** Flow-control windows big enough that one stream can fill a fast link (64 KiB default is not). */
 export const H2_SETTINGS: http2.Settings = Object.freeze({
@@ -25,11 +26,6 @@ export class ConnectTimeoutError extends Error {
 export class PeerIdentityMismatch extends Error {
   readonly code = 'REMORA_PEER_IDENTITY'
   constructor (expected: string, got: string) { super(`peer identity mismatch: expected ${expected}, the peer presented ${got}`) }
-}
-
-/** The SPIFFE IDs (URI SANs) in a peer certificate as node's TLS reports it. */
-export function uriSans (cert: PeerCertificate): string[] {
-  return (cert.subjectaltname ?? '').split(', ').filter((n) => n.startsWith('URI:')).map((n) => n.slice(4))
 }
 
 export class H2Sessions {
@@ -64,8 +60,9 @@ export class H2Sessions {
         minVersion: 'TLSv1.3',
         ALPNProtocols: ['h2'],
         checkServerIdentity: (_name: string, cert: PeerCertificate) => {
-          const got = uriSans(cert)
-          return identity !== undefined && got.length === 1 && got[0] === identity ? undefined : new PeerIdentityMismatch(identity ?? '(none)', got.join(', ') || 'no SPIFFE ID')
+          let got: string
+          try { got = spiffeIdOf(cert) } catch (err) { return new PeerIdentityMismatch(identity ?? '(none)', (err as Error).message) }
+          return identity !== undefined && got === identity ? undefined : new PeerIdentityMismatch(identity ?? '(none)', got)
         },
       })
     this.#sessions.set(key, session)

@@ -9,7 +9,7 @@ import type { PeerCertificate, TLSSocket } from 'node:tls'
 import { Pool } from 'undici'
 import { CertificateAuthority } from '../../src/identity/ca.ts'
 import { createCsr, generateWorkloadKey } from '../../src/identity/keys.ts'
-import { uriSans } from '../../src/transport/h2-sessions.ts'
+import { spiffeIdOf } from '../../src/identity/svid.ts'
 import { namedApp, startApp } from '../harness/apps.ts'
 import { startSecureMesh } from '../harness/control.ts'
 import { echoClient, startEchoServer, unary } from '../harness/grpc-echo.ts'
@@ -37,7 +37,7 @@ async function mtlsSession (creds: { key: string, cert: string, ca: string }, po
     ...creds,
     minVersion: 'TLSv1.3',
     ALPNProtocols: ['h2'],
-    checkServerIdentity: (_name: string, cert: PeerCertificate) => uriSans(cert).join() === expected ? undefined : new Error(`server presented ${uriSans(cert).join()}`),
+    checkServerIdentity: (_name: string, cert: PeerCertificate) => spiffeIdOf(cert) === expected ? undefined : new Error(`server presented ${spiffeIdOf(cert)}`),
   })
   session.on('error', () => { /* reported by the awaited once() or the request */ })
   try {
