@@ -9,7 +9,8 @@ import { normalizeAuthority } from '../discovery/endpoint-table.ts'
 import { WATCH_PATH, WIRE_CONTENT_TYPE, diff, encode, type WatchMessage } from '../discovery/wire.ts'
 import type { Catalog, CatalogEntry } from './catalog.ts'
 import type { ControlMetrics } from './metrics.ts'
-import { CERTIFICATE_PATH, type Signer } from './signing.ts'
+import type { Signer } from './signing.ts'
+import { CERTIFICATE_PATH } from '../identity/certificate-api.ts'
 
 /** The discovery port's own certificate (from the CA) and the anchors client certificates must chain to. */
 export interface ServingTls { readonly key: string, readonly cert: string, readonly ca: readonly string[] }

@@ -3,20 +3,11 @@
 import type { ServerHttp2Stream, IncomingHttpHeaders } from 'node:http2'
 import type { Logger } from 'pino'
 import { CsrRefused, type CertificateAuthority } from '../identity/ca.ts'
+import { CERTIFICATE_PATH, WORKLOAD_HEADER, type CertificateError, type CertificateRequest, type CertificateResponse } from '../identity/certificate-api.ts'
 import { Unauthenticated, type IdentityProof } from './identity-proof.ts'
 import type { ControlMetrics } from './metrics.ts'
 
-export const CERTIFICATE_PATH = '/v1/certificate'
 const MAX_BODY = 64 * 1024
-
-/** What the sidecar gets back. */
-export interface CertificateResponse {
-  readonly identity: string
-  /** Leaf first, then the issuer: what the sidecar presents in TLS. */
-  readonly certificateChain: readonly string[]
-  readonly trustAnchors: readonly string[]
-  readonly notAfter: string
-}
 
 export class Signer {
   readonly #ca: CertificateAuthority
@@ -41,7 +32,8 @@ export class Signer {
     }
     const fail = (status: number, code: string, message: string): void => {
       this.#metrics.certificates.inc({ result: code })
-      reply(status, { error: { code, message } })
+      const body: CertificateError = { error: { code, message } }
+      reply(status, body)
     }
     if (headers[':method'] !== 'POST') return fail(405, 'method_not_allowed', `use POST ${CERTIFICATE_PATH}`)
     const auth = String(headers.authorization ?? '')
@@ -57,7 +49,7 @@ export class Signer {
       if (token === undefined) return fail(401, 'unauthenticated', 'send the proof of identity as "authorization: Bearer <token>" (a projected service account token with audience remora, or the workload\'s bootstrapToken)')
       let csr: unknown
       try {
-        csr = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { csr?: unknown }).csr
+        csr = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as Partial<Record<keyof CertificateRequest, unknown>>).csr
       } catch {
         return fail(400, 'bad_request', 'the body must be JSON: {"csr": "<PEM certificate request>"}')
       }
@@ -72,7 +64,7 @@ export class Signer {
       identity = await this.#proof.verify(token)
     } catch (err) {
       const message = err instanceof Unauthenticated ? err.message : `the identity could not be checked: ${(err as Error).message.split('\n')[0]}`
-      this.#log.warn({ workload: headers['remora-workload'], why: message }, 'certificate refused: the proof of identity does not hold')
+      this.#log.warn({ workload: headers[WORKLOAD_HEADER], why: message }, 'certificate refused: the proof of identity does not hold')
       return fail(err instanceof Unauthenticated ? 401 : 503, err instanceof Unauthenticated ? 'unauthenticated' : 'unavailable', message)
     }
     try {

@@ -9,6 +9,7 @@ import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import { normalizeAuthority, type EndpointTable } from './endpoint-table.ts'
 import type { Service } from '../mesh/service.ts'
 import { WATCH_PATH, applyDelta, decode, type WatchMessage } from './wire.ts'
+import { WORKLOAD_HEADER } from '../identity/certificate-api.ts'
 
 export interface DiscoveryOptions {
   readonly address: HostPort
@@ -172,7 +173,7 @@ export class DiscoveryClient {
     const session = this.#session
     if (session === undefined || session.closed || session.destroyed) return
     const headers: http2.OutgoingHttpHeaders = { ':method': 'GET', ':path': `${WATCH_PATH}?authority=${encodeURIComponent(w.authority)}` }
-    if (this.#o.workload !== undefined) headers['remora-workload'] = this.#o.workload
+    if (this.#o.workload !== undefined) headers[WORKLOAD_HEADER] = this.#o.workload
     let stream: ClientHttp2Stream
     try {
       stream = session.request(headers, { endStream: true })

@@ -12,6 +12,7 @@ import { RemoraError } from '../errors.ts'
 import { backoffMs } from '../resilience/backoff.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import { RENEW_AT_FRACTION, certificateInfo, createCsr, generateWorkloadKey, type WorkloadKey } from './keys.ts'
+import { CERTIFICATE_PATH, WORKLOAD_HEADER, type CertificateError, type CertificateRequest, type CertificateResponse } from './certificate-api.ts'
 
 /** What a TLS endpoint of this sidecar presents and trusts right now. */
 export interface Credentials {
@@ -25,7 +26,6 @@ export interface Credentials {
   readonly context: tls.SecureContext
 }
 
-const CERTIFICATE_PATH = '/v1/certificate'
 const RETRY_BASE_MS = 1000
 const RETRY_MAX_MS = 60_000
 
@@ -157,7 +157,7 @@ export class WorkloadIdentity extends EventEmitter<{ rotated: [Credentials] }> {
         const timer = setTimeout(() => reject(new Error(`no answer from the control plane at ${host}:${port} within 10 s`)), 10_000)
         session.once('error', (err) => { clearTimeout(timer); reject(err) })
         const headers: http2.OutgoingHttpHeaders = { ':method': 'POST', ':path': CERTIFICATE_PATH, 'content-type': 'application/json', authorization: `Bearer ${token}` }
-        if (this.#workload !== undefined) headers['remora-workload'] = this.#workload
+        if (this.#workload !== undefined) headers[WORKLOAD_HEADER] = this.#workload
         const req = session.request(headers)
         req.setEncoding('utf8')
         let status = 0
@@ -167,15 +167,16 @@ export class WorkloadIdentity extends EventEmitter<{ rotated: [Credentials] }> {
         req.on('error', (err) => { clearTimeout(timer); reject(err) })
         req.on('end', () => {
           clearTimeout(timer)
-          let parsed: { certificateChain?: string[], trustAnchors?: string[], error?: { code: string, message: string } }
+          let parsed: Partial<CertificateResponse & CertificateError>
           try { parsed = JSON.parse(body) as typeof parsed } catch { reject(new Error(`control plane answered ${status} with a body that is not JSON`)); return }
           if (status !== 200 || parsed.certificateChain === undefined) {
             reject(new Error(`control plane refused the certificate (${status} ${parsed.error?.code ?? ''}): ${parsed.error?.message ?? body.slice(0, 200)}`))
             return
           }
-          resolve({ certificateChain: parsed.certificateChain, trustAnchors: parsed.trustAnchors ?? [] })
+          resolve({ certificateChain: [...parsed.certificateChain], trustAnchors: [...(parsed.trustAnchors ?? [])] })
         })
-        req.end(JSON.stringify({ csr }))
+        const request: CertificateRequest = { csr }
+        req.end(JSON.stringify(request))
       })
     } finally {
       session.close()
