@@ -194,20 +194,41 @@ class Writer {
   }
 }
 
+/**
+ * Field numbers of the OTLP messages written here, as opentelemetry-proto numbers them
+ * (collector/trace/v1, trace/v1, resource/v1, common/v1).
+ */
+const RequestField = { resourceSpans: 1 } as const
+const ResourceSpansField = { resource: 1, scopeSpans: 2, schemaUrl: 3 } as const
+const ResourceField = { attributes: 1, droppedAttributes: 2 } as const
+const ScopeSpansField = { scope: 1, spans: 2, schemaUrl: 3 } as const
+const ScopeField = { name: 1, version: 2, attributes: 3, droppedAttributes: 4 } as const
+const SpanField = {
+  traceId: 1, spanId: 2, traceState: 3, parentSpanId: 4, name: 5, kind: 6, startTime: 7, endTime: 8,
+  attributes: 9, droppedAttributes: 10, events: 11, droppedEvents: 12, links: 13, droppedLinks: 14, status: 15, flags: 16,
+} as const
+const StatusField = { message: 2, code: 3 } as const
+const EventField = { time: 1, name: 2, attributes: 3, droppedAttributes: 4 } as const
+const LinkField = { traceId: 1, spanId: 2, traceState: 3, attributes: 4, droppedAttributes: 5, flags: 6 } as const
+const KeyValueField = { key: 1, value: 2 } as const
+const AnyValueField = { string: 1, bool: 2, int: 3, double: 4, array: 5, kvlist: 6, bytes: 7 } as const
+const ArrayValueField = { values: 1 } as const
+const KeyValueListField = { values: 1 } as const
+
 function anyValue (w: Writer, value: AttributeValue | undefined | Record<string, unknown>): void {
   switch (typeof value) {
-    case 'string': w.tag(1, LEN); w.string(value); return
-    case 'boolean': w.tag(2, VARINT); w.uint32(value ? 1 : 0); return
+    case 'string': w.tag(AnyValueField.string, LEN); w.string(value); return
+    case 'boolean': w.tag(AnyValueField.bool, VARINT); w.uint32(value ? 1 : 0); return
     case 'number':
-      if (Number.isInteger(value) && value >= MIN_INT64 && value < MAX_INT64) { w.tag(3, VARINT); w.int64(value) } else { w.tag(4, FIXED64); w.double(value) }
+      if (Number.isInteger(value) && value >= MIN_INT64 && value < MAX_INT64) { w.tag(AnyValueField.int, VARINT); w.int64(value) } else { w.tag(AnyValueField.double, FIXED64); w.double(value) }
       return
   }
-  if (value instanceof Uint8Array) { w.tag(7, LEN); w.bytes(value); return }
+  if (value instanceof Uint8Array) { w.tag(AnyValueField.bytes, LEN); w.bytes(value); return }
   if (Array.isArray(value)) {
-    w.tag(5, LEN)
+    w.tag(AnyValueField.array, LEN)
     const list = w.begin(1)
     for (const item of value as unknown[]) {
-      w.tag(1, LEN)
+      w.tag(ArrayValueField.values, LEN)
       const at = w.begin(1)
       anyValue(w, item as AttributeValue)
       w.end(at, 1)
@@ -216,9 +237,9 @@ function anyValue (w: Writer, value: AttributeValue | undefined | Record<string,
     return
   }
   if (typeof value === 'object' && value !== null) {
-    w.tag(6, LEN)
+    w.tag(AnyValueField.kvlist, LEN)
     const list = w.begin(1)
-    attributes(w, value as Attributes, 1)
+    attributes(w, value as Attributes, KeyValueListField.values)
     w.end(list, 1)
   }
   // null and undefined: an empty AnyValue, as the SDK writes them.
@@ -230,9 +251,9 @@ function attributes (w: Writer, attrs: Attributes, field: number): void {
     if (!Object.hasOwn(attrs, key)) continue
     w.tag(field, LEN)
     const kv = w.begin(1)
-    w.tag(1, LEN)
+    w.tag(KeyValueField.key, LEN)
     w.string(key)
-    w.tag(2, LEN)
+    w.tag(KeyValueField.value, LEN)
     const value = w.begin(1)
     anyValue(w, attrs[key])
     w.end(value, 1)
@@ -245,55 +266,55 @@ function flags (ctx: SpanContext, remote: boolean | undefined): number {
 }
 
 function event (w: Writer, e: TimedEvent): void {
-  w.tag(11, LEN)
+  w.tag(SpanField.events, LEN)
   const at = w.begin(1)
-  w.tag(1, FIXED64); w.time(e.time)
-  w.tag(2, LEN); w.string(e.name)
-  if (e.attributes !== undefined) attributes(w, e.attributes, 3)
-  w.tag(4, VARINT); w.uint32(e.droppedAttributesCount ?? 0)
+  w.tag(EventField.time, FIXED64); w.time(e.time)
+  w.tag(EventField.name, LEN); w.string(e.name)
+  if (e.attributes !== undefined) attributes(w, e.attributes, EventField.attributes)
+  w.tag(EventField.droppedAttributes, VARINT); w.uint32(e.droppedAttributesCount ?? 0)
   w.end(at, 1)
 }
 
 function link (w: Writer, l: Link): void {
-  w.tag(13, LEN)
+  w.tag(SpanField.links, LEN)
   const at = w.begin(1)
   const c = l.context
-  w.tag(1, LEN); w.id(c.traceId)
-  w.tag(2, LEN); w.id(c.spanId)
+  w.tag(LinkField.traceId, LEN); w.id(c.traceId)
+  w.tag(LinkField.spanId, LEN); w.id(c.spanId)
   const state = c.traceState?.serialize()
-  if (state !== undefined && state !== '') { w.tag(3, LEN); w.string(state) }
-  if (l.attributes !== undefined) attributes(w, l.attributes, 4)
-  w.tag(5, VARINT); w.uint32(l.droppedAttributesCount ?? 0)
-  w.tag(6, FIXED32); w.fixed32(flags(c, c.isRemote))
+  if (state !== undefined && state !== '') { w.tag(LinkField.traceState, LEN); w.string(state) }
+  if (l.attributes !== undefined) attributes(w, l.attributes, LinkField.attributes)
+  w.tag(LinkField.droppedAttributes, VARINT); w.uint32(l.droppedAttributesCount ?? 0)
+  w.tag(LinkField.flags, FIXED32); w.fixed32(flags(c, c.isRemote))
   w.end(at, 1)
 }
 
 function span (w: Writer, s: ReadableSpan): void {
-  w.tag(2, LEN)
+  w.tag(ScopeSpansField.spans, LEN)
   const at = w.begin(2)
   const ctx = s.spanContext()
-  w.tag(1, LEN); w.id(ctx.traceId)
-  w.tag(2, LEN); w.id(ctx.spanId)
+  w.tag(SpanField.traceId, LEN); w.id(ctx.traceId)
+  w.tag(SpanField.spanId, LEN); w.id(ctx.spanId)
   const state = ctx.traceState?.serialize()
-  if (state !== undefined && state !== '') { w.tag(3, LEN); w.string(state) }
+  if (state !== undefined && state !== '') { w.tag(SpanField.traceState, LEN); w.string(state) }
   const parent = s.parentSpanContext
-  if (parent?.spanId !== undefined && parent.spanId !== '') { w.tag(4, LEN); w.id(parent.spanId) }
-  w.tag(5, LEN); w.string(s.name)
-  w.tag(6, VARINT); w.uint32((s.kind as number) + 1)
-  w.tag(7, FIXED64); w.time(s.startTime)
-  w.tag(8, FIXED64); w.time(s.endTime)
-  attributes(w, s.attributes, 9)
-  w.tag(10, VARINT); w.uint32(s.droppedAttributesCount)
+  if (parent?.spanId !== undefined && parent.spanId !== '') { w.tag(SpanField.parentSpanId, LEN); w.id(parent.spanId) }
+  w.tag(SpanField.name, LEN); w.string(s.name)
+  w.tag(SpanField.kind, VARINT); w.uint32((s.kind as number) + 1)
+  w.tag(SpanField.startTime, FIXED64); w.time(s.startTime)
+  w.tag(SpanField.endTime, FIXED64); w.time(s.endTime)
+  attributes(w, s.attributes, SpanField.attributes)
+  w.tag(SpanField.droppedAttributes, VARINT); w.uint32(s.droppedAttributesCount)
   for (const e of s.events) event(w, e)
-  w.tag(12, VARINT); w.uint32(s.droppedEventsCount)
+  w.tag(SpanField.droppedEvents, VARINT); w.uint32(s.droppedEventsCount)
   for (const l of s.links) link(w, l)
-  w.tag(14, VARINT); w.uint32(s.droppedLinksCount)
-  w.tag(15, LEN)
+  w.tag(SpanField.droppedLinks, VARINT); w.uint32(s.droppedLinksCount)
+  w.tag(SpanField.status, LEN)
   const status = w.begin(1)
-  if (s.status.message !== undefined && s.status.message !== '') { w.tag(2, LEN); w.string(s.status.message) }
-  w.tag(3, VARINT); w.uint32(s.status.code)
+  if (s.status.message !== undefined && s.status.message !== '') { w.tag(StatusField.message, LEN); w.string(s.status.message) }
+  w.tag(StatusField.code, VARINT); w.uint32(s.status.code)
   w.end(status, 1)
-  w.tag(16, FIXED32); w.fixed32(flags(ctx, parent?.isRemote))
+  w.tag(SpanField.flags, FIXED32); w.fixed32(flags(ctx, parent?.isRemote))
   w.end(at, 2)
 }
 
@@ -382,24 +403,24 @@ export function encodeSpans (spans: readonly Batched[]): Uint8Array {
   const w = writer
   w.pos = 0
   for (const [resource, byScope] of group(spans)) {
-    w.tag(1, LEN)
+    w.tag(RequestField.resourceSpans, LEN)
     const rs = w.begin(3)
-    w.tag(1, LEN)
+    w.tag(ResourceSpansField.resource, LEN)
     const r = w.begin(1)
-    attributes(w, resource.attributes, 1)
-    w.tag(2, VARINT); w.uint32(0)
+    attributes(w, resource.attributes, ResourceField.attributes)
+    w.tag(ResourceField.droppedAttributes, VARINT); w.uint32(0)
     w.end(r, 1)
     for (const [scope, list] of byScope) {
-      w.tag(2, LEN)
+      w.tag(ResourceSpansField.scopeSpans, LEN)
       const ss = w.begin(3)
-      w.tag(1, LEN)
+      w.tag(ScopeSpansField.scope, LEN)
       const sc = w.begin(1)
-      w.tag(1, LEN); w.string(scope.name)
-      if (scope.version !== undefined && scope.version !== '') { w.tag(2, LEN); w.string(scope.version) }
+      w.tag(ScopeField.name, LEN); w.string(scope.name)
+      if (scope.version !== undefined && scope.version !== '') { w.tag(ScopeField.version, LEN); w.string(scope.version) }
       // Scopes may carry attributes (newer SDKs); written as the SDK's serializer does.
       const extra = scope as { attributes?: Attributes, droppedAttributesCount?: number }
-      if (extra.attributes !== undefined) attributes(w, extra.attributes, 3)
-      if (extra.droppedAttributesCount !== undefined && extra.droppedAttributesCount !== 0) { w.tag(4, VARINT); w.uint32(extra.droppedAttributesCount) }
+      if (extra.attributes !== undefined) attributes(w, extra.attributes, ScopeField.attributes)
+      if (extra.droppedAttributesCount !== undefined && extra.droppedAttributesCount !== 0) { w.tag(ScopeField.droppedAttributes, VARINT); w.uint32(extra.droppedAttributesCount) }
       w.end(sc, 1)
       // Spans that ended one after the other sit side by side in a chunk: each such run is copied
       // at once (a copy a span was a native call a span).
@@ -424,10 +445,10 @@ export function encodeSpans (spans: readonly Batched[]): Uint8Array {
         }
       }
       copyRun()
-      if (scope.schemaUrl !== undefined && scope.schemaUrl !== '') { w.tag(3, LEN); w.string(scope.schemaUrl) }
+      if (scope.schemaUrl !== undefined && scope.schemaUrl !== '') { w.tag(ScopeSpansField.schemaUrl, LEN); w.string(scope.schemaUrl) }
       w.end(ss, 3)
     }
-    if (resource.schemaUrl !== undefined && resource.schemaUrl !== '') { w.tag(3, LEN); w.string(resource.schemaUrl) }
+    if (resource.schemaUrl !== undefined && resource.schemaUrl !== '') { w.tag(ResourceSpansField.schemaUrl, LEN); w.string(resource.schemaUrl) }
     w.end(rs, 3)
   }
   const out = new Uint8Array(w.pos)
