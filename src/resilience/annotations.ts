@@ -1,8 +1,7 @@
 // `remora.dev/*` annotations on a Kubernetes Service → the same policy keys as the mesh file, each
 // value checked with a message naming the Service and the annotation (the control plane feeds these).
 import { parseDuration } from '../parse/duration.ts'
-import { BALANCERS, type BalancerName } from '../mesh/policy.ts'
-import { RETRY_ON, type RetryOn } from '../mesh/policy.ts'
+import { BALANCERS, RETRY_ON, type BalancerName, type RetryOn } from '../mesh/policy.ts'
 import type { RawServicePolicy } from './policy-file.ts'
 
 type Apply = (raw: string, policy: RawServicePolicy) => void

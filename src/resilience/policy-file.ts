@@ -1,8 +1,7 @@
 // Turns the policy keys of a mesh-file service or workload (already schema-checked) into policy.
 import { parseDuration } from '../parse/duration.ts'
-import type { BalancerName } from '../mesh/policy.ts'
 import { DEFAULT_INBOUND_POLICY, DEFAULT_SERVICE_POLICY } from './policy.ts'
-import type { InboundPolicy, RetryOn, ServicePolicy } from '../mesh/policy.ts'
+import type { BalancerName, InboundPolicy, RetryOn, ServicePolicy } from '../mesh/policy.ts'
 
 export interface RawServicePolicy {
   balancer?: BalancerName

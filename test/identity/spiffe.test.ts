@@ -3,8 +3,7 @@ import t from 'tap'
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import { X509Certificate } from 'node:crypto'
-import { spiffeId } from '../../src/mesh/spiffe-id.ts'
-import { checkSpiffeUri, checkTrustDomain, formatSpiffeId, isSpiffeId, parseSpiffeId, trustDomainId } from '../../src/mesh/spiffe-id.ts'
+import { checkSpiffeUri, spiffeId, checkTrustDomain, formatSpiffeId, isSpiffeId, parseSpiffeId, trustDomainId } from '../../src/mesh/spiffe-id.ts'
 import { spiffeIdOf } from '../../src/identity/svid.ts'
 
 x509.cryptoProvider.set(globalThis.crypto)
