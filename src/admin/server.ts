@@ -1,6 +1,13 @@
 // The admin server: /live /ready /metrics for everyone; config, endpoints and shutdown from loopback only.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
-import type { ProxyContext } from '../proxy/context.ts'
+import type { Registry } from 'prom-client'
+
+/** What the admin server shows: the metrics, and (to loopback) the config and endpoint table in effect. */
+export interface AdminSources {
+  readonly registry: Registry
+  readonly config: unknown
+  readonly endpoints: () => unknown
+}
 
 export interface AdminHooks {
   readonly ready: () => { ready: boolean, why: string }
@@ -12,7 +19,7 @@ export function isLoopback (address: string | undefined): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.')
 }
 
-export function createAdminServer (ctx: ProxyContext, hooks: AdminHooks): http.Server {
+export function createAdminServer (sources: AdminSources, hooks: AdminHooks): http.Server {
   return http.createServer((req: IncomingMessage, res: ServerResponse) => {
     const path = (req.url ?? '/').split('?')[0]
     const send = (status: number, body: string, type = 'text/plain; charset=utf-8'): void => {
@@ -26,13 +33,13 @@ export function createAdminServer (ctx: ProxyContext, hooks: AdminHooks): http.S
       return send(r.ready ? 200 : 503, `${r.why}\n`)
     }
     if (method === 'GET' && path === '/metrics') {
-      ctx.metrics.registry.metrics().then((text) => send(200, text, ctx.metrics.registry.contentType), (err: Error) => send(500, err.message))
+      sources.registry.metrics().then((text) => send(200, text, sources.registry.contentType), (err: Error) => send(500, err.message))
       return
     }
     const local = ['/config.json', '/endpoints.json', '/shutdown'].includes(path)
     if (local && !isLoopback(req.socket.remoteAddress)) return send(403, `${path} is served to loopback only\n`)
-    if (method === 'GET' && path === '/config.json') return json(ctx.config)
-    if (method === 'GET' && path === '/endpoints.json') return json(ctx.table.state)
+    if (method === 'GET' && path === '/config.json') return json(sources.config)
+    if (method === 'GET' && path === '/endpoints.json') return json(sources.endpoints())
     if (path === '/shutdown') {
       if (method !== 'POST') return send(405, 'use POST /shutdown\n')
       send(202, 'shutting down\n')

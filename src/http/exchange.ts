@@ -3,7 +3,8 @@ import type { IncomingMessage } from 'node:http'
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
 import type { Readable } from 'node:stream'
 import { forwardable, isGrpc, type Headers } from './headers.ts'
-import type { AccessRecord } from '../telemetry/access-log.ts'
+import type { AccessRecord, Direction } from '../telemetry/access-log.ts'
+import type { ResponseSink } from './response-sink.ts'
 
 export type OrigProto = 'HTTP/1.1' | 'HTTP/2'
 
@@ -65,4 +66,12 @@ export function fromHttp2 (stream: ServerHttp2Stream, raw: IncomingHttpHeaders, 
 export function hasBody (req: IncomingMessage): boolean {
   const length = req.headers['content-length']
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0')
+}
+
+/** Where each request's access record starts, and whether the sidecar is draining (both directions use it). */
+export interface RequestLog {
+  /** While draining, HTTP/1.1 responses close their connection so clients move elsewhere. */
+  readonly draining: boolean
+  /** Starts the access record of one request; it ends (log line, metrics) when the caller's stream closes. */
+  begin (direction: Direction, method: string, authority: string, path: string, proto: string, sink: ResponseSink): AccessRecord
 }

@@ -13,14 +13,14 @@ import { countBytes } from '../http/count-bytes.ts'
 import { backoffMs } from '../resilience/backoff.ts'
 import { formatGrpcTimeout, parseGrpcTimeout } from '../resilience/deadline.ts'
 import { IDEMPOTENT, retriableResponse } from '../resilience/policy.ts'
-import type { ProxyContext } from '../proxy/context.ts'
+import type { OutboundContext } from './context.ts'
 import type { ServiceState } from './service-state.ts'
 import type { Headers } from '../http/headers.ts'
 import { endSpan, type RequestSpan } from '../telemetry/spans.ts'
 import type { Span } from '../telemetry/tracing.ts'
 
 export class OutboundCall {
-  readonly #ctx: ProxyContext
+  readonly #ctx: OutboundContext
   readonly #ex: Exchange
   readonly #service: Service
   readonly #state: ServiceState
@@ -38,7 +38,7 @@ export class OutboundCall {
   /** How long the call waited before the next attempt (its backoff), for that attempt's span. */
   #waitedMs = 0
 
-  constructor (ctx: ProxyContext, ex: Exchange, service: Service, state: ServiceState, sink: ResponseSink, span: RequestSpan | undefined) {
+  constructor (ctx: OutboundContext, ex: Exchange, service: Service, state: ServiceState, sink: ResponseSink, span: RequestSpan | undefined) {
     this.#ctx = ctx
     this.#ex = ex
     this.#service = service

@@ -7,10 +7,10 @@ import { fromHttp1 } from '../http/exchange.ts'
 import { MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, respondError, type ResponseSink } from '../http/response-sink.ts'
 import { statusLine } from '../http/status-line.ts'
-import type { ProxyContext } from '../proxy/context.ts'
+import type { OutboundContext } from './context.ts'
 import { refuse, resolveService, routeOutbound } from './route.ts'
 
-export function createOutboundHttp1 (ctx: ProxyContext): http.Server {
+export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     handle(ctx, req, new H1Sink(res, ctx), undefined)
@@ -46,7 +46,7 @@ export function createOutboundHttp1 (ctx: ProxyContext): http.Server {
   return server
 }
 
-function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined): void {
+function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined): void {
   const url = req.url ?? '/'
   let authority: string | undefined
   let path = url

@@ -4,11 +4,11 @@ import { ProxyErrors } from '../errors.ts'
 import { forwardable, isGrpc } from '../http/headers.ts'
 import { fromHttp2 } from '../http/exchange.ts'
 import { H2Sink, respondError } from '../http/response-sink.ts'
-import type { ProxyContext } from '../proxy/context.ts'
+import type { OutboundContext } from './context.ts'
 import { H2_SETTINGS } from '../transport/h2-sessions.ts'
 import { routeOutbound } from './route.ts'
 
-export function createOutboundHttp2 (ctx: ProxyContext): http2.Http2Server {
+export function createOutboundHttp2 (ctx: OutboundContext): http2.Http2Server {
   const server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const sink = new H2Sink(stream)

@@ -5,12 +5,12 @@ import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
 import type { Service } from '../mesh/service.ts'
 import type { Exchange } from '../http/exchange.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
-import type { ProxyContext } from '../proxy/context.ts'
+import type { OutboundContext } from './context.ts'
 import { OutboundCall } from './call.ts'
 import { RequestSpan } from '../telemetry/spans.ts'
 import { logIds } from '../telemetry/tracing.ts'
 
-export function routeOutbound (ctx: ProxyContext, ex: Exchange, sink: ResponseSink): void {
+export function routeOutbound (ctx: OutboundContext, ex: Exchange, sink: ResponseSink): void {
   // The request's span covers all of it, refusals included: it ends with what the app got.
   const span = RequestSpan.start(ctx.tracing, ex)
   if (span !== undefined) {
@@ -37,7 +37,7 @@ export function routeOutbound (ctx: ProxyContext, ex: Exchange, sink: ResponseSi
  * The exchange's authority → its service, then `use`; or the caller is refused (unknown authority,
  * discovery unavailable) with the reason on its access record. A caller gone meanwhile gets nothing.
  */
-export function resolveService (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, use: (service: Service) => void): void {
+export function resolveService (ctx: OutboundContext, ex: Exchange, sink: ResponseSink, use: (service: Service) => void): void {
   const found = ctx.resolver.resolve(ex.authority)
   const route = (service: Service | undefined): void => {
     if (service === undefined) return refuse(ex, sink, ProxyErrors.unknownAuthority, ex.authority)

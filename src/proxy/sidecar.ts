@@ -74,7 +74,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   let stopping: Promise<void> | undefined
   let markStopped: () => void = () => {}
   const stopped = new Promise<void>((resolve) => { markStopped = resolve })
-  const admin = createAdminServer(ctx, {
+  const admin = createAdminServer({ registry: metrics.registry, config, endpoints: () => table.state }, {
     ready: () => {
       if (ctx.draining) return { ready: false, why: 'draining: shutting down' }
       if (identity !== undefined && identity.current === undefined) return { ready: false, why: `no workload certificate yet (asking the control plane at ${discovery?.source.slice('control:'.length) ?? '?'})` }

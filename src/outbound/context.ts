@@ -1,0 +1,27 @@
+// What the outbound side needs of its sidecar: the table, balancing and per-service state, the
+// connections to peers, tunnels and telemetry (proxy/context.ts provides it).
+import type { Logger } from 'pino'
+import type { EndpointStates } from '../balancer/endpoint-state.ts'
+import type { BalancerPolicy } from '../balancer/policy.ts'
+import type { Resolver } from '../discovery/endpoint-table.ts'
+import type { RequestLog } from '../http/exchange.ts'
+import type { BalancerName } from '../mesh/policy.ts'
+import type { ProxyMetrics } from '../telemetry/metrics.ts'
+import type { Tracing } from '../telemetry/tracing.ts'
+import type { H2Sessions } from '../transport/h2-sessions.ts'
+import type { ServiceStates } from './service-state.ts'
+import type { Tunnels } from './tunnel.ts'
+
+export interface OutboundContext extends RequestLog {
+  readonly log: Logger
+  readonly metrics: ProxyMetrics
+  /** Authority → service; with the control plane, possibly after asking it. */
+  readonly resolver: Resolver
+  readonly endpoints: EndpointStates
+  readonly policies: Readonly<Record<BalancerName, BalancerPolicy>>
+  readonly services: ServiceStates
+  readonly tracing: Tracing
+  /** One h2 connection per peer sidecar. */
+  readonly peers: H2Sessions
+  readonly tunnels: Tunnels
+}
