@@ -114,3 +114,23 @@ export class RemoraError extends Error {
     this.code = code
   }
 }
+
+// Errors the parts throw to each other, classified into a reason of the catalog where they surface.
+
+/** No TCP connection within the connect timeout (classified as `connect timeout`). */
+export class ConnectTimeoutError extends Error {
+  readonly code = 'ETIMEDOUT'
+  constructor (target: string, ms: number) { super(`no connection to ${target} within ${ms} ms`) }
+}
+
+/** The peer presented a valid certificate, but for another workload than the endpoint table expects. */
+export class PeerIdentityMismatch extends Error {
+  readonly code = 'REMORA_PEER_IDENTITY'
+  constructor (expected: string, got: string) { super(`peer identity mismatch: expected ${expected}, the peer presented ${got}`) }
+}
+
+/** Thrown (as a rejection) when an authority cannot be resolved because the control plane is away. */
+export class DiscoveryUnavailable extends Error {}
+
+/** Thrown when a token proves nothing; the message says why (never the token). */
+export class Unauthenticated extends Error {}

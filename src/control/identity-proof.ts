@@ -4,11 +4,9 @@ import type { KubeConfig } from '@kubernetes/client-node'
 import { timingSafeEqual } from 'node:crypto'
 import { spiffeId } from '../mesh/spiffe-id.ts'
 import type { Workload } from '../config/mesh-file.ts'
+import { Unauthenticated } from '../errors.ts'
 
 export const TOKEN_AUDIENCE = 'remora'
-
-/** Thrown when a token proves nothing; the message says why (never the token). */
-export class Unauthenticated extends Error {}
 
 export interface IdentityProof {
   /** The SPIFFE ID the token proves, or throws Unauthenticated. */

@@ -4,7 +4,8 @@ import type { ServerHttp2Stream, IncomingHttpHeaders } from 'node:http2'
 import type { Logger } from 'pino'
 import { CsrRefused, type CertificateAuthority } from '../identity/ca.ts'
 import { CERTIFICATE_PATH, WORKLOAD_HEADER, type CertificateError, type CertificateRequest, type CertificateResponse } from '../identity/certificate-api.ts'
-import { Unauthenticated, type IdentityProof } from './identity-proof.ts'
+import { Unauthenticated } from '../errors.ts'
+import type { IdentityProof } from './identity-proof.ts'
 import type { ControlMetrics } from './metrics.ts'
 
 const MAX_BODY = 64 * 1024

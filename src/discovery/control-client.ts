@@ -10,6 +10,7 @@ import { normalizeAuthority, type EndpointTable } from './endpoint-table.ts'
 import type { Service } from '../mesh/service.ts'
 import { WATCH_PATH, applyDelta, decode, type WatchMessage } from './wire.ts'
 import { WORKLOAD_HEADER } from '../identity/certificate-api.ts'
+import { DiscoveryUnavailable } from '../errors.ts'
 
 export interface DiscoveryOptions {
   readonly address: HostPort
@@ -25,9 +26,6 @@ export interface DiscoveryOptions {
   /** With mTLS: TLS options (this sidecar's certificate, the trust anchors) for each new connection. */
   readonly tls?: () => ConnectionOptions
 }
-
-/** Thrown (as a rejection) when an authority cannot be resolved because the control plane is away. */
-export class DiscoveryUnavailable extends Error {}
 
 interface Waiter { resolve: (s: Service | undefined) => void, reject: (e: Error) => void, timer: NodeJS.Timeout }
 

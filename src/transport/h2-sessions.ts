@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { HostPort } from '../mesh/host-port.ts'
 import { tlsReason, type TlsReason } from './tls-errors.ts'
 import { spiffeIdOf } from '../identity/svid.ts'
+import { ConnectTimeoutError, PeerIdentityMismatch } from '../errors.ts'
 
 /** Flow-control windows big enough that one stream can fill a fast link (64 KiB default is not). */
 export const H2_SETTINGS: http2.Settings = Object.freeze({
@@ -16,17 +17,6 @@ export const H2_SETTINGS: http2.Settings = Object.freeze({
 export const SESSION_WINDOW = 16 * 1024 * 1024
 /** A connection with no streams and no frames for this long is closed (Envoy's idle_timeout idea). */
 export const CONNECTION_IDLE_MS = 10 * 60_000
-
-export class ConnectTimeoutError extends Error {
-  readonly code = 'ETIMEDOUT'
-  constructor (target: string, ms: number) { super(`no connection to ${target} within ${ms} ms`) }
-}
-
-/** The peer presented a valid certificate, but for another workload than the endpoint table expects. */
-export class PeerIdentityMismatch extends Error {
-  readonly code = 'REMORA_PEER_IDENTITY'
-  constructor (expected: string, got: string) { super(`peer identity mismatch: expected ${expected}, the peer presented ${got}`) }
-}
 
 export class H2Sessions {
   readonly #sessions = new Map<string, ClientHttp2Session>()
