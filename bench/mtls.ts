@@ -9,17 +9,20 @@ import http2 from 'node:http2'
 import os from 'node:os'
 import { join } from 'node:path'
 import tls, { type PeerCertificate } from 'node:tls'
-import { stringify } from 'yaml'
 import { spiffeIdOf } from '../src/identity/svid.ts'
+import { freePort } from '../test/harness/mesh.ts'
 import { buildInPlace } from './build.ts'
+import { eachFlag, parsePositive } from './flags.ts'
 import { fixedRate, wrk, type LoadResult, type RunContext } from './loadgen.ts'
-import { freePort, installCleanup, runToEnd, startChild, stopChild, waitForReady, which, type Child } from './procs.ts'
+import { installCleanup, runToEnd, startChild, stopChild, waitForReady, which, type Child } from './procs.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
+import { portsOf, startSidecars, writePairMesh } from './sidecars.ts'
 import { startApp } from './topologies.ts'
 import { percentile } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
 const SELF = new URL(import.meta.url).pathname
+// The identities writePairMesh's workloads get: its namespace, the mesh file's default trust domain.
 const TRUST_DOMAIN = 'cluster.local'
 const NAMESPACE = 'bench'
 const identityOf = (workload: string): string => `spiffe://${TRUST_DOMAIN}/ns/${NAMESPACE}/sa/${workload}`
@@ -172,15 +175,19 @@ interface Options {
 
 const PHASES = ['throughput', 'fixed', 'handshake', 'signing']
 
+const USAGE = `usage: npm run bench:mtls -- [--duration=10] [--warmup=2] [--rounds=3] [--connections=20] [--rate=1000]
+       [--handshake-duration=10] [--handshake-concurrency=16] [--no-signing] [--src] [--keep-tmp]
+       [--phases=throughput,fixed,handshake,signing] [--cpu-prof=<dir>]
+  --src       run the sidecars and control plane from src/ (type stripping) instead of compiled JS (dist/, as the image runs)
+  --phases    run only these measurements (the table leaves the others out)
+  --cpu-prof  V8 CPU profiles of the sidecars and the control plane, in <dir>/plaintext and <dir>/mtls
+              (summarize one with node bench/prof-top.ts <file>)
+`
+
 function parseArgs (argv: string[]): Options {
   const o: Options = { durationS: 10, warmupS: 2, rounds: 3, connections: 20, rate: 1000, handshakeS: 10, handshakeConcurrency: 16, signing: true, src: false, keepTmp: false, phases: new Set(PHASES) }
-  for (const a of argv) {
-    const [flag, value] = a.split(/=(.*)/s, 2)
-    const num = (): number => {
-      const n = Number(value)
-      if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag} needs a positive number, got "${value}"`)
-      return n
-    }
+  eachFlag(argv, () => USAGE, (flag, value) => {
+    const num = (): number => parsePositive(flag, value())
     switch (flag) {
       case '--duration': o.durationS = num(); break
       case '--warmup': o.warmupS = num(); break
@@ -193,24 +200,14 @@ function parseArgs (argv: string[]): Options {
       case '--src': o.src = true; break
       case '--keep-tmp': o.keepTmp = true; break
       case '--phases':
-        o.phases = new Set((value ?? '').split(','))
+        o.phases = new Set(value().split(','))
         for (const ph of o.phases) if (!PHASES.includes(ph)) throw new Error(`--phases: "${ph}" is none of ${PHASES.join(', ')}`)
         break
-      case '--cpu-prof': o.cpuProf = value; break
-      case '--help': case '-h':
-        process.stdout.write(`usage: npm run bench:mtls -- [--duration=10] [--warmup=2] [--rounds=3] [--connections=20] [--rate=1000]
-       [--handshake-duration=10] [--handshake-concurrency=16] [--no-signing] [--src] [--keep-tmp]
-       [--phases=throughput,fixed,handshake,signing] [--cpu-prof=<dir>]
-  --src       run the sidecars and control plane from src/ (type stripping) instead of compiled JS (dist/, as the image runs)
-  --phases    run only these measurements (the table leaves the others out)
-  --cpu-prof  V8 CPU profiles of the sidecars and the control plane, in <dir>/plaintext and <dir>/mtls
-              (summarize one with node bench/prof-top.ts <file>)
-`)
-        process.exit(0)
-        break
-      default: throw new Error(`unknown option ${a} (--help lists them)`)
+      case '--cpu-prof': o.cpuProf = value(); break
+      default: return false
     }
-  }
+    return true
+  })
   return o
 }
 
@@ -243,24 +240,9 @@ async function startTopology (tmp: string, cli: string, kind: CaseName, appPort:
   const n = ++seq
   const dir = join(tmp, `${kind}-${n}`)
   mkdirSync(dir)
-  const ports = {
-    client: { outbound: await freePort(), inbound: await freePort(), admin: await freePort() },
-    web: { outbound: await freePort(), inbound: await freePort(), admin: await freePort() },
-  }
-  const sidecar = (p: { outbound: number, inbound: number, admin: number }): Record<string, string> => ({
-    outbound: `127.0.0.1:${p.outbound}`, inbound: `127.0.0.1:${p.inbound}`, admin: `127.0.0.1:${p.admin}`,
-  })
+  // The tokens prove each workload's identity to the control plane's CA (mTLS); plaintext has no use for them.
   const tokens = { client: `bench-client-${randomBytes(12).toString('hex')}`, web: `bench-web-${randomBytes(12).toString('hex')}` }
-  const token = (w: 'client' | 'web'): Record<string, string> => kind === 'mtls' ? { bootstrapToken: tokens[w] } : {}
-  const meshFile = join(dir, 'mesh.yaml')
-  writeFileSync(meshFile, stringify({
-    trustDomain: TRUST_DOMAIN,
-    workloads: {
-      client: { namespace: NAMESPACE, appPorts: [await freePort()], sidecar: sidecar(ports.client), ...token('client') },
-      web: { namespace: NAMESPACE, appPorts: [{ port: appPort, protocol: 'http1' }], sidecar: sidecar(ports.web), ...token('web') },
-    },
-    services: [{ name: 'web', namespace: NAMESPACE, port: 80, endpoints: [{ workload: 'web', targetPort: appPort }] }],
-  }))
+  const mesh = await writePairMesh(join(dir, 'mesh'), appPort, { appProtocol: 'http1', tokens })
   const started: Child[] = []
   try {
     let control: Child | undefined
@@ -269,7 +251,7 @@ async function startTopology (tmp: string, cli: string, kind: CaseName, appPort:
     if (kind === 'mtls') {
       controlPort = await freePort()
       const adminPort = await freePort()
-      control = startChild(`control-${n}`, process.execPath, [cli, 'control', '--mesh-file', meshFile, '--ca', `dev:${caDir}`, '--discovery-addr', `127.0.0.1:${controlPort}`, '--admin-addr', `127.0.0.1:${adminPort}`], {
+      control = startChild(`control-${n}`, process.execPath, [cli, 'control', '--mesh-file', mesh.file, '--ca', `dev:${caDir}`, '--discovery-addr', `127.0.0.1:${controlPort}`, '--admin-addr', `127.0.0.1:${adminPort}`], {
         logFile: join(dir, 'control.log'),
         env: { ...process.env, REMORA_LOG_LEVEL: 'info', ...prof },
       })
@@ -278,18 +260,16 @@ async function startTopology (tmp: string, cli: string, kind: CaseName, appPort:
       env.REMORA_CONTROL_ADDR = `127.0.0.1:${controlPort}`
       env.REMORA_TRUST_ANCHORS = join(caDir, 'root.pem')
     }
-    const sidecars = await Promise.all((['client', 'web'] as const).map(async (w) => {
-      const child = startChild(`sidecar-${w}-${n}`, process.execPath, [cli, 'proxy', '--mesh-file', meshFile, '--workload', w], {
-        logFile: join(dir, `sidecar-${w}.log`),
-        env: { ...process.env, REMORA_ACCESS_LOG: 'off', REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '1s', ...env, ...prof },
-      })
-      started.push(child)
-      await waitForReady(child, ports[w].admin, 30_000)
-      return child
-    }))
+    const sidecars = await startSidecars(mesh, ['client', 'web'], (w) => ({
+      cli,
+      name: `sidecar-${w}-${n}`,
+      logFile: join(dir, `sidecar-${w}.log`),
+      env: { REMORA_ACCESS_LOG: 'off', REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '1s', ...env, ...prof },
+    }), 30_000)
+    started.push(...sidecars)
     return {
-      clientOutbound: ports.client.outbound,
-      serverInbound: ports.web.inbound,
+      clientOutbound: portsOf(mesh, 'client').outbound,
+      serverInbound: portsOf(mesh, 'web').inbound,
       sidecars,
       control,
       controlPort,

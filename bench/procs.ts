@@ -20,19 +20,6 @@ export function which (cmd: string): string | undefined {
   return undefined
 }
 
-/** A loopback port the kernel just handed out and released. */
-export async function freePort (): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.unref()
-    s.on('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo
-      s.close(() => resolve(port))
-    })
-  })
-}
-
 export interface ChildOptions {
   env?: NodeJS.ProcessEnv
   /** taskset CPU list, e.g. "1"; undefined = not pinned. */
@@ -73,11 +60,16 @@ function tasksetPath (): string | undefined {
   return taskset
 }
 
+/** The command line that runs `cmd` on the CPUs `cpus` (taskset); as it is when unpinned or taskset is missing. */
+export function pinned (cmd: string, args: string[], cpus: string | undefined): [string, string[]] {
+  const taskset = cpus !== undefined ? tasksetPath() : undefined
+  return taskset !== undefined ? [taskset, ['-c', cpus as string, cmd, ...args]] : [cmd, args]
+}
+
 /** Starts a process in its own process group (so the whole group can be ended by its id). */
 export function startChild (name: string, cmd: string, args: string[], options: ChildOptions): Child {
   const fd = openSync(options.logFile, 'a')
-  const pin = options.cpus !== undefined ? tasksetPath() : undefined
-  const [file, argv] = pin !== undefined ? [pin, ['-c', options.cpus as string, cmd, ...args]] : [cmd, args]
+  const [file, argv] = pinned(cmd, args, options.cpus)
   const proc = spawn(file, argv, {
     env: options.env ?? process.env,
     stdio: [options.stdinPipe === true ? 'pipe' : 'ignore', fd, fd],

@@ -7,7 +7,7 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { compile } from './build.ts'
-import { eachFlag, parseDuration } from './flags.ts'
+import { eachFlag, parseWholeSeconds, runFlag, type RunFlags } from './flags.ts'
 import { fixedRate, h2load, wrk, type LoadResult, type RunContext } from './loadgen.ts'
 import { installCleanup, stopAll, stopChild, which } from './procs.ts'
 import { formatReport, type CaseResult } from './report.ts'
@@ -17,21 +17,14 @@ import { startApp, startHaproxy, startNaive, startNginx, startRemora, type Env, 
 const ROOT = new URL('..', import.meta.url).pathname
 const APT = 'sudo apt-get install -y wrk nghttp2-client nginx-light haproxy'
 
-interface Options {
+interface Options extends RunFlags {
   durationS: number
   warmupS: number
   connections: number
   rate: number
   only?: Set<string>
-  pin: boolean
-  cpuProf: boolean
-  keepTmp: boolean
-  waitQuiet: boolean
-  quietWaitS: number
   retries: number
   rev?: string
-  js: boolean
-  nodeOptions: string[]
 }
 
 function usage (): string {
@@ -66,24 +59,16 @@ tools: wrk, h2load, nginx and haproxy are optional; a missing one skips its case
 
 function parseArgs (argv: string[]): Options {
   const o: Options = { durationS: 5, warmupS: 2, connections: 50, rate: 1000, pin: true, cpuProf: false, keepTmp: false, waitQuiet: true, quietWaitS: 20, retries: 2, js: false, nodeOptions: [] }
-  eachFlag(argv, (flag, value) => {
+  eachFlag(argv, usage, (flag, value) => {
     switch (flag) {
-      case '--duration': o.durationS = Math.max(1, Math.round(parseDuration(value()))); break
-      case '--warmup': o.warmupS = Math.max(1, Math.round(parseDuration(value()))); break
+      case '--duration': o.durationS = parseWholeSeconds(value()); break
+      case '--warmup': o.warmupS = parseWholeSeconds(value()); break
       case '--connections': o.connections = Number(value()); break
       case '--rate': o.rate = Number(value()); break
       case '--only': o.only = new Set(value().split(',').map((s) => s.trim())); break
-      case '--no-pin': o.pin = false; break
-      case '--cpu-prof': o.cpuProf = true; break
-      case '--keep-tmp': o.keepTmp = true; break
-      case '--no-wait-quiet': o.waitQuiet = false; break
-      case '--quiet-wait': o.quietWaitS = parseDuration(value()); break
       case '--retries': o.retries = Number(value()); break
       case '--rev': o.rev = value(); break
-      case '--js': o.js = true; break
-      case '--node-options': o.nodeOptions = value().split(/\s+/).filter((f) => f !== ''); break
-      case '--help': case '-h': process.stdout.write(usage()); process.exit(0); break
-      default: return false
+      default: return runFlag(o, flag, value)
     }
     return true
   })

@@ -1,8 +1,9 @@
 // What each bench case runs: the app, remora sidecars (mesh file), nginx, HAProxy and the naive Node proxy.
-import { mkdirSync, writeFileSync } from 'node:fs'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { stringify } from 'yaml'
-import { type Child, freePort, startChild, stopChild, waitForPort, waitForReady } from './procs.ts'
+import { freePort } from '../test/harness/mesh.ts'
+import { type Child, startChild, stopChild, waitForPort } from './procs.ts'
+import { portsOf, startSidecars, writePairMesh, type Workload } from './sidecars.ts'
 
 const BENCH = new URL('.', import.meta.url).pathname
 
@@ -56,47 +57,25 @@ let meshSeq = 0
  */
 export async function startRemora (env: Env, hops: 1 | 2, accessLog: boolean): Promise<Running> {
   const n = ++meshSeq
-  const ports = {
-    client: { outbound: await freePort(), inbound: await freePort(), admin: await freePort() },
-    web: { outbound: await freePort(), inbound: await freePort(), admin: await freePort() },
-  }
-  const sidecar = (p: { outbound: number, inbound: number, admin: number }): Record<string, string> => ({
-    outbound: `127.0.0.1:${p.outbound}`, inbound: `127.0.0.1:${p.inbound}`, admin: `127.0.0.1:${p.admin}`,
-  })
-  // A folder of its own: the sidecars watch the mesh file's folder, and the logs written next to it
-  // (access log on) would wake that watcher on every write.
-  const meshDir = join(env.tmp, `mesh-${n}`)
-  mkdirSync(meshDir)
-  const meshFile = join(meshDir, 'mesh.yaml')
-  writeFileSync(meshFile, stringify({
-    trustDomain: 'cluster.local',
-    workloads: {
-      // The client workload serves nothing; its app port is never dialled.
-      client: { namespace: 'bench', appPorts: [await freePort()], sidecar: sidecar(ports.client) },
-      // http1: an h2 client's requests still reach this HTTP/1.1-only app as HTTP/1.1.
-      web: { namespace: 'bench', appPorts: [{ port: env.appPort, protocol: 'http1' }], sidecar: sidecar(ports.web) },
-    },
-    services: [{ name: 'web', namespace: 'bench', port: 80, endpoints: [{ workload: 'web', targetPort: env.appPort }] }],
+  // http1: an h2 client's requests still reach this HTTP/1.1-only app as HTTP/1.1.
+  const mesh = await writePairMesh(join(env.tmp, `mesh-${n}`), env.appPort, { appProtocol: 'http1' })
+  // One hop: web's sidecar alone, its inbound port the target; two: the client's in front of it.
+  const workloads: Workload[] = hops === 1 ? ['web'] : ['client', 'web']
+  const sidecars = await startSidecars(mesh, workloads, (w) => ({
+    cli: env.cli,
+    name: `sidecar-${w}`,
+    nodeArgs: env.sidecarNodeArgs(`${n}-remora-${hops}hop${accessLog ? '-log' : ''}-${w}`),
+    cpus: w === 'client' || hops === 1 ? env.pin.hop1 : env.pin.hop2,
+    logFile: join(env.tmp, `sidecar-${w}-${n}.log`),
+    env: { REMORA_ACCESS_LOG: accessLog ? 'on' : 'off', REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '1s' },
   }))
-  const start = async (workload: 'client' | 'web', cpus: string | undefined): Promise<Child> => {
-    const child = startChild(`sidecar-${workload}`, process.execPath, [...env.sidecarNodeArgs(`${n}-remora-${hops}hop${accessLog ? '-log' : ''}-${workload}`), env.cli, 'proxy', '--mesh-file', meshFile, '--workload', workload], {
-      cpus,
-      logFile: join(env.tmp, `sidecar-${workload}-${n}.log`),
-      env: { ...process.env, REMORA_ACCESS_LOG: accessLog ? 'on' : 'off', REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '1s' },
-    })
-    await waitForReady(child, ports[workload].admin)
-    return child
-  }
-  if (hops === 1) {
-    const web = await start('web', env.pin.hop1)
-    return { port: ports.web.inbound, proxies: [{ label: 'server sidecar', child: web }], stop: () => stopChild(web, 5000) }
-  }
-  const [client, web] = await Promise.all([start('client', env.pin.hop1), start('web', env.pin.hop2)])
+  const stop = async (): Promise<void> => { await Promise.all(sidecars.map((c) => stopChild(c, 5000))) }
+  if (hops === 1) return { port: portsOf(mesh, 'web').inbound, proxies: [{ label: 'server sidecar', child: sidecars[0] }], stop }
   return {
-    port: ports.client.outbound,
+    port: portsOf(mesh, 'client').outbound,
     host: 'web',
-    proxies: [{ label: 'client sidecar', child: client }, { label: 'server sidecar', child: web }],
-    stop: async () => { await Promise.all([stopChild(client, 5000), stopChild(web, 5000)]) },
+    proxies: [{ label: 'client sidecar', child: sidecars[0] }, { label: 'server sidecar', child: sidecars[1] }],
+    stop,
   }
 }
 

@@ -22,24 +22,27 @@
 //   lowest. Between its slices a pair idles for two seconds only, not long enough to go cold (an
 //   earlier design let pairs idle ~14 s, and they came back up to a third slower).
 import { execFile, execFileSync } from 'node:child_process'
-import { mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdtempSync } from 'node:fs'
 import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { promisify } from 'node:util'
+import { freePort } from '../test/harness/mesh.ts'
+import { scrapeMetrics, value } from '../test/harness/metrics.ts'
 import { buildInPlace } from './build.ts'
 import { eachFlag, parseCount, parseDuration } from './flags.ts'
 import { parseWrk, type LoadResult } from './loadgen.ts'
-import { freePort, installCleanup, startChild, stopChild, waitForPort, waitForReady, type Child } from './procs.ts'
+import { installCleanup, startChild, stopChild, waitForPort, type Child } from './procs.ts'
 import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
+import { portsOf, startSidecars, writePairMesh } from './sidecars.ts'
 import { median, percentile } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
 const o = { rounds: 3, reps: 4, slices: 10, sliceS: 1, warmupS: 10 }
 const OPTIONS = 'options (defaults): --rounds 3 --reps 4 --slices 10 --slice 1s --warmup 10s'
 try {
-  eachFlag(process.argv.slice(2), (flag, value) => {
+  eachFlag(process.argv.slice(2), () => `npm run bench:tracing -- [options]\n${OPTIONS}\n`, (flag, value) => {
     switch (flag) {
       case '--rounds': o.rounds = parseCount(flag, value()); return true
       case '--reps': o.reps = parseCount(flag, value()); return true
@@ -51,7 +54,6 @@ try {
         return true
       }
       case '--warmup': o.warmupS = parseDuration(value()); return true
-      case '--help': case '-h': console.log(`npm run bench:tracing -- [options]\n${OPTIONS}`); process.exit(0); break
       default: return false
     }
   })
@@ -82,34 +84,26 @@ interface Result { rps: number, p50: number, p99: number, cpuUsPerRequest: numbe
 
 /** remora_spans_exported_total and remora_spans_dropped_total (all reasons) of one sidecar. */
 async function spanCounts (adminPort: number): Promise<{ exported: number, dropped: number }> {
-  const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text()
-  const total = (name: string): number => text.split('\n').filter((l) => l.startsWith(name)).reduce((a, l) => a + Number(l.split(' ').pop()), 0)
-  return { exported: total('remora_spans_exported_total'), dropped: total('remora_spans_dropped_total') }
+  const families = await scrapeMetrics(`http://127.0.0.1:${adminPort}`)
+  return { exported: value(families, 'remora_spans_exported_total'), dropped: value(families, 'remora_spans_dropped_total') }
 }
 
 /** A client and a server sidecar on fresh ports; a start that fails (a port taken meanwhile) is retried with others. */
 async function startPair (name: string, env: Record<string, string>, appPort: number): Promise<Pair> {
   for (let attempt = 1; ; attempt++) {
     const dir = mkdtempSync(join(tmpdir(), 'remora-bench-tracing-'))
-    const p = { cOut: await freePort(), cIn: await freePort(), cAdm: await freePort(), sOut: await freePort(), sIn: await freePort(), sAdm: await freePort() }
-    const mesh = join(dir, 'mesh.yaml')
-    writeFileSync(mesh, `workloads:
-  client: { appPorts: [1], sidecar: { outbound: 127.0.0.1:${p.cOut}, inbound: 127.0.0.1:${p.cIn}, admin: 127.0.0.1:${p.cAdm} } }
-  web: { appPorts: [${appPort}], sidecar: { outbound: 127.0.0.1:${p.sOut}, inbound: 127.0.0.1:${p.sIn}, admin: 127.0.0.1:${p.sAdm} } }
-services:
-  - { name: web, port: 80, endpoints: [{ workload: web, targetPort: ${appPort} }] }
-`)
-    const prof = process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/${name}` } : {}
-    const sidecars = ['client', 'web'].map((w) => startChild(`${name} ${w} sidecar`, process.execPath, [join(ROOT, 'dist/cli.js'), 'proxy', '--mesh-file', mesh, '--workload', w], {
-      env: { ...process.env, REMORA_ACCESS_LOG: 'off', REMORA_LOG_LEVEL: 'warn', ...env, ...prof },
-      logFile: join(dir, `${w}.log`),
-    }))
+    const mesh = await writePairMesh(join(dir, 'mesh'), appPort)
+    const prof: Record<string, string> = process.env.BENCH_PROF !== undefined ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${process.env.BENCH_PROF}/${name}` } : {}
     try {
-      await waitForReady(sidecars[0], p.cAdm)
-      await waitForReady(sidecars[1], p.sAdm)
-      return { sidecars, url: `http://127.0.0.1:${p.cOut}/`, admin: [p.cAdm, p.sAdm] }
+      const sidecars = await startSidecars(mesh, ['client', 'web'], (w) => ({
+        cli: join(ROOT, 'dist/cli.js'),
+        name: `${name} ${w} sidecar`,
+        logFile: join(dir, `${w}.log`),
+        env: { REMORA_ACCESS_LOG: 'off', REMORA_LOG_LEVEL: 'warn', ...env, ...prof },
+      }))
+      const [client, web] = [portsOf(mesh, 'client'), portsOf(mesh, 'web')]
+      return { sidecars, url: `http://127.0.0.1:${client.outbound}/`, admin: [client.admin, web.admin] }
     } catch (err) {
-      await Promise.all(sidecars.map((c) => stopChild(c)))
       if (attempt === 3) throw err
       process.stderr.write(`  ${name}: sidecars did not start (${(err as Error).message.split('\n').slice(0, 3).join(' ')}); again on other ports\n`)
     }

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { FakeKubeApi, pod, service } from '../harness/kube-api.ts'
 import { ControlProcess } from '../harness/control.ts'
+import { samples, scrapeMetrics } from '../harness/metrics.ts'
 
 const NS = 'shop'
 
@@ -58,14 +59,14 @@ t.test('a Service and a Pod with annotations that do nothing yet: one warning ea
   t.same(warned.map((l) => `${l.service ?? l.pod} ${l.annotation}`).sort(), ['shop/db remora.dev/opaque-ports', 'shop/web-1 remora.dev/proxy-image', 'shop/web-1 remora.dev/skip-outbound-ports'])
 
   // The gauge is set before the line is written.
-  let metrics = await (await fetch(`${cp.adminUrl}/metrics`)).text()
+  let metrics = await scrapeMetrics(cp.adminUrl)
   const series = (kind: string, annotation: string): string | undefined =>
-    metrics.split('\n').find((l) => l.startsWith(`remora_control_annotations_without_effect{kind="${kind}",annotation="${annotation}"} `))?.split(' ')[1]
+    samples(metrics, 'remora_control_annotations_without_effect', { kind, annotation })[0]?.value
   t.equal(series('Service', 'remora.dev/opaque-ports'), '1')
   t.equal(series('Pod', 'remora.dev/skip-outbound-ports'), '1')
   t.equal(series('Pod', 'remora.dev/proxy-image'), '1')
   t.equal(series('Service', 'remora.dev/inject'), '0', 'every series is there from the start')
-  t.notOk(metrics.split('\n').some((l) => l.startsWith('remora_control_source_errors_total{') && l.includes('kind="malformed"')), 'not counted as malformed objects')
+  t.notOk(samples(metrics, 'remora_control_source_errors_total', { kind: 'malformed' }).length > 0, 'not counted as malformed objects')
 
   // Update both objects, then add one more of each kind: the Service recomputes in the order its
   // changes came, and pod events are handled in order, so once the new objects' lines are out the
@@ -79,7 +80,7 @@ t.test('a Service and a Pod with annotations that do nothing yet: one warning ea
   t.same(after.map((l) => `${l.service ?? l.pod} ${l.annotation}`).sort(), [
     'shop/cache remora.dev/inject', 'shop/db remora.dev/opaque-ports', 'shop/web-1 remora.dev/proxy-image', 'shop/web-1 remora.dev/skip-outbound-ports', 'shop/web-2 remora.dev/skip-inbound-ports',
   ], 'the updated Service and Pod were not logged again')
-  metrics = await (await fetch(`${cp.adminUrl}/metrics`)).text()
+  metrics = await scrapeMetrics(cp.adminUrl)
   t.same([series('Service', 'remora.dev/opaque-ports'), series('Service', 'remora.dev/inject'), series('Pod', 'remora.dev/skip-outbound-ports'), series('Pod', 'remora.dev/skip-inbound-ports')], ['1', '1', '1', '1'],
     'objects counted once however often they change')
 })

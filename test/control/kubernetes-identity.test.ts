@@ -11,7 +11,7 @@ import { FakeKubeApi, endpointSlice, pod, service } from '../harness/kube-api.ts
 import { ControlProcess } from '../harness/control.ts'
 import { SidecarProcess, eventually, freePort, type Teardown } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
-import { metric } from '../harness/load.ts'
+import { metric } from '../harness/metrics.ts'
 import { CertificateAuthority } from '../../src/identity/ca.ts'
 
 const NS = 'shop'

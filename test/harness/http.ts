@@ -3,19 +3,16 @@
 import { execFile } from 'node:child_process'
 import { once } from 'node:events'
 import net from 'node:net'
-import { startMesh, type SidecarProcess, type Teardown } from './mesh.ts'
+import { pairSpec, startMesh, type SidecarProcess, type Teardown } from './mesh.ts'
 
 export { startApp } from './apps.ts'
 
 /**
- * Two sidecars: `client` (the caller's; use its outbound port) and `web` (service `web:80`) in front
- * of the app on `appPort`. Returns the client sidecar.
+ * Two sidecars (pairSpec): `client` (the caller's; use its outbound port) and `web` (service `web:80`)
+ * in front of the app on `appPort`. Returns the client sidecar.
  */
 export async function startPair (t: Teardown, appPort: number): Promise<SidecarProcess> {
-  const mesh = await startMesh(t, {
-    workloads: { client: { appPorts: [1] }, web: { appPorts: [appPort] } },
-    services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: appPort }] }],
-  })
+  const mesh = await startMesh(t, pairSpec(appPort))
   return mesh.sidecar('client')
 }
 

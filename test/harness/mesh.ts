@@ -1,7 +1,7 @@
 // Test harness: writes a mesh file, starts real `remora proxy` child processes, waits for /ready,
 // and tears everything down. Every test that crosses sidecars builds on this.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
 import net from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -57,8 +57,10 @@ export async function freePort (): Promise<number> {
   return port
 }
 
+export type AppProtocol = 'auto' | 'http1' | 'http2' | 'grpc'
+
 export interface WorkloadSpec {
-  appPorts: Array<number | { port: number, protocol: 'auto' | 'http1' | 'http2' | 'grpc' }>
+  appPorts: Array<number | { port: number, protocol: AppProtocol }>
   namespace?: string
   /** Inbound protection of the app (docs/mesh-file.md, "Resilience policy"); written as is. */
   inbound?: RawInboundPolicy
@@ -73,13 +75,41 @@ export interface ServiceSpec extends RawServicePolicy {
   name: string
   port: number
   namespace?: string
-  protocol?: 'auto' | 'http1' | 'http2' | 'grpc'
+  protocol?: AppProtocol
   endpoints: Array<{ workload: string, targetPort: number, weight?: number } | { address: string, targetPort: number }>
 }
 
 export interface MeshSpec {
   workloads: Record<string, WorkloadSpec>
   services: ServiceSpec[]
+}
+
+export interface PairOptions {
+  /** Both workloads' and the service's namespace (default: the harness's `test`). */
+  namespace?: string
+  /** How `web`'s sidecar speaks to the app (default: unset, i.e. auto). */
+  appProtocol?: AppProtocol
+  /** Each workload's bootstrapToken (default: the harness's, one a workload). */
+  tokens?: { client: string, web: string }
+}
+
+/**
+ * The pair that tests and benches cross: `client`, whose outbound listener the caller sends to
+ * (Host `web`; it serves nothing, its app port is never dialled), and `web`, the sidecar in front
+ * of the app on `appPort`, reached as service `web:80`.
+ */
+export function pairSpec (appPort: number, options: PairOptions = {}): MeshSpec {
+  const { namespace, appProtocol, tokens } = options
+  // Keys left out rather than undefined: Mesh.write's defaults apply only to absent keys.
+  const ns = namespace === undefined ? {} : { namespace }
+  const token = (w: 'client' | 'web'): { bootstrapToken?: string } => tokens === undefined ? {} : { bootstrapToken: tokens[w] }
+  return {
+    workloads: {
+      client: { appPorts: [1], ...ns, ...token('client') },
+      web: { appPorts: [appProtocol === undefined ? appPort : { port: appPort, protocol: appProtocol }], ...ns, ...token('web') },
+    },
+    services: [{ name: 'web', port: 80, ...ns, endpoints: [{ workload: 'web', targetPort: appPort }] }],
+  }
 }
 
 export interface SidecarPorts { outbound: number, inbound: number, admin: number }
@@ -201,7 +231,6 @@ export class Mesh {
     const services = spec.services.map((s) => ({ namespace: 'test', ...s }))
     const tmp = `${this.file}.tmp`
     writeFileSync(tmp, stringify({ workloads, services }))
-    const { renameSync } = await import('node:fs')
     renameSync(tmp, this.file)
   }
 }
@@ -220,9 +249,12 @@ export async function startMesh (t: Teardown, spec: MeshSpec, options: StartOpti
   return mesh
 }
 
-/** Writes the mesh file in a fresh folder, allocating every workload's sidecar ports; starts nothing. */
-export async function writeMesh (spec: MeshSpec): Promise<Mesh> {
-  const dir = mkdtempSync(join(tmpdir(), 'remora-test-'))
+/**
+ * Writes the mesh file in `dir` (by default a fresh temporary folder), allocating every workload's
+ * sidecar ports; starts nothing. Sidecars watch the file's folder: give it one of its own.
+ */
+export async function writeMesh (spec: MeshSpec, dir = mkdtempSync(join(tmpdir(), 'remora-test-'))): Promise<Mesh> {
+  mkdirSync(dir, { recursive: true })
   const mesh = new Mesh(join(dir, 'mesh.yaml'), spec)
   await mesh.write()
   return mesh

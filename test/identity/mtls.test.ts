@@ -15,6 +15,7 @@ import { certificateInfo, createCsr, generateWorkloadKey } from '../../src/ident
 import { eventually, startSidecars, type MeshSpec, type SidecarProcess } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { startSecureMesh } from '../harness/control.ts'
+import { promNumber, samples, scrapeMetrics } from '../harness/metrics.ts'
 
 const TD = 'cluster.local'
 const id = (sa: string): string => `spiffe://${TD}/ns/test/sa/${sa}`
@@ -120,12 +121,10 @@ const toWeb = (peer?: Partial<Party> & SecureClientSessionOptions, headers?: Out
 
 /** The handshake failures a sidecar counted so far in one direction, by reason. */
 async function tlsFailures (s: SidecarProcess, direction = 'inbound'): Promise<Record<string, number>> {
-  const text = await (await fetch(`${s.adminUrl}/metrics`)).text()
   const out: Record<string, number> = {}
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${FAILURES}{`) || !line.includes(`direction="${direction}"`)) continue
-    const reason = /reason="([^"]*)"/.exec(line)?.[1] ?? '?'
-    out[reason] = (out[reason] ?? 0) + Number(line.slice(line.lastIndexOf(' ') + 1))
+  for (const m of samples(await scrapeMetrics(s.adminUrl), FAILURES, { direction })) {
+    const reason = m.labels?.reason ?? '?'
+    out[reason] = (out[reason] ?? 0) + promNumber(m.value)
   }
   return out
 }

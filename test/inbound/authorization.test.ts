@@ -7,7 +7,7 @@ import { startSecureMesh } from '../harness/control.ts'
 import { echoClient, startEchoServer, unary, type EchoClient } from '../harness/grpc-echo.ts'
 import { curl, header } from '../harness/http.ts'
 import { SidecarProcess, startSidecars, writeMesh, type MeshSpec } from '../harness/mesh.ts'
-import { metric } from '../harness/load.ts'
+import { metric } from '../harness/metrics.ts'
 
 const id = (ns: string, sa: string): string => `spiffe://cluster.local/ns/${ns}/sa/${sa}`
 const CART = id('shop', 'cart')

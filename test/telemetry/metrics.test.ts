@@ -6,7 +6,9 @@ import { createRequire } from 'node:module'
 import { request } from 'undici'
 import { eventually, startMesh } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
+import { metric } from '../harness/metrics.ts'
 
+// The parser itself, not the harness's scrape: what is checked here is the exposition as Prometheus reads it.
 const require = createRequire(import.meta.url)
 interface Sample { labels?: Record<string, string>, value?: string, count?: string, buckets?: Record<string, string> }
 interface Family { name: string, type: string, metrics: Sample[] }
@@ -54,8 +56,7 @@ t.test('metrics count the traffic sent, by direction, destination, status and re
     }
   }
 
-  const inbound = parse(await (await request(`${mesh.sidecar('web').adminUrl}/metrics`)).body.text()).find((x) => x.name === 'remora_requests_total')
-  const inboundOk = inbound?.metrics.filter((m) => m.labels?.direction === 'inbound' && m.labels?.status === '200').reduce((s, m) => s + Number(m.value), 0)
+  const inboundOk = await metric(mesh.sidecar('web').adminUrl, 'remora_requests_total', { direction: 'inbound', status: '200' })
   t.equal(inboundOk, 5, "the server's sidecar counts the same requests inbound")
 })
 
@@ -71,10 +72,7 @@ t.test('TCP metrics: connections opened and closed, bytes each way, how long the
     const res = await request(`${client.proxyUrl}/`, { method: 'POST', body: 'x'.repeat(5000), headers: { host: 'web', connection: 'close' } })
     await res.body.text()
   }
-  const value = async (name: string, labels: Record<string, string>): Promise<number> => {
-    const f = parse(await (await request(`${client.adminUrl}/metrics`)).body.text()).find((x) => x.name === name)
-    return (f?.metrics ?? []).filter((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v)).reduce((sum, m) => sum + Number(m.value ?? m.count ?? 0), 0)
-  }
+  const value = (name: string, labels: Record<string, string>): Promise<number> => metric(client.adminUrl, name, labels)
   await eventually(async () => await value('remora_tcp_connections_closed_total', { direction: 'outbound' }) >= 3, 3000, 'three outbound connections closed')
   t.ok(await value('remora_tcp_connections_opened_total', { direction: 'outbound' }) >= 3)
   t.ok(await value('remora_tcp_bytes_total', { direction: 'outbound', flow: 'received' }) >= 15_000, 'the three request bodies were received')
@@ -83,8 +81,7 @@ t.test('TCP metrics: connections opened and closed, bytes each way, how long the
   t.match(text, /^remora_tcp_connection_duration_seconds_count\{direction="outbound"\} [3-9]\d*$/m, 'their durations were observed')
   // The server side saw one multiplexed connection from the client's sidecar, still open.
   t.equal(await value('remora_tcp_connections_opened_total', { direction: 'inbound' }), 0, 'the client sidecar accepted nothing inbound')
-  const web = parse(await (await request(`${mesh.sidecar('web').adminUrl}/metrics`)).body.text()).find((x) => x.name === 'remora_tcp_connections_opened_total')
-  t.equal(Number(web?.metrics.find((m) => m.labels?.direction === 'inbound')?.value), 1, "the three requests shared one sidecar-to-sidecar connection")
+  t.equal(await metric(mesh.sidecar('web').adminUrl, 'remora_tcp_connections_opened_total', { direction: 'inbound' }), 1, "the three requests shared one sidecar-to-sidecar connection")
 })
 
 t.test('the Grafana dashboard is valid JSON and queries only metrics remora exports', async (t) => {

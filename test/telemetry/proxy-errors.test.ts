@@ -6,17 +6,13 @@ import http2 from 'node:http2'
 import net from 'node:net'
 import { once } from 'node:events'
 import { readFileSync } from 'node:fs'
-import { createRequire } from 'node:module'
 import { request } from 'undici'
 import * as grpc from '@grpc/grpc-js'
 import { ProxyErrors, type ProxyErrorReason } from '../../src/errors.ts'
 import { eventually, freePort, ROOT, startMesh, startSidecars, writeMesh, type MeshSpec, type SidecarProcess } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { echoClient, unary } from '../harness/grpc-echo.ts'
-
-const require = createRequire(import.meta.url)
-interface Family { name: string, metrics: Array<{ labels?: Record<string, string>, value?: string }> }
-const parse = require('parse-prometheus-text-format') as (text: string) => Family[]
+import { samples, scrapeMetrics, type MetricFamily } from '../harness/metrics.ts'
 
 /** The label matchers of the dashboard's success-rate numerator, applied as Prometheus would. */
 function successRateSays (): (labels: Record<string, string>) => boolean {
@@ -128,12 +124,12 @@ t.test('every proxy-made answer is logged and counted with the status the HTTP/1
   }
 
   // remora_requests_total on the client's sidecar: each gRPC refusal under the code the client got.
-  let families: Family[] = []
+  let families: MetricFamily[] = []
   await eventually(async () => {
-    families = parse(await (await request(`${edge.adminUrl}/metrics`)).body.text())
+    families = await scrapeMetrics(edge.adminUrl)
     return true
   })
-  const series = families.find((f) => f.name === 'remora_requests_total')?.metrics ?? []
+  const series = samples(families, 'remora_requests_total')
   for (const c of cases) {
     const grpcSeries = series.filter((m) => m.labels?.reason === c.reason.reason && m.labels.grpc_status === String(c.reason.grpcStatus))
     t.ok(grpcSeries.length === 1 && Number(grpcSeries[0].value) >= 1, `${c.host}: counted with grpc_status="${c.reason.grpcStatus}" and reason "${c.reason.reason}"`)
