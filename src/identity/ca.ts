@@ -1,10 +1,14 @@
 // The control plane's certificate authority: a root (trust anchor) and an issuer that signs workload certificates from CSRs.
+// Its operations: make a CA, sign CSRs, issue the control plane's serving certificate; the PEM it loads is checked in ca-input.ts.
 import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
-import { KeyObject, createPrivateKey, createPublicKey, type webcrypto } from 'node:crypto'
+import { KeyObject, type webcrypto } from 'node:crypto'
 import { inspect } from 'node:util'
 import { WORKLOAD_KEY_ALGORITHM, generateWorkloadKey, type WorkloadKey } from './keys.ts'
-import { checkSpiffeUri, checkTrustDomain, parseSpiffeId, trustDomainId } from '../mesh/spiffe-id.ts'
+import { checkTrustDomain, parseSpiffeId, trustDomainId } from '../mesh/spiffe-id.ts'
+import { checkCaInput, type LoadOptions } from './ca-input.ts'
+
+export type { LoadOptions } from './ca-input.ts'
 
 x509.cryptoProvider.set(globalThis.crypto)
 
@@ -23,9 +27,6 @@ const MAX_CSR_PEM_LENGTH = 16 * 1024
 /** Every certificate this CA issues has this subject; SPIFFE identifies by the URI SAN only (X.509-SVID 3.1). */
 const LEAF_SUBJECT = 'O=remora'
 const OID_SUBJECT_ALT_NAME = '2.5.29.17'
-const OID_BASIC_CONSTRAINTS = '2.5.29.19'
-const OID_KEY_USAGE = '2.5.29.15'
-const OID_SUBJECT_KEY_IDENTIFIER = '2.5.29.14'
 
 export type CsrRefusedReason = 'malformed' | 'bad-signature' | 'wrong-key' | 'identity-mismatch'
 
@@ -52,20 +53,6 @@ export interface CreateOptions {
   readonly now?: Date
   readonly rootTtlMs?: number
   readonly issuerTtlMs?: number
-}
-
-export interface LoadOptions {
-  /** PEM of the root (trust anchor) certificate; several roots (during a root rotation) are all trusted. */
-  readonly rootPem: string
-  /** PEM of the issuer (intermediate) certificate that signs workload certificates. */
-  readonly issuerPem: string
-  /** PEM of the issuer's private key (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`), ECDSA P-256. */
-  readonly issuerKeyPem: string
-  readonly trustDomain: string
-  /** What to call each input in error messages, such as the file it came from. */
-  readonly names?: { readonly root?: string, readonly issuer?: string, readonly issuerKey?: string }
-  /** The time to check validity at; default now. */
-  readonly now?: Date
 }
 
 export interface SignOptions {
@@ -172,13 +159,7 @@ export class CertificateAuthority {
       publicKey: rootKeys.publicKey,
       signingKey: rootKeys.privateKey,
       signingAlgorithm: WORKLOAD_KEY_ALGORITHM,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        rootSki,
-        new x509.AuthorityKeyIdentifierExtension(rootSki.keyId),
-        caSan,
-      ],
+      extensions: caExtensions(undefined, rootSki, rootSki.keyId, caSan),
     })
     const issuer = await x509.X509CertificateGenerator.create({
       serialNumber: randomSerial(),
@@ -189,72 +170,18 @@ export class CertificateAuthority {
       publicKey: issuerKeys.publicKey,
       signingKey: rootKeys.privateKey,
       signingAlgorithm: WORKLOAD_KEY_ALGORITHM,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, 0, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        issuerSki,
-        new x509.AuthorityKeyIdentifierExtension(rootSki.keyId),
-        caSan,
-      ],
+      extensions: caExtensions(0, issuerSki, rootSki.keyId, caSan),
     })
     const fresh = (c: x509.X509Certificate) => new x509.X509Certificate(c.rawData)
     return new CertificateAuthority(trustDomain, [fresh(root)], fresh(issuer), issuerKeys.privateKey,
       KeyObject.from(issuerKeys.privateKey), issuerSki.keyId, await fingerprints([root, issuer]))
   }
 
-  /**
-   * A CA from PEM files. Checks that each parses, that the root is a self-signed CA and the issuer a CA that the
-   * root signed, that the key is the issuer's ECDSA P-256 key, that the CA certificates carry no other trust
-   * domain, and that nothing is expired or not yet valid. Each error names the input (`names`) that is wrong.
-   */
+  /** A CA from PEM files, once `checkCaInput` (ca-input.ts) has found them usable; its errors name the input that is wrong. */
   static async load (options: LoadOptions): Promise<CertificateAuthority> {
-    const trustDomain = checkTrustDomain(options.trustDomain)
-    const now = options.now ?? new Date()
-    const names = {
-      root: options.names?.root ?? 'root certificate',
-      issuer: options.names?.issuer ?? 'issuer certificate',
-      issuerKey: options.names?.issuerKey ?? 'issuer key',
-    }
-    const roots = parseCertificates(options.rootPem, names.root)
-    const issuers = parseCertificates(options.issuerPem, names.issuer)
-    if (issuers.length !== 1) throw new Error(`${names.issuer}: expected one certificate (the issuer), found ${issuers.length}`)
-    const [issuer] = issuers
-
-    for (const root of roots) {
-      const where = roots.length > 1 ? `${names.root}: certificate "${root.subject}"` : names.root
-      checkCa(root, where)
-      checkValidity(root, where, now)
-      checkCaTrustDomain(root, where, trustDomain)
-      if (root.subject !== root.issuer || !await root.verify({ signatureOnly: true })) {
-        throw new Error(`${where}: not a self-signed root (issued by "${root.issuer}"); give the trust anchor, not an intermediate`)
-      }
-    }
-    checkCa(issuer, names.issuer)
-    checkValidity(issuer, names.issuer, now)
-    checkCaTrustDomain(issuer, names.issuer, trustDomain)
-    const signer = await findSigner(issuer, roots)
-    if (signer === undefined) {
-      throw new Error(`${names.issuer}: not signed by the root in ${names.root} ("${issuer.subject}" names its issuer "${issuer.issuer}", and no root's key verifies its signature)`)
-    }
-
-    let keyObject: KeyObject
-    try {
-      keyObject = createPrivateKey({ key: options.issuerKeyPem, format: 'pem' })
-    } catch (err) {
-      throw new Error(`${names.issuerKey}: not a PEM private key: ${(err as Error).message}`, { cause: err })
-    }
-    const curve = keyObject.asymmetricKeyDetails?.namedCurve
-    if (keyObject.asymmetricKeyType !== 'ec' || curve !== 'prime256v1') {
-      throw new Error(`${names.issuerKey}: expected an ECDSA P-256 key, got ${keyObject.asymmetricKeyType ?? 'unknown'}${curve === undefined ? '' : ` ${curve}`}`)
-    }
-    const keySpki = createPublicKey(keyObject).export({ type: 'spki', format: 'der' })
-    if (!keySpki.equals(Buffer.from(issuer.publicKey.rawData))) {
-      throw new Error(`${names.issuerKey}: this key does not belong to the issuer certificate in ${names.issuer} (its public key differs)`)
-    }
-    const cryptoKey = keyObject.toCryptoKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign'])
-    const ski = issuer.getExtension<x509.SubjectKeyIdentifierExtension>(OID_SUBJECT_KEY_IDENTIFIER)
-    const keyId = ski?.keyId ?? Buffer.from(await issuer.publicKey.getKeyIdentifier()).toString('hex')
-    return new CertificateAuthority(trustDomain, roots, issuer, cryptoKey, keyObject, keyId, await fingerprints([...roots, issuer]))
+    const input = await checkCaInput(options)
+    return new CertificateAuthority(input.trustDomain, input.roots, input.issuer, input.issuerKey, input.issuerKeyObject,
+      input.issuerKeyId, await fingerprints([...input.roots, input.issuer]))
   }
 
   get trustDomain (): string { return this.#trustDomain }
@@ -285,29 +212,7 @@ export class CertificateAuthority {
    */
   async sign (csrPem: string, identity: string, options: SignOptions = {}): Promise<IssuedCertificate> {
     this.#checkIdentity(identity)
-    const refuse = (reason: CsrRefusedReason, message: string, requested: readonly string[] = []): never => {
-      throw new CsrRefused(reason, message, identity, requested)
-    }
-    if (typeof csrPem !== 'string' || !/^\s*-----BEGIN CERTIFICATE REQUEST-----/.test(csrPem)) refuse('malformed', 'expected a PEM "CERTIFICATE REQUEST"')
-    if (csrPem.length > MAX_CSR_PEM_LENGTH) refuse('malformed', `larger than ${MAX_CSR_PEM_LENGTH} bytes`)
-    let csr: x509.Pkcs10CertificateRequest
-    let requested: string[]
-    try {
-      csr = new x509.Pkcs10CertificateRequest(csrPem)
-      requested = requestedNames(csr)
-    } catch (err) {
-      return refuse('malformed', `cannot parse the PKCS#10 request: ${(err as Error).message}`)
-    }
-    const alg = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm
-    if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') {
-      refuse('wrong-key', `the key must be ECDSA P-256, the CSR has ${alg.name}${alg.namedCurve === undefined ? '' : ` ${alg.namedCurve}`}`, requested)
-    }
-    const signed = await csr.verify().catch(() => false)
-    if (!signed) refuse('bad-signature', 'its signature does not verify with its own public key (altered, or signed by another key)', requested)
-    if (requested.length !== 1 || requested[0] !== identity) {
-      const asked = requested.length === 0 ? 'no identity' : requested.join(', ')
-      refuse('identity-mismatch', `it asks for ${asked} but the caller proved ${identity}; a workload certificate carries exactly one URI SAN, the proven identity`, requested)
-    }
+    const csr = await checkedCsr(csrPem, identity)
     return this.#issue(csr.publicKey, identity, [{ type: 'url', value: identity }], options)
   }
 
@@ -381,6 +286,20 @@ export class CertificateAuthority {
   }
 }
 
+/**
+ * What the root and the issuer both carry: CA:true (`pathLength` 0 for the issuer: it signs leaves only), certificate
+ * and CRL signing, their key ids, and the trust domain's SPIFFE ID (X.509-SVID 3.2).
+ */
+function caExtensions (pathLength: number | undefined, ski: x509.SubjectKeyIdentifierExtension, authorityKeyId: string, san: x509.SubjectAlternativeNameExtension): x509.Extension[] {
+  return [
+    new x509.BasicConstraintsExtension(true, pathLength, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    ski,
+    new x509.AuthorityKeyIdentifierExtension(authorityKeyId),
+    san,
+  ]
+}
+
 /** 16 random bytes as a positive DER INTEGER of exactly 16 octets (RFC 5280 4.1.2.2: at most 20; CA/B: 64+ random bits). */
 function randomSerial (): string {
   const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16))
@@ -391,6 +310,37 @@ function randomSerial (): string {
 function positive (ms: number, name: string): number {
   if (!Number.isFinite(ms) || ms <= 0) throw new Error(`${name} must be a positive number of milliseconds, got ${ms}`)
   return ms
+}
+
+/**
+ * The CSR, once it is a PKCS#10 request that signed itself, holds an ECDSA P-256 key and asks for `identity` alone;
+ * otherwise throws CsrRefused. The caller proved `identity`: a CSR asking for anything else is refused, not trimmed.
+ */
+async function checkedCsr (csrPem: string, identity: string): Promise<x509.Pkcs10CertificateRequest> {
+  const refuse = (reason: CsrRefusedReason, message: string, requested: readonly string[] = []): never => {
+    throw new CsrRefused(reason, message, identity, requested)
+  }
+  if (typeof csrPem !== 'string' || !/^\s*-----BEGIN CERTIFICATE REQUEST-----/.test(csrPem)) refuse('malformed', 'expected a PEM "CERTIFICATE REQUEST"')
+  if (csrPem.length > MAX_CSR_PEM_LENGTH) refuse('malformed', `larger than ${MAX_CSR_PEM_LENGTH} bytes`)
+  let csr: x509.Pkcs10CertificateRequest
+  let requested: string[]
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrPem)
+    requested = requestedNames(csr)
+  } catch (err) {
+    return refuse('malformed', `cannot parse the PKCS#10 request: ${(err as Error).message}`)
+  }
+  const alg = csr.publicKey.algorithm as webcrypto.EcKeyAlgorithm
+  if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') {
+    refuse('wrong-key', `the key must be ECDSA P-256, the CSR has ${alg.name}${alg.namedCurve === undefined ? '' : ` ${alg.namedCurve}`}`, requested)
+  }
+  const signed = await csr.verify().catch(() => false)
+  if (!signed) refuse('bad-signature', 'its signature does not verify with its own public key (altered, or signed by another key)', requested)
+  if (requested.length !== 1 || requested[0] !== identity) {
+    const asked = requested.length === 0 ? 'no identity' : requested.join(', ')
+    refuse('identity-mismatch', `it asks for ${asked} but the caller proved ${identity}; a workload certificate carries exactly one URI SAN, the proven identity`, requested)
+  }
+  return csr
 }
 
 /** The names a CSR asks for: URI SANs first, then any other SAN (DNS, IP, email...) as `type:value`. */
@@ -405,65 +355,10 @@ function requestedNames (csr: x509.Pkcs10CertificateRequest): string[] {
   ]
 }
 
-/** Every certificate in a PEM text; anything else in it (a private key in a certificate file) is an error. */
-function parseCertificates (pem: string, name: string): x509.X509Certificate[] {
-  const blocks = typeof pem === 'string' ? x509.PemConverter.decodeWithHeaders(pem) : []
-  if (blocks.length === 0) throw new Error(`${name}: no PEM "CERTIFICATE" in it`)
-  const other = blocks.find((b) => b.type !== 'CERTIFICATE')
-  if (other !== undefined) throw new Error(`${name}: holds a PEM "${other.type}"; expected only certificates`)
-  return blocks.map((b, i) => {
-    try {
-      return new x509.X509Certificate(b.rawData)
-    } catch (err) {
-      const which = blocks.length > 1 ? ` ${i + 1} of ${blocks.length}` : ''
-      throw new Error(`${name}: cannot parse certificate${which}: ${(err as Error).message}`, { cause: err })
-    }
-  })
-}
-
 /** PEM of a certificate, ending in a newline so that PEMs can be concatenated into a chain or bundle. */
 function pemOf (cert: x509.X509Certificate): string {
   const pem = cert.toString('pem')
   return pem.endsWith('\n') ? pem : `${pem}\n`
-}
-
-function checkCa (cert: x509.X509Certificate, name: string): void {
-  const bc = cert.getExtension<x509.BasicConstraintsExtension>(OID_BASIC_CONSTRAINTS)
-  if (bc === null || !bc.ca) throw new Error(`${name}: "${cert.subject}" is not a CA certificate (basicConstraints CA:true missing)`)
-  const ku = cert.getExtension<x509.KeyUsagesExtension>(OID_KEY_USAGE)
-  if (ku !== null && (ku.usages & x509.KeyUsageFlags.keyCertSign) === 0) throw new Error(`${name}: "${cert.subject}" may not sign certificates (keyUsage lacks keyCertSign)`)
-  const alg = cert.publicKey.algorithm as webcrypto.EcKeyAlgorithm
-  if (alg.name !== 'ECDSA' || alg.namedCurve !== 'P-256') throw new Error(`${name}: "${cert.subject}" has a ${alg.name} ${alg.namedCurve ?? ''} key; remora CAs use ECDSA P-256`)
-}
-
-function checkValidity (cert: x509.X509Certificate, name: string, now: Date): void {
-  if (now < cert.notBefore) throw new Error(`${name}: "${cert.subject}" is not valid until ${cert.notBefore.toISOString()}`)
-  if (now > cert.notAfter) throw new Error(`${name}: "${cert.subject}" expired at ${cert.notAfter.toISOString()}`)
-}
-
-/** A CA certificate may carry the SPIFFE ID of its trust domain (X.509-SVID 3.2); another trust domain is an error. */
-function checkCaTrustDomain (cert: x509.X509Certificate, name: string, trustDomain: string): void {
-  const san = cert.getExtension<x509.SubjectAlternativeNameExtension>(OID_SUBJECT_ALT_NAME)
-  if (san === null) return
-  for (const n of san.names.items) {
-    if (n.type !== 'url' || !n.value.startsWith('spiffe://')) continue
-    const { trustDomain: td, segments } = checkSpiffeUri(n.value)
-    if (td !== trustDomain || segments.length > 0) {
-      throw new Error(`${name}: "${cert.subject}" carries ${n.value}, but the trust domain is ${trustDomain} (expected spiffe://${trustDomain})`)
-    }
-  }
-}
-
-async function findSigner (cert: x509.X509Certificate, roots: readonly x509.X509Certificate[]): Promise<x509.X509Certificate | undefined> {
-  for (const root of roots) {
-    if (root.subject !== cert.issuer) continue
-    try {
-      if (await cert.verify({ publicKey: root.publicKey, signatureOnly: true })) return root
-    } catch {
-      // a key of another type: not this root
-    }
-  }
-  return undefined
 }
 
 async function fingerprints (certs: readonly x509.X509Certificate[]): Promise<string[]> {
