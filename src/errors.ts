@@ -134,3 +134,22 @@ export class DiscoveryUnavailable extends Error {}
 
 /** Thrown when a token proves nothing; the message says why (never the token). */
 export class Unauthenticated extends Error {}
+
+export type CsrRefusedReason = 'malformed' | 'bad-signature' | 'wrong-key' | 'identity-mismatch'
+
+/** The CA will not sign this CSR. `reason` is stable (for metrics and the wire); the message says why. */
+export class CsrRefused extends Error {
+  readonly reason: CsrRefusedReason
+  /** The identity the caller proved (and that a certificate would have carried). */
+  readonly proven: string
+  /** The names the CSR asked for (URI SANs first), when it could be read. */
+  readonly requested: readonly string[]
+
+  constructor (reason: CsrRefusedReason, message: string, proven: string, requested: readonly string[] = []) {
+    super(`CSR refused (${reason}): ${message}`)
+    this.name = 'CsrRefused'
+    this.reason = reason
+    this.proven = proven
+    this.requested = Object.freeze([...requested])
+  }
+}

@@ -2,9 +2,9 @@
 // ever for the identity the proof shows. Refusals are logged with both identities (never the token).
 import type { ServerHttp2Stream, IncomingHttpHeaders } from 'node:http2'
 import type { Logger } from 'pino'
-import { CsrRefused, type CertificateAuthority } from '../identity/ca.ts'
+import { CsrRefused, Unauthenticated } from '../errors.ts'
+import type { CertificateAuthority } from '../identity/ca.ts'
 import { CERTIFICATE_PATH, WORKLOAD_HEADER, type CertificateError, type CertificateRequest, type CertificateResponse } from '../identity/certificate-api.ts'
-import { Unauthenticated } from '../errors.ts'
 import type { IdentityProof } from './identity-proof.ts'
 import type { ControlMetrics } from './metrics.ts'
 

@@ -7,6 +7,7 @@ import { inspect } from 'node:util'
 import { WORKLOAD_KEY_ALGORITHM, generateWorkloadKey, type WorkloadKey } from './keys.ts'
 import { checkTrustDomain, parseSpiffeId, trustDomainId } from '../mesh/spiffe-id.ts'
 import { checkCaInput, type LoadOptions } from './ca-input.ts'
+import { CsrRefused, type CsrRefusedReason } from '../errors.ts'
 
 export type { LoadOptions } from './ca-input.ts'
 
@@ -27,25 +28,6 @@ const MAX_CSR_PEM_LENGTH = 16 * 1024
 /** Every certificate this CA issues has this subject; SPIFFE identifies by the URI SAN only (X.509-SVID 3.1). */
 const LEAF_SUBJECT = 'O=remora'
 const OID_SUBJECT_ALT_NAME = '2.5.29.17'
-
-export type CsrRefusedReason = 'malformed' | 'bad-signature' | 'wrong-key' | 'identity-mismatch'
-
-/** The CA will not sign this CSR. `reason` is stable (for metrics and the wire); the message says why. */
-export class CsrRefused extends Error {
-  readonly reason: CsrRefusedReason
-  /** The identity the caller proved (and that a certificate would have carried). */
-  readonly proven: string
-  /** The names the CSR asked for (URI SANs first), when it could be read. */
-  readonly requested: readonly string[]
-
-  constructor (reason: CsrRefusedReason, message: string, proven: string, requested: readonly string[] = []) {
-    super(`CSR refused (${reason}): ${message}`)
-    this.name = 'CsrRefused'
-    this.reason = reason
-    this.proven = proven
-    this.requested = Object.freeze([...requested])
-  }
-}
 
 export interface CreateOptions {
   readonly trustDomain: string
