@@ -8,7 +8,8 @@ import type { Exchange } from '../http/exchange.ts'
 import { first, MeshHeader } from '../http/headers.ts'
 import { PEER_REASONS, relayOverH2, type Attempt } from '../http/relay-h2.ts'
 import { ReplayBody } from '../http/replay-body.ts'
-import { respondError, type ResponseSink } from '../http/response-sink.ts'
+import type { ResponseSink } from '../http/response-sink.ts'
+import { refuse } from '../http/refuse.ts'
 import { countBytes } from '../http/count-bytes.ts'
 import { backoffMs } from '../resilience/backoff.ts'
 import { formatGrpcTimeout, parseGrpcTimeout } from '../resilience/deadline.ts'
@@ -213,8 +214,6 @@ export class OutboundCall {
 
   #answer (reason: ProxyErrorReason, detail: string): void {
     this.#over = true
-    this.#ex.record.error = reason.reason
-    respondError(this.#sink, reason, { grpc: this.#ex.grpc, detail })
-    this.#ex.body?.resume()
+    refuse(this.#ex, this.#sink, reason, detail)
   }
 }

@@ -8,7 +8,8 @@ import { MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, respondError, type ResponseSink } from '../http/response-sink.ts'
 import { statusLine } from '../http/status-line.ts'
 import type { OutboundContext } from './context.ts'
-import { refuse, resolveService, routeOutbound } from './route.ts'
+import { resolveService, routeOutbound } from './route.ts'
+import { refuse } from '../http/refuse.ts'
 
 export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })

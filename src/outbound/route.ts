@@ -1,10 +1,11 @@
 // Outbound routing, the Logical stage: the authority the app asked for → its service in the table
 // → admission under the service's concurrency limit → a call across attempts (call.ts). CONNECT
 // tunnels resolve and are refused through the same path.
-import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
+import { ProxyErrors } from '../errors.ts'
 import type { Service } from '../mesh/service.ts'
 import type { Exchange } from '../http/exchange.ts'
-import { respondError, type ResponseSink } from '../http/response-sink.ts'
+import type { ResponseSink } from '../http/response-sink.ts'
+import { refuse } from '../http/refuse.ts'
 import type { OutboundContext } from './context.ts'
 import { OutboundCall } from './call.ts'
 import { RequestSpan } from '../telemetry/spans.ts'
@@ -53,11 +54,4 @@ export function resolveService (ctx: OutboundContext, ex: Exchange, sink: Respon
   }, (err: Error) => {
     if (!gone) refuse(ex, sink, ProxyErrors.discoveryUnavailable, `${ex.authority}: ${err.message}`)
   })
-}
-
-/** Answers the caller for the proxy (HTTP status, or gRPC trailers-only) and records why. */
-export function refuse (ex: Exchange, sink: ResponseSink, why: ProxyErrorReason, detail: string): void {
-  ex.record.error = why.reason
-  respondError(sink, why, { grpc: ex.grpc, detail })
-  ex.body?.resume()
 }
