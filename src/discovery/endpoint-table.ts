@@ -74,7 +74,8 @@ export class EndpointTable extends EventEmitter<{ update: [TableState] }> {
 }
 
 export function normalizeAuthority (authority: string): string {
-  let a = authority.trim().toLowerCase()
+  // An empty port is the scheme's default (RFC 9110 §4.2.3): `web:` is `web:80`.
+  let a = authority.trim().toLowerCase().replace(/:$/, '')
   if (!/:\d+$/.test(a) || a.endsWith(']')) a += ':80'
   return a.replace(/\.:(\d+)$/, ':$1')
 }

@@ -4,16 +4,23 @@ import type { Socket } from 'node:net'
 export type Detected = 'h2' | 'http1' | 'tls' | 'unknown'
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
-const METHOD = /^[A-Z]{3,10} /
+/** A method token as node's HTTP/1.1 parser knows them (UNSUBSCRIBE has 11 letters, M-SEARCH a hyphen). */
+const MAX_METHOD = 20
+const METHOD = /^[A-Z][A-Z-]{2,19} /
+const METHOD_SO_FAR = /^[A-Z][A-Z-]*$/
+/** Empty lines a client may send before the request line (RFC 9112 §2.2): skipped, as node's parser does. */
+const LEADING_EMPTY_LINES = /^(?:\r?\n)*/
 
 export function classifyBytes (buf: Buffer): Detected | undefined {
   if (buf.length === 0) return undefined
   if (buf[0] === 0x16) return 'tls'
   const n = Math.min(buf.length, PREFACE.length)
   if (buf.subarray(0, n).equals(PREFACE.subarray(0, n))) return n === PREFACE.length ? 'h2' : undefined
-  const head = buf.subarray(0, 11).toString('latin1')
+  const text = buf.subarray(0, 64).toString('latin1')
+  const head = text.slice(LEADING_EMPTY_LINES.exec(text)?.[0].length ?? 0)
+  if (head === '' && buf.length < 64) return undefined
   if (METHOD.test(head)) return 'http1'
-  if (buf.length < 11 && /^[A-Z]*$/.test(head)) return undefined
+  if (head.length <= MAX_METHOD && METHOD_SO_FAR.test(head)) return undefined
   return 'unknown'
 }
 
