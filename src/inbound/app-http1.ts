@@ -1,10 +1,14 @@
-// Forwards an exchange to the local app over HTTP/1.1 through an undici connection pool.
+// Forwards an exchange to the local app over HTTP/1.1 through an undici connection pool, whatever
+// protocol the caller spoke (an h2 or gRPC exchange is translated: chunked body, chunked trailers).
 import { PassThrough, type Readable } from 'node:stream'
 import { createRequire } from 'node:module'
+import type { IncomingHttpHeaders } from 'node:http'
+import type { Logger } from 'pino'
 import type { Agent as AgentType, Dispatcher } from 'undici'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from '../http/exchange.ts'
-import { bodyless, forwardable, type Headers } from '../http/headers.ts'
+import { bodyless, first, forwardable, type Headers } from '../http/headers.ts'
+import { LogThrottle } from '../telemetry/throttle.ts'
 import { classify, pipeBody, APP_REASONS } from '../http/relay-h2.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import { countBytes } from '../http/count-bytes.ts'
@@ -22,10 +26,30 @@ const require = createRequire(import.meta.url)
 const Agent = require('undici/lib/dispatcher/agent.js') as typeof AgentType
 Object.assign((require('undici/lib/dispatcher/dispatcher.js') as { prototype: object }).prototype, require('undici/lib/api/index.js'))
 
+/**
+ * Request trailers, however the caller sent them (h2 trailers arrive as 'trailers' on the stream,
+ * HTTP/1.1 chunked ones land on `req.trailers` by the end of the body).
+ */
+function onRequestTrailers (body: Readable, listener: (names: string[]) => void): void {
+  body.once('trailers', (raw: IncomingHttpHeaders) => listener(Object.keys(forwardable(raw, true))))
+  body.once('end', () => {
+    const h1 = (body as { trailers?: IncomingHttpHeaders }).trailers
+    if (h1 !== undefined && Object.keys(h1).length > 0) listener(Object.keys(forwardable(h1, true)))
+  })
+}
+
+/** undici could not parse the app's answer as HTTP/1.1 (an h2 server answers with a GOAWAY frame). */
+function notHttp1 (err: NodeJS.ErrnoException): boolean {
+  return err.name === 'HTTPParserError' || err.code?.startsWith('HPE_') === true
+}
+
 export class AppHttp1 {
   readonly #agent: AgentType
+  readonly #log: Logger | undefined
+  readonly #dropped = new LogThrottle()
 
-  constructor (connectTimeout: number) {
+  constructor (connectTimeout: number, log?: Logger) {
+    this.#log = log
     this.#agent = new Agent({
       connect: { timeout: connectTimeout },
       // Timeouts are a per-service policy (resilience); here a slow or streaming app is legal.
@@ -36,12 +60,26 @@ export class AppHttp1 {
     })
   }
 
-  forward (port: number, ex: Exchange, headers: Headers, sink: ResponseSink): void {
+  /** `onNotHttp1`: the app answered something that is not HTTP/1.1 (its protocol changed). */
+  forward (port: number, ex: Exchange, headers: Headers, sink: ResponseSink, onNotHttp1?: (why: string) => void): void {
     const abort = new AbortController()
     const record = ex.record
     let done = false
     sink.onClose((completed) => { if (!completed) abort.abort() })
-    if (ex.body !== null) countBytes(ex.body, (n) => { record.bytesIn += n })
+    if (ex.body !== null) {
+      countBytes(ex.body, (n) => { record.bytesIn += n })
+      // undici writes no request trailers (nor does HTTP/1.1 allow them without chunked encoding
+      // the app asked for): the body goes through whole, the trailers do not, and the log says so.
+      onRequestTrailers(ex.body, (names) => {
+        if (names.length === 0) return
+        this.#dropped.run(String(port), (suppressed) => this.#log?.warn({
+          port,
+          trailers: names,
+          suppressed,
+          why: 'this app port speaks HTTP/1.1, and the sidecar sends HTTP/1.1 request bodies without trailers',
+        }, 'request trailers dropped'))
+      })
+    }
 
     this.#agent.request({
       origin: `http://127.0.0.1:${port}`,
@@ -53,6 +91,8 @@ export class AppHttp1 {
       signal: abort.signal,
     }).then(({ statusCode, headers: raw, body, trailers }) => {
       const out = forwardable(raw as Headers, true)
+      const grpcStatus = first(out['grpc-status'])
+      if (grpcStatus !== undefined) record.grpcStatus = grpcStatus
       const end = bodyless(ex.method, statusCode)
       sink.respond(statusCode, out, end)
       if (end) { done = true; body.resume(); return }
@@ -60,7 +100,10 @@ export class AppHttp1 {
       countBytes(body, (n) => { record.bytesOut += n })
       body.once('end', () => {
         done = true
-        sink.finish(forwardable(trailers as Headers, true))
+        const out = forwardable(trailers as Headers, true)
+        const grpcStatus = first(out['grpc-status'])
+        if (grpcStatus !== undefined) record.grpcStatus = grpcStatus
+        sink.finish(out)
       })
       body.once('error', () => {
         if (done) return
@@ -71,6 +114,7 @@ export class AppHttp1 {
     }, (err: NodeJS.ErrnoException) => {
       if (abort.signal.aborted || done) return
       done = true
+      if (notHttp1(err)) onNotHttp1?.(`the app answered HTTP/1.1 with something else (${err.message})`)
       const reason = err.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_INVALID_ARG'
         ? ProxyErrors.malformedRequest
         : classify(err, APP_REASONS)

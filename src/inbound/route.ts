@@ -1,11 +1,12 @@
 // Inbound routing: an exchange for one of this workload's app ports → the local app, in the
-// protocol the app speaks (restoring HTTP/1.1 for requests that crossed the mesh as h2 streams).
-import type { OutgoingHttpHeaders } from 'node:http2'
+// protocol the app speaks (declared per port, or detected once per `auto` port: app-protocol.ts),
+// whatever the caller spoke: h2 ↔ HTTP/1.1 are translated here.
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http2'
+import type { Readable } from 'node:stream'
 import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
 import type { AppPort } from '../config/mesh-file.ts'
 import type { Exchange } from '../http/exchange.ts'
-import type { Headers } from '../http/headers.ts'
-import { APP_REASONS, relayOverH2 } from '../http/relay-h2.ts'
+import { APP_REASONS, classify, relayOverH2 } from '../http/relay-h2.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import type { ProxyContext } from '../proxy/context.ts'
 import { upgradeToApp } from './app-upgrade.ts'
@@ -15,6 +16,7 @@ import { logIds } from '../telemetry/tracing.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 import { MeshHeader } from '../http/headers.ts'
 import { authorize } from './authorization.ts'
+import type { AppWire } from './app-protocol.ts'
 
 export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | undefined, sink: ResponseSink): void {
   const span = startServerSpan(ctx.tracing, ex, ex.peerAddress)
@@ -83,23 +85,74 @@ function shed (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, reason: Prox
 }
 
 function forward (ctx: ProxyContext, ex: Exchange, appPort: AppPort, sink: ResponseSink): void {
-  const headers: Headers = ex.headers
   if (ex.upgrade !== undefined) {
-    upgradeToApp(appPort.port, ex, headers, sink, ctx.config.connectTimeout)
+    upgradeToApp(appPort.port, ex, ex.headers, sink, ctx.config.connectTimeout)
     return
   }
-  const http1 = appPort.protocol === 'http1' || (appPort.protocol === 'auto' && ex.origProto === 'HTTP/1.1')
-  if (http1) {
-    ctx.appH1.forward(appPort.port, ex, headers, sink)
+  // A declared protocol is spoken as declared; `auto` speaks what the app was found to speak.
+  if (appPort.protocol !== 'auto') {
+    toApp(ctx, ex, appPort.port, appPort.protocol === 'http1' ? 'http1' : 'http2', false, sink)
+    return
+  }
+  const known = ctx.appProtocols.known(appPort.port)
+  if (known !== undefined) toApp(ctx, ex, appPort.port, known, true, sink)
+  else whenDetected(ctx, ex, appPort.port, sink)
+}
+
+/** The first requests to an `auto` port wait for its one probe; their bodies wait unread meanwhile. */
+function whenDetected (ctx: ProxyContext, ex: Exchange, port: number, sink: ResponseSink): void {
+  let gone = false
+  sink.onClose(() => { gone = true })
+  const release = holdTrailers(ex.body)
+  ctx.appProtocols.detect(port).then((d) => {
+    if (gone) return
+    toApp(ctx, ex, port, d.protocol, true, sink)
+    release()
+  }, (err: NodeJS.ErrnoException) => {
+    if (gone) return
+    // The app could not be asked (refused, timed out): answered as a failed connection would be.
+    const reason = classify(err, APP_REASONS)
+    ex.record.error = reason.reason
+    respondError(sink, reason, { grpc: ex.grpc, detail: err.message })
+    ex.body?.resume()
+  })
+}
+
+/**
+ * An h2 caller's request trailers are announced ('trailers') when they arrive, read or not; while
+ * the body waits for detection nobody listens yet. Keeps them, and announces them again once the
+ * relay listens.
+ */
+function holdTrailers (body: Readable | null): () => void {
+  if (body === null) return () => {}
+  let held: IncomingHttpHeaders | undefined
+  const keep = (trailers: IncomingHttpHeaders): void => { held = trailers }
+  body.once('trailers', keep)
+  return () => {
+    body.off('trailers', keep)
+    if (held !== undefined) body.emit('trailers', held)
+  }
+}
+
+/**
+ * To the app in `wire`, translating when the caller spoke the other protocol: HTTP/1.1 through the
+ * undici pool, HTTP/2 as a stream on the port's one h2 connection. `detected`: `wire` came from
+ * detection, so a connection that contradicts it makes the port forget it.
+ */
+function toApp (ctx: ProxyContext, ex: Exchange, port: number, wire: AppWire, detected: boolean, sink: ResponseSink): void {
+  if (wire === 'http1') {
+    ctx.appH1.forward(port, ex, ex.headers, sink, detected ? (why) => ctx.appProtocols.forget(port, why) : undefined)
     return
   }
   const h2headers: OutgoingHttpHeaders = {
-    ...headers,
+    ...ex.headers,
     ':method': ex.method,
     ':path': ex.path,
     ':authority': ex.authority,
     ':scheme': 'http',
   }
   if (ex.body !== null) countBytes(ex.body, (n) => { ex.record.bytesIn += n })
-  relayOverH2(ctx.appH2.get({ host: '127.0.0.1', port: appPort.port }), h2headers, ex, ex.body, sink, APP_REASONS)
+  const session = ctx.appH2.get({ host: '127.0.0.1', port })
+  if (detected) ctx.appProtocols.watch(port, session)
+  relayOverH2(session, h2headers, ex, ex.body, sink, APP_REASONS)
 }

@@ -10,6 +10,7 @@ import type { InboundLimits } from '../inbound/limits.ts'
 import type { Tracing } from '../telemetry/tracing.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
 import type { AppHttp1 } from '../inbound/app-http1.ts'
+import type { AppProtocols } from '../inbound/app-protocol.ts'
 import type { Tunnels } from '../outbound/tunnel.ts'
 import { AccessRecord, type Direction } from '../telemetry/access-log.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
@@ -32,6 +33,8 @@ export class ProxyContext {
   /** One h2 connection per local h2 app port. */
   readonly appH2: H2Sessions
   readonly appH1: AppHttp1
+  /** What each `auto` app port speaks, detected once and remembered. */
+  readonly appProtocols: AppProtocols
   readonly tunnels: Tunnels
   draining = false
   inflight = 0
@@ -51,6 +54,7 @@ export class ProxyContext {
     this.peers = init.peers
     this.appH2 = init.appH2
     this.appH1 = init.appH1
+    this.appProtocols = init.appProtocols
     this.tunnels = init.tunnels
   }
 

@@ -16,6 +16,7 @@ import { EndpointTable } from '../discovery/endpoint-table.ts'
 import { MeshFileSource } from '../discovery/file-source.ts'
 import { DiscoveryClient } from '../discovery/control-client.ts'
 import { AppHttp1 } from '../inbound/app-http1.ts'
+import { AppProtocols } from '../inbound/app-protocol.ts'
 import { createInboundHttp1 } from '../inbound/http1.ts'
 import { createInboundHttp2, createInboundHttp2Tls, serverTls } from '../inbound/http2.ts'
 import { WorkloadIdentity } from '../identity/workload-identity.ts'
@@ -60,7 +61,8 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     tracing,
     peers: new H2Sessions(log, config.connectTimeout, identity === undefined ? undefined : () => identity.current?.context, (reason) => metrics.tlsFailures.inc({ direction: 'outbound', reason })),
     appH2: new H2Sessions(log, config.connectTimeout),
-    appH1: new AppHttp1(config.connectTimeout),
+    appH1: new AppHttp1(config.connectTimeout, log),
+    appProtocols: new AppProtocols(log, config.connectTimeout),
     tunnels: new Tunnels(),
   })
   table.on('update', (state) => {
@@ -112,6 +114,8 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   ctx.tunnels.bind(addresses.outbound)
   listening = true
   log.info({ workload: config.workload, identity: config.identity, ...addresses, appPorts: config.appPorts.map((p) => p.port), services: table.state.services.length }, 'sidecar ready')
+  // Ask each `auto` app port now, so the first request rarely waits; an app not up yet is asked on its first request.
+  ctx.appProtocols.warm(config.appPorts.filter((p) => p.protocol === 'auto').map((p) => p.port))
 
   function shutdown (why: string): Promise<void> {
     stopping ??= (async () => {
