@@ -9,29 +9,7 @@ import type { Exchange } from './exchange.ts'
 import { bodyless, forwardable, MeshHeader, PER_REQUEST_HEADERS, type Headers } from './headers.ts'
 import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
-
-export interface RelayReasons {
-  /** Connection refused by the destination (peer sidecar, or the local app). */
-  readonly refused: ProxyErrorReason
-  /** Stream reset or connection lost before a response. */
-  readonly reset: ProxyErrorReason
-  /** An app may not forge mesh headers (`remora-proxy-error`, …) in its responses; a peer sidecar may. */
-  readonly trustMeshHeaders: boolean
-}
-
-export const PEER_REASONS: RelayReasons = { refused: ProxyErrors.connectRefused, reset: ProxyErrors.upstreamReset, trustMeshHeaders: true }
-export const APP_REASONS: RelayReasons = { refused: ProxyErrors.appUnavailable, reset: ProxyErrors.appReset, trustMeshHeaders: false }
-
-export function classify (err: NodeJS.ErrnoException | undefined, reasons: RelayReasons): ProxyErrorReason {
-  const tls = tlsReason(err)
-  if (tls === 'identity-mismatch') return ProxyErrors.peerIdentityMismatch
-  if (tls !== undefined) return ProxyErrors.peerTlsFailed
-  switch (err?.code) {
-    case 'ECONNREFUSED': return reasons.refused
-    case 'ETIMEDOUT': case 'UND_ERR_CONNECT_TIMEOUT': return ProxyErrors.connectTimeout
-    default: return reasons.reset
-  }
-}
+import { classify, type RelayReasons } from './upstream-errors.ts'
 
 /**
  * node emits 'end' on an h2 stream the caller reset, as if the body were whole; a plain pipe would

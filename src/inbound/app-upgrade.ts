@@ -3,7 +3,7 @@ import http from 'node:http'
 import type { Socket } from 'node:net'
 import type { Exchange } from '../http/exchange.ts'
 import { bodyless, forwardable, type Headers } from '../http/headers.ts'
-import { classify, APP_REASONS } from '../http/relay-h2.ts'
+import { classify, APP_REASONS } from '../http/upstream-errors.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import { countBytes } from '../http/count-bytes.ts'
 

@@ -5,11 +5,11 @@ import { ProxyErrors } from '../errors.ts'
 import { MeshHeader } from '../http/headers.ts'
 import { H1Sink, RawSocketSink, type ResponseSink } from '../http/response-sink.ts'
 import { statusLine } from '../http/status-line.ts'
-import type { ProxyContext } from '../proxy/context.ts'
+import type { InboundContext } from './context.ts'
 import { fromHttp1 } from '../http/exchange.ts'
 import { routeInbound } from './route.ts'
 
-export function createInboundHttp1 (ctx: ProxyContext): http.Server {
+export function createInboundHttp1 (ctx: InboundContext): http.Server {
   const server = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
   server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(ctx, req, new H1Sink(res, ctx), undefined))
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -24,7 +24,7 @@ export function createInboundHttp1 (ctx: ProxyContext): http.Server {
   return server
 }
 
-function handle (ctx: ProxyContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined): void {
+function handle (ctx: InboundContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined): void {
   const method = req.method ?? 'GET'
   const authority = req.headers.host ?? ''
   const path = req.url ?? '/'

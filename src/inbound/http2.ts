@@ -5,7 +5,7 @@ import { ProxyErrors } from '../errors.ts'
 import { first, forwardable, isGrpc, MeshHeader } from '../http/headers.ts'
 import { H2Sink, respondError } from '../http/response-sink.ts'
 import { fromHttp2 } from '../http/exchange.ts'
-import type { ProxyContext } from '../proxy/context.ts'
+import type { InboundContext } from './context.ts'
 import { H2_SETTINGS } from '../transport/h2-sessions.ts'
 import { routeInbound } from './route.ts'
 import type { TLSSocket } from 'node:tls'
@@ -14,7 +14,7 @@ import { spiffeIdOf } from '../identity/svid.ts'
 import { tlsReason } from '../transport/tls-errors.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 
-export function createInboundHttp2 (ctx: ProxyContext): http2.Http2Server {
+export function createInboundHttp2 (ctx: InboundContext): http2.Http2Server {
   const server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(ctx, stream, headers, undefined))
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
@@ -25,7 +25,7 @@ export function createInboundHttp2 (ctx: ProxyContext): http2.Http2Server {
  * Inbound mTLS from peer sidecars: TLS 1.3, ALPN h2, a client certificate that chains to the trust
  * anchors required. The caller's SPIFFE ID is read once per connection.
  */
-export function createInboundHttp2Tls (ctx: ProxyContext, creds: Credentials): http2.Http2SecureServer {
+export function createInboundHttp2Tls (ctx: InboundContext, creds: Credentials): http2.Http2SecureServer {
   const server = http2.createSecureServer({ ...serverTls(creds), settings: H2_SETTINGS, maxSessionMemory: 64, allowHTTP1: false })
   const peers = new WeakMap<http2.Http2Session, string>()
   server.on('session', (session: http2.ServerHttp2Session) => {
@@ -59,7 +59,7 @@ export function serverTls (creds: Credentials): http2.SecureServerOptions {
   return { key: creds.key, cert: creds.cert, ca: [...creds.ca], requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['h2'] }
 }
 
-function onStream (ctx: ProxyContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string | undefined): void {
+function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string | undefined): void {
   {
     const sink = new H2Sink(stream)
     const method = headers[':method'] ?? 'GET'

@@ -6,9 +6,10 @@ import type { Readable } from 'node:stream'
 import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
 import type { AppPort } from '../config/mesh-file.ts'
 import type { Exchange } from '../http/exchange.ts'
-import { APP_REASONS, classify, relayOverH2 } from '../http/relay-h2.ts'
-import { respondError, type ResponseSink } from '../http/response-sink.ts'
-import type { ProxyContext } from '../proxy/context.ts'
+import { APP_REASONS, classify } from '../http/upstream-errors.ts'
+import { relayOverH2 } from '../http/relay-h2.ts'
+import type { ResponseSink } from '../http/response-sink.ts'
+import type { InboundContext } from './context.ts'
 import { upgradeToApp } from './app-upgrade.ts'
 import { countBytes } from '../http/count-bytes.ts'
 import { endSpan, startServerSpan } from '../telemetry/spans.ts'
@@ -17,8 +18,9 @@ import { LogThrottle } from '../telemetry/throttle.ts'
 import { MeshHeader } from '../http/headers.ts'
 import { authorize } from './authorization.ts'
 import type { AppWire } from './app-protocol.ts'
+import { refuse } from '../http/refuse.ts'
 
-export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | undefined, sink: ResponseSink): void {
+export function routeInbound (ctx: InboundContext, ex: Exchange, port: number | undefined, sink: ResponseSink): void {
   const span = startServerSpan(ctx.tracing, ex, ex.peerAddress)
   if (span !== undefined) {
     ex.record.traceIds = logIds(span)
@@ -26,7 +28,7 @@ export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | un
   }
   const appPort = port === undefined ? ctx.config.appPorts[0] : ctx.config.appPorts.find((p) => p.port === port)
   if (appPort === undefined) {
-    refuse(ctx, ex, sink, ProxyErrors.targetPortRefused, port === undefined ? 'this workload declares no app ports' : `port ${port}`)
+    refuse(ex, sink, ProxyErrors.targetPortRefused, port === undefined ? 'this workload declares no app ports' : `port ${port}`)
     return
   }
   const label = `:${appPort.port}`
@@ -52,11 +54,11 @@ export function routeInbound (ctx: ProxyContext, ex: Exchange, port: number | un
 const denials = new LogThrottle()
 
 /** mTLS (strict ports) and authorization: who the caller is, and whether it may call this port. */
-function admit (ctx: ProxyContext, ex: Exchange, port: number, sink: ResponseSink): boolean {
+function admit (ctx: InboundContext, ex: Exchange, port: number, sink: ResponseSink): boolean {
   const mtls = ctx.config.mtls
   if (mtls?.inbound === 'strict' && ex.mtls !== true) {
     ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason: 'plaintext' })
-    refuse(ctx, ex, sink, ProxyErrors.mtlsRequired, `port ${port} accepts only mTLS from mesh sidecars`)
+    refuse(ex, sink, ProxyErrors.mtlsRequired, `port ${port} accepts only mTLS from mesh sidecars`)
     return false
   }
   const caller = ex.peerIdentity
@@ -64,7 +66,7 @@ function admit (ctx: ProxyContext, ex: Exchange, port: number, sink: ResponseSin
   if (!decision.allowed) {
     ctx.metrics.denied.inc({ port: String(port), rule: decision.rule })
     denials.run(`${caller ?? '-'} ${port} ${decision.rule}`, (suppressed) => ctx.log.warn({ caller: caller ?? 'unauthenticated', from: ex.peerAddress, port, rule: decision.rule, suppressed }, 'inbound request denied by authorization'))
-    refuse(ctx, ex, sink, ProxyErrors.forbidden, `${caller ?? 'an unauthenticated caller'} may not call port ${port} (${decision.rule})`)
+    refuse(ex, sink, ProxyErrors.forbidden, `${caller ?? 'an unauthenticated caller'} may not call port ${port} (${decision.rule})`)
     return false
   }
   ctx.metrics.peerRequests.inc({ client_id: caller ?? 'unauthenticated', port: String(port) })
@@ -73,18 +75,13 @@ function admit (ctx: ProxyContext, ex: Exchange, port: number, sink: ResponseSin
   return true
 }
 
-function refuse (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, reason: ProxyErrorReason, detail: string): void {
-  ex.record.error = reason.reason
-  respondError(sink, reason, { grpc: ex.grpc, detail })
-  ex.body?.resume()
-}
 
-function shed (ctx: ProxyContext, ex: Exchange, sink: ResponseSink, reason: ProxyErrorReason, label: string, detail: string): void {
+function shed (ctx: InboundContext, ex: Exchange, sink: ResponseSink, reason: ProxyErrorReason, label: string, detail: string): void {
   ctx.metrics.shed.inc({ direction: 'inbound', authority: label, reason: reason.reason })
-  refuse(ctx, ex, sink, reason, detail)
+  refuse(ex, sink, reason, detail)
 }
 
-function forward (ctx: ProxyContext, ex: Exchange, appPort: AppPort, sink: ResponseSink): void {
+function forward (ctx: InboundContext, ex: Exchange, appPort: AppPort, sink: ResponseSink): void {
   if (ex.upgrade !== undefined) {
     upgradeToApp(appPort.port, ex, ex.headers, sink, ctx.config.connectTimeout)
     return
@@ -100,7 +97,7 @@ function forward (ctx: ProxyContext, ex: Exchange, appPort: AppPort, sink: Respo
 }
 
 /** The first requests to an `auto` port wait for its one probe; their bodies wait unread meanwhile. */
-function whenDetected (ctx: ProxyContext, ex: Exchange, port: number, sink: ResponseSink): void {
+function whenDetected (ctx: InboundContext, ex: Exchange, port: number, sink: ResponseSink): void {
   let gone = false
   sink.onClose(() => { gone = true })
   const release = holdTrailers(ex.body)
@@ -111,10 +108,7 @@ function whenDetected (ctx: ProxyContext, ex: Exchange, port: number, sink: Resp
   }, (err: NodeJS.ErrnoException) => {
     if (gone) return
     // The app could not be asked (refused, timed out): answered as a failed connection would be.
-    const reason = classify(err, APP_REASONS)
-    ex.record.error = reason.reason
-    respondError(sink, reason, { grpc: ex.grpc, detail: err.message })
-    ex.body?.resume()
+    refuse(ex, sink, classify(err, APP_REASONS), err.message)
   })
 }
 
@@ -139,7 +133,7 @@ function holdTrailers (body: Readable | null): () => void {
  * undici pool, HTTP/2 as a stream on the port's one h2 connection. `detected`: `wire` came from
  * detection, so a connection that contradicts it makes the port forget it.
  */
-function toApp (ctx: ProxyContext, ex: Exchange, port: number, wire: AppWire, detected: boolean, sink: ResponseSink): void {
+function toApp (ctx: InboundContext, ex: Exchange, port: number, wire: AppWire, detected: boolean, sink: ResponseSink): void {
   if (wire === 'http1') {
     ctx.appH1.forward(port, ex, ex.headers, sink, detected ? (why) => ctx.appProtocols.forget(port, why) : undefined)
     return

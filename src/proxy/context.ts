@@ -15,8 +15,10 @@ import type { Tunnels } from '../outbound/tunnel.ts'
 import { AccessRecord, type Direction } from '../telemetry/access-log.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import type { ResponseSink } from '../http/response-sink.ts'
+import type { InboundContext } from '../inbound/context.ts'
+import type { OutboundContext } from '../outbound/context.ts'
 
-export class ProxyContext {
+export class ProxyContext implements InboundContext, OutboundContext {
   readonly config: ProxyConfig
   readonly log: Logger
   readonly metrics: ProxyMetrics

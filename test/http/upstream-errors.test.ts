@@ -3,7 +3,7 @@
 import t from 'tap'
 import { errors as undiciErrors } from 'undici'
 import { ConnectTimeoutError, PeerIdentityMismatch, ProxyErrors } from '../../src/errors.ts'
-import { APP_REASONS, classify, PEER_REASONS } from '../../src/http/relay-h2.ts'
+import { APP_REASONS, classify, PEER_REASONS } from '../../src/http/upstream-errors.ts'
 
 const err = (code: string | undefined, message = `${code ?? 'no code'} failure`): NodeJS.ErrnoException => Object.assign(new Error(message), code === undefined ? {} : { code })
 

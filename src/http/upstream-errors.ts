@@ -1,0 +1,28 @@
+// Why an upstream failed, in the catalog's words: the same failure reads as the peer sidecar's
+// (`connect refused`, `upstream reset`) on the outbound side and as the app's (`app unavailable`,
+// `app reset`) on the inbound side; TLS failures and timeouts read the same on both.
+import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
+import { tlsReason } from '../transport/tls-errors.ts'
+
+export interface RelayReasons {
+  /** Connection refused by the destination (peer sidecar, or the local app). */
+  readonly refused: ProxyErrorReason
+  /** Stream reset or connection lost before a response. */
+  readonly reset: ProxyErrorReason
+  /** An app may not forge mesh headers (`remora-proxy-error`, …) in its responses; a peer sidecar may. */
+  readonly trustMeshHeaders: boolean
+}
+
+export const PEER_REASONS: RelayReasons = { refused: ProxyErrors.connectRefused, reset: ProxyErrors.upstreamReset, trustMeshHeaders: true }
+export const APP_REASONS: RelayReasons = { refused: ProxyErrors.appUnavailable, reset: ProxyErrors.appReset, trustMeshHeaders: false }
+
+export function classify (err: NodeJS.ErrnoException | undefined, reasons: RelayReasons): ProxyErrorReason {
+  const tls = tlsReason(err)
+  if (tls === 'identity-mismatch') return ProxyErrors.peerIdentityMismatch
+  if (tls !== undefined) return ProxyErrors.peerTlsFailed
+  switch (err?.code) {
+    case 'ECONNREFUSED': return reasons.refused
+    case 'ETIMEDOUT': case 'UND_ERR_CONNECT_TIMEOUT': return ProxyErrors.connectTimeout
+    default: return reasons.reset
+  }
+}
