@@ -1,6 +1,7 @@
 // Prometheus metrics of the control plane (prom-client): watchers, pushes, push latency, source errors,
 // annotations without effect yet.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { unexpectedErrorsCounter } from '../telemetry/faults.ts'
 
 export class ControlMetrics {
   readonly registry = new Registry()
@@ -80,12 +81,7 @@ export class ControlMetrics {
     registers: [this.registry],
   })
 
-  readonly unexpectedErrors = new Counter({
-    name: 'remora_unexpected_errors_total',
-    help: 'Errors nothing handled: survived (a connection already gone) or fatal (the process drains and exits 1).',
-    labelNames: ['outcome'] as const,
-    registers: [this.registry],
-  })
+  readonly unexpectedErrors = unexpectedErrorsCounter(this.registry)
 
   constructor () {
     collectDefaultMetrics({ register: this.registry })

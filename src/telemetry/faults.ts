@@ -4,6 +4,7 @@
 // requests may finish) and exits non-zero, so the kubelet or whoever runs it restarts it clean.
 // Envoy and Linkerd do the same rather than serve on in an unknown state.
 import type { Logger } from 'pino'
+import { Counter, type Registry } from 'prom-client'
 
 /** Errors of a connection that already went away: nothing of the process's own state is in doubt. */
 export const HARMLESS_CODES: ReadonlySet<string> = new Set([
@@ -45,4 +46,14 @@ export function watchUnexpectedErrors (processLike: NodeJS.EventEmitter, policy:
     void policy.drain('unexpected error')
   })
   return state
+}
+
+/** remora_unexpected_errors_total, the same in every role's registry. */
+export function unexpectedErrorsCounter (registry: Registry): Counter<'outcome'> {
+  return new Counter({
+    name: 'remora_unexpected_errors_total',
+    help: 'Errors nothing handled: survived (a connection already gone) or fatal (the process drains and exits 1).',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  })
 }

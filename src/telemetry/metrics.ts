@@ -1,5 +1,6 @@
 // Prometheus metrics of one proxy (prom-client); labels bounded: no paths, no peer ports.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { unexpectedErrorsCounter } from './faults.ts'
 
 export class ProxyMetrics {
   readonly registry = new Registry()
@@ -167,12 +168,7 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
-  readonly unexpectedErrors = new Counter({
-    name: 'remora_unexpected_errors_total',
-    help: 'Errors nothing handled: survived (a connection already gone) or fatal (the process drains and exits 1).',
-    labelNames: ['outcome'] as const,
-    registers: [this.registry],
-  })
+  readonly unexpectedErrors = unexpectedErrorsCounter(this.registry)
 
   constructor () {
     collectDefaultMetrics({ register: this.registry, prefix: 'remora_' })
