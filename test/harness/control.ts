@@ -1,5 +1,6 @@
 // Test harness: a real `remora control` child process (file or Kubernetes source) that can be killed and restarted.
 import { spawn, type ChildProcess } from 'node:child_process'
+import net from 'node:net'
 import { dirname, join } from 'node:path'
 import { CLI, freePort, startSidecars, stopProcess, writeMesh, type Mesh, type MeshSpec, type Teardown } from './mesh.ts'
 import { waitForReady } from './ready.ts'
@@ -46,17 +47,109 @@ export async function startControl (t: Teardown, args: string[], env: NodeJS.Pro
   return c
 }
 
+/**
+ * A TCP front for control planes, on a port of its own: sidecars are given its address, and a test
+ * takes "the control plane" away and brings it back by closing and reopening it. Down, a connection
+ * to it is refused and every connection it carried is cut, as when the control plane's process dies;
+ * up again, it forwards to the control plane the test names, which it has started beforehand. So a
+ * test can put a control plane back at a moment of its choosing: starting a process is mostly CPU
+ * (module loading), and on a busy machine a control plane took 13 s to start.
+ */
+export class ControlFront {
+  readonly port: number
+  #target: string
+  #server: net.Server | undefined
+  readonly #sockets = new Set<net.Socket>()
+
+  constructor (port: number, target: string) {
+    this.port = port
+    this.#target = target
+  }
+
+  get address (): string { return `127.0.0.1:${this.port}` }
+  get isUp (): boolean { return this.#server !== undefined }
+
+  /** Listens (again, on the same port), forwarding each new connection to `target` (host:port). */
+  async up (target = this.#target): Promise<void> {
+    if (this.#server !== undefined) throw new Error('the control front is already up')
+    this.#target = target
+    const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))]
+    const server = net.createServer((inbound) => {
+      const outbound = net.connect(port, host)
+      for (const [a, b] of [[inbound, outbound], [outbound, inbound]]) {
+        this.#sockets.add(a)
+        a.on('error', () => b.destroy())
+        a.on('close', () => { this.#sockets.delete(a); b.destroy() })
+        a.pipe(b)
+      }
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.port, '127.0.0.1', () => { server.off('error', reject); resolve() })
+    })
+    this.#server = server
+  }
+
+  /** Stops listening and cuts every connection it carried. */
+  async down (): Promise<void> {
+    const server = this.#server
+    if (server === undefined) return
+    this.#server = undefined
+    const closed = new Promise((resolve) => server.close(resolve))
+    for (const s of this.#sockets) s.destroy()
+    await closed
+  }
+}
+
 export interface SecureMesh { mesh: Mesh, control: ControlProcess, caDir: string, trustAnchors: string }
+
+export interface SecureMeshOptions {
+  certTtl?: string
+  only?: string[]
+  env?: Record<string, string>
+  controlEnv?: Record<string, string>
+}
+
+function controlArgs (mesh: Mesh, caDir: string, options: SecureMeshOptions): string[] {
+  return ['--mesh-file', mesh.file, '--ca', `dev:${caDir}`, ...(options.certTtl === undefined ? [] : ['--cert-ttl', options.certTtl])]
+}
 
 /**
  * A whole mTLS mesh: the mesh file, a control plane with a development CA (in a fresh folder) serving it,
  * and one sidecar per workload (or `only`) that gets its certificate from it.
  */
-export async function startSecureMesh (t: Teardown, spec: MeshSpec, options: { certTtl?: string, only?: string[], env?: Record<string, string>, controlEnv?: Record<string, string> } = {}): Promise<SecureMesh> {
+export async function startSecureMesh (t: Teardown, spec: MeshSpec, options: SecureMeshOptions = {}): Promise<SecureMesh> {
   const mesh = await writeMesh(spec)
   const caDir = join(dirname(mesh.file), 'ca')
-  const control = await startControl(t, ['--mesh-file', mesh.file, '--ca', `dev:${caDir}`, ...(options.certTtl === undefined ? [] : ['--cert-ttl', options.certTtl])], options.controlEnv)
+  const control = await startControl(t, controlArgs(mesh, caDir, options), options.controlEnv)
   const trustAnchors = join(caDir, 'root.pem')
   await startSidecars(t, mesh, { only: options.only, env: { REMORA_CONTROL_ADDR: control.address, REMORA_TRUST_ANCHORS: trustAnchors, ...options.env } })
   return { mesh, control, caDir, trustAnchors }
+}
+
+export interface SecureMeshWithStandby extends SecureMesh {
+  /** What the sidecars were given as the control plane's address: a front forwarding to `control`. */
+  front: ControlFront
+  /** A second control plane like `control` (same CA, mesh file and flags, ports of its own), ready, that no sidecar knows of yet. */
+  standby: ControlProcess
+}
+
+/**
+ * startSecureMesh, with the sidecars reaching the control plane through a ControlFront, and a standby
+ * control plane started beside the first (before any sidecar, so before any certificate is issued):
+ * `front.down()` plus killing `control` is the control plane dying, `front.up(standby.address)` its
+ * restart, at once.
+ */
+export async function startSecureMeshWithStandby (t: Teardown, spec: MeshSpec, options: SecureMeshOptions = {}): Promise<SecureMeshWithStandby> {
+  const mesh = await writeMesh(spec)
+  const caDir = join(dirname(mesh.file), 'ca')
+  // The first creates the development CA; the standby loads it.
+  const control = await startControl(t, controlArgs(mesh, caDir, options), options.controlEnv)
+  const standby = await startControl(t, controlArgs(mesh, caDir, options), options.controlEnv)
+  const front = new ControlFront(await freePort(), control.address)
+  t.teardown(() => front.down())
+  await front.up()
+  const trustAnchors = join(caDir, 'root.pem')
+  await startSidecars(t, mesh, { only: options.only, env: { REMORA_CONTROL_ADDR: front.address, REMORA_TRUST_ANCHORS: trustAnchors, ...options.env } })
+  return { mesh, control, caDir, trustAnchors, front, standby }
 }

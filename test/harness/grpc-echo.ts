@@ -17,10 +17,10 @@ const Echo = (grpc.loadPackageDefinition(protoLoader.loadSync(PROTO, { defaults:
   remora: { test: { Echo: grpc.ServiceClientConstructor } }
 }).remora.test.Echo
 
-/** Starts a server on a free port answering Unary with `unary`; shut down at teardown. */
-export async function startEchoServer (t: Teardown, unary: UnaryHandler): Promise<{ port: number, server: grpc.Server }> {
+/** Starts a server on a free port answering Unary with `unary` (`options`: e.g. interceptors); shut down at teardown. */
+export async function startEchoServer (t: Teardown, unary: UnaryHandler, options: grpc.ServerOptions = {}): Promise<{ port: number, server: grpc.Server }> {
   const port = await freePort()
-  const server = new grpc.Server()
+  const server = new grpc.Server(options)
   const unimplemented = (_call: unknown, cb?: grpc.sendUnaryData<EchoReply>): void => { cb?.({ code: grpc.status.UNIMPLEMENTED }) }
   server.addService(Echo.service, { unary, serverStream: unimplemented, clientStream: unimplemented, bidi: unimplemented })
   await new Promise<void>((resolve, reject) => {

@@ -23,6 +23,8 @@ export interface LoadOptions {
   headers?: Record<string, string>
   /** Keep going until this returns true (checked before each new request), instead of a count. */
   until?: () => boolean
+  /** Called with each outcome as it comes (a test can act once some are in), `i` the request's number. */
+  onOutcome?: (o: Outcome, i: number) => void
 }
 
 /** An undici Pool with `connections` HTTP/1.1 connections to a sidecar's outbound listener. */
@@ -57,6 +59,7 @@ export async function drive (p: Pool, host: string, count: number, concurrency: 
     while (next < count && options.until?.() !== true) {
       const i = next++
       out[i] = await one(i)
+      options.onOutcome?.(out[i], i)
     }
   }
   await Promise.all(Array.from({ length: concurrency }, worker))
@@ -90,16 +93,4 @@ export class Seen {
 export function rssMiB (pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))
   return m === null ? Number.NaN : Math.round(Number(m[1]) / 1024)
-}
-
-/** A sample of a metric from a sidecar's /metrics text, summed over the series matching `labels`. */
-export async function metric (adminUrl: string, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const text = await (await fetch(`${adminUrl}/metrics`)).text()
-  let sum = 0
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue
-    if (!Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`))) continue
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1))
-  }
-  return sum
 }

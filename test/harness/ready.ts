@@ -47,3 +47,38 @@ export async function waitForReady (what: string, adminUrl: string, proc: ChildP
   }
   throw new Error(`${what} not ready within ${timeoutMs} ms (last /ready: ${last}):\n${output()}`)
 }
+
+/**
+ * Waits for a child to have printed `count` lines that `match` (those it printed already count): each
+ * line is looked at once, as it arrives, so a test can wait on a log line instead of polling for its
+ * effect. The timeout is a guard against a hang, not a speed check; the error says how many it saw.
+ */
+export async function waitForLines (what: string, proc: ChildProcess, output: () => string, match: (line: string) => boolean, count = 1, timeoutMs = START_TIMEOUT_MS): Promise<void> {
+  const printed = output()
+  const cut = printed.lastIndexOf('\n') + 1
+  let seen = printed.slice(0, cut).split('\n').filter(match).length
+  let partial = printed.slice(cut)
+  if (seen >= count) return
+  const stdout = proc.stdout
+  if (stdout === null) throw new Error(`${what}: its stdout is not piped`)
+  await new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      const lines = (partial + chunk.toString()).split('\n')
+      partial = lines.pop() ?? ''
+      seen += lines.filter(match).length
+      if (seen >= count) finish()
+    }
+    const onExit = (): void => finish(new Error(`${what} exited with ${proc.exitCode ?? proc.signalCode} after ${seen} of the ${count} lines awaited:\n${output()}`))
+    const timer = setTimeout(() => finish(new Error(`${what}: ${seen} of the ${count} lines awaited within ${timeoutMs} ms`)), timeoutMs)
+    function finish (err?: Error): void {
+      clearTimeout(timer)
+      stdout?.off('data', onData)
+      proc.off('exit', onExit)
+      if (err === undefined) resolve()
+      else reject(err)
+    }
+    stdout.on('data', onData)
+    proc.once('exit', onExit)
+    if (proc.exitCode !== null || proc.signalCode !== null) onExit()
+  })
+}

@@ -3,6 +3,7 @@ import t, { type Test } from 'tap'
 import http from 'node:http'
 import http2 from 'node:http2'
 import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { PeerCertificate, TLSSocket } from 'node:tls'
@@ -11,15 +12,30 @@ import { CertificateAuthority } from '../../src/identity/ca.ts'
 import { createCsr, generateWorkloadKey } from '../../src/identity/keys.ts'
 import { spiffeIdOf } from '../../src/identity/svid.ts'
 import { namedApp, startApp } from '../harness/apps.ts'
-import { startSecureMesh } from '../harness/control.ts'
+import { startSecureMesh, startSecureMeshWithStandby } from '../harness/control.ts'
 import { echoClient, startEchoServer, unary } from '../harness/grpc-echo.ts'
 import { eventually, startSidecars, type SidecarProcess } from '../harness/mesh.ts'
-import { metric } from '../harness/load.ts'
+import { metric } from '../harness/metrics.ts'
+import { START_TIMEOUT_MS, waitForLines } from '../harness/ready.ts'
+import { measureSlowdown } from '../harness/slowdown.ts'
 
 const id = (ns: string, sa: string): string => `spiffe://cluster.local/ns/${ns}/sa/${sa}`
 const renewed = (s: SidecarProcess): Promise<number> => metric(s.adminUrl, 'remora_certificate_requests_total', { result: 'renewed' })
 const failedRenewals = (s: SidecarProcess): Promise<number> => metric(s.adminUrl, 'remora_certificate_requests_total', { result: 'failed' })
 const expiry = (s: SidecarProcess): Promise<number> => metric(s.adminUrl, 'remora_certificate_expiry_timestamp_seconds')
+
+/** A pino line's message: what a sidecar logs when it installs a renewed certificate, when a request for one fails. */
+const RENEWED = '"msg":"certificate renewed"'
+const REQUEST_FAILED = '"msg":"certificate request failed; retrying with backoff"'
+/** How many lines holding `needle` a sidecar has logged so far. */
+const logCount = (s: SidecarProcess, needle: string): number => s.output.split('\n').filter((l) => l.includes(needle)).length
+/**
+ * Waits for a sidecar to have logged `n` lines holding `needle`: on the log line itself, as it arrives,
+ * rather than polling /metrics (which costs the sidecars CPU that their renewals then wait for). The
+ * time limit only guards against a hang; when each renewal came is checked against the certificates.
+ */
+const logged = (s: SidecarProcess, needle: string, n: number): Promise<void> =>
+  waitForLines(`sidecar ${s.name}`, s.proc, () => s.output, (l) => l.includes(needle), n)
 
 /** A client certificate of our own (identity ns/test/sa/probe, 10 min), signed with the mesh's dev CA. */
 async function probeCredentials (caDir: string): Promise<{ key: string, cert: string, ca: string }> {
@@ -135,6 +151,13 @@ t.test('4 s certificates rotate under continuous HTTP and gRPC load with zero fa
   const web = await startApp(t, namedApp('web'))
   const late = await startApp(t, namedApp('late'))
   const echo = await startEchoServer(t, (call, cb) => { cb(null, { message: call.request.message }) })
+  // A renewal comes due at 70 % of a certificate's lifetime: 4 s certificates leave it 1.2 s, which a
+  // busy machine's scheduling can take (a renewal 2.4 s after it was due was seen with two CPU hogs and
+  // another test file beside this one). The lifetime is stretched by how much slower than idle this
+  // machine runs right now, measured before anything starts, so the margin keeps its ratio to the work.
+  const slowdown = measureSlowdown()
+  const ttlSeconds = Math.ceil(4 * slowdown)
+  t.comment(`the machine runs ${slowdown.toFixed(2)}× slower than idle: ${ttlSeconds} s certificates`)
   const { mesh, control, caDir, trustAnchors } = await startSecureMesh(t, {
     workloads: {
       client: { appPorts: [1] },
@@ -147,7 +170,7 @@ t.test('4 s certificates rotate under continuous HTTP and gRPC load with zero fa
       { name: 'greeter', port: 50051, protocol: 'grpc', endpoints: [{ workload: 'greeter', targetPort: echo.port }] },
       { name: 'late', port: 80, endpoints: [{ workload: 'late', targetPort: late.port }] },
     ],
-  }, { certTtl: '4s', only: ['client', 'web', 'greeter'] })
+  }, { certTtl: `${ttlSeconds}s`, only: ['client', 'web', 'greeter'] })
   const client = mesh.sidecar('client')
   const server = mesh.sidecar('web')
   const greeter = mesh.sidecar('greeter')
@@ -199,8 +222,7 @@ t.test('4 s certificates rotate under continuous HTTP and gRPC load with zero fa
   t.teardown(() => Promise.all(loops.map((l) => l.stop())))
 
   // web rotates: a new handshake sees another serial; the connection held open still answers.
-  const webExpiry = await expiry(server)
-  await eventually(async () => await expiry(server) > webExpiry, 10_000, 'web renewed its certificate')
+  await logged(server, RENEWED, logCount(server, RENEWED) + 1)
   const fresh = await mtlsSession(probe, server.ports.inbound, webId)
   fresh.session.close()
   t.not(fresh.serial, held.serial, `a new connection gets the new certificate (serial ${held.serial} → ${fresh.serial})`)
@@ -210,14 +232,15 @@ t.test('4 s certificates rotate under continuous HTTP and gRPC load with zero fa
   // Once the client's first certificate has expired, a connection to a peer it never called before works:
   // outbound connections made after a rotation present the current certificate.
   const clientFirstExpiry = startExpiry[0]
-  await eventually(async () => await renewed(client) >= 2 && Date.now() / 1000 > clientFirstExpiry + 1, 15_000, 'client renewed twice')
+  await logged(client, RENEWED, 2)
+  await sleep(clientFirstExpiry * 1000 + 1000 - Date.now())
   await startSidecars(t, mesh, { only: ['late'], env: { REMORA_CONTROL_ADDR: control.address, REMORA_TRUST_ANCHORS: trustAnchors } })
   const lateRes = await pool.request({ path: '/first', method: 'GET', headers: { host: 'late' } })
   t.equal(await lateRes.body.text(), 'late /first', 'a new peer connection made with a rotated certificate')
   t.equal(await metric(mesh.sidecar('late').adminUrl, 'remora_inbound_requests_by_peer_total', { client_id: id('test', 'client') }), 1, 'late saw the client\'s identity')
 
   // Three rotations of every sidecar under load.
-  await eventually(async () => (await Promise.all(sidecars.map(renewed))).every((n) => n >= 3), 20_000, 'three renewals on every sidecar')
+  await Promise.all(sidecars.map((s) => logged(s, RENEWED, 3)))
   await stopAll(t, loops)
   t.equal((await h2Get(held.session, '/held/2')).body, 'web /held/2', 'the held connection outlived three rotations')
   const endExpiry = await Promise.all(sidecars.map(expiry))
@@ -235,7 +258,10 @@ t.test('4 s certificates rotate under continuous HTTP and gRPC load with zero fa
 
 t.test('the control plane is down when renewals come due: traffic keeps flowing, failed renewals are counted, renewals resume once it is back', async (t) => {
   const web = await startApp(t, namedApp('web'))
-  const { mesh, control, caDir } = await startSecureMesh(t, {
+  // The sidecars reach the control plane through a front; its restart is a standby control plane,
+  // started beside the first before any certificate was issued, that the front then forwards to: how
+  // long a process takes to start (mostly CPU; 13 s on a busy machine) is no part of what is tested.
+  const { mesh, control, caDir, front, standby } = await startSecureMeshWithStandby(t, {
     workloads: { client: { appPorts: [1] }, web: { appPorts: [{ port: web.port, protocol: 'http1' }] } },
     services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: web.port }] }],
   }, { certTtl: '30s' })
@@ -267,16 +293,16 @@ t.test('the control plane is down when renewals come due: traffic keeps flowing,
     })),
   ]
   t.teardown(() => Promise.all(loops.map((l) => l.stop())))
-  await eventually(() => loops.every((l) => l.ok() > 5), 10_000, 'traffic flows')
+  await eventually(() => loops.every((l) => l.ok() > 5), START_TIMEOUT_MS, 'traffic flows')
 
   const issued = await Promise.all(sidecars.map(expiry))
   const firstExpiry = Math.min(...issued) * 1000
-  await control.stop('SIGKILL')
+  // The control plane dies: its address refuses connections, the ones it had are cut.
+  await Promise.all([front.down(), control.stop('SIGKILL')])
   const atKill = loops.map((l) => l.ok())
   // At 70 % of the lifetime (~21 s) renewals come due and fail; the certificates in use are still valid.
-  // 30 s certificates leave 9 s from then to expiry, for the control plane's restart: on a loaded
-  // CI machine it took 5 s, which 20 s certificates (6 s) could not absorb.
-  await eventually(async () => (await Promise.all(sidecars.map(failedRenewals))).every((n) => n >= 1), 30_000, 'a failed renewal on each sidecar')
+  // The wait is a guard only: the certificates' own times are checked below.
+  await Promise.all(sidecars.map((s) => logged(s, REQUEST_FAILED, 1)))
   t.ok(Date.now() < firstExpiry, `renewals failed ${firstExpiry - Date.now()} ms before the first certificate expires`)
   for (const s of sidecars) {
     t.equal(await renewed(s), 0, `${s.name}: no renewal without the control plane`)
@@ -285,10 +311,10 @@ t.test('the control plane is down when renewals come due: traffic keeps flowing,
   t.ok(loops.every((l, i) => l.ok() > atKill[i] + 20), `traffic flowed while the control plane was away: ${loops.map((l, i) => `${l.name} ${l.ok() - atKill[i]}`).join(', ')}`)
 
   const restarting = Date.now()
-  await control.start()
-  t.comment(`control plane restarted in ${Date.now() - restarting} ms`)
+  await front.up(standby.address)
+  t.comment(`control plane back (the standby behind its address) in ${Date.now() - restarting} ms`)
   t.ok(Date.now() < firstExpiry, `the control plane is back ${firstExpiry - Date.now()} ms before the first certificate expires`)
-  await eventually(async () => (await Promise.all(sidecars.map(renewed))).every((n) => n >= 1), 10_000, 'renewals resume')
+  await Promise.all(sidecars.map((s) => logged(s, RENEWED, 1)))
   const after = await Promise.all(sidecars.map(expiry))
   for (const [i, s] of sidecars.entries()) {
     t.ok(after[i] > issued[i], `${s.name}: certificate expiry moved from ${new Date(issued[i] * 1000).toISOString()} to ${new Date(after[i] * 1000).toISOString()}`)
@@ -297,9 +323,9 @@ t.test('the control plane is down when renewals come due: traffic keeps flowing,
     t.same(inTime.late, [], `${s.name}: renewed ${inTime.marginMs} ms before the old certificate expired`)
   }
   // New handshakes get the renewed certificates.
-  await eventually(() => sidecars.every((s, i) => (presented.get(s) ?? 0) > issued[i] * 1000), 5_000, 'handshakes present the renewed certificates')
+  await eventually(() => sidecars.every((s, i) => (presented.get(s) ?? 0) > issued[i] * 1000), START_TIMEOUT_MS, 'handshakes present the renewed certificates')
   const n = loops.map((l) => l.ok())
-  await eventually(() => loops.every((l, i) => l.ok() > n[i] + 5), 10_000, 'traffic after the renewals')
+  await eventually(() => loops.every((l, i) => l.ok() > n[i] + 5), START_TIMEOUT_MS, 'traffic after the renewals')
   await stopAll(t, loops)
   for (const s of sidecars) t.equal(await metric(s.adminUrl, 'remora_tls_handshake_failures_total'), 0, `${s.name}: no failed TLS handshake`)
 })

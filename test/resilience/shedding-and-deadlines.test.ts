@@ -3,29 +3,39 @@
 // upstream meets the request timeout (and is cancelled), and a gRPC deadline travels upstream.
 import t from 'tap'
 import * as grpc from '@grpc/grpc-js'
-import { startMesh, eventually, type Teardown } from './harness/mesh.ts'
-import { startApp } from './harness/apps.ts'
-import { drive, metric, pool, rssMiB, tally, type Outcome } from './harness/load.ts'
-import { echoClient, startEchoServer, unary } from './harness/grpc-echo.ts'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { startMesh, eventually, type Teardown } from '../harness/mesh.ts'
+import { startApp } from '../harness/apps.ts'
+import { drive, pool, rssMiB, tally, type Outcome } from '../harness/load.ts'
+import { metric } from '../harness/metrics.ts'
+import { echoClient, startEchoServer, unary } from '../harness/grpc-echo.ts'
+import { measureSlowdown } from '../harness/slowdown.ts'
 
-const APP_DELAY_MS = 500
+/**
+ * How long the slow app holds a request: 500 ms on an idle machine, longer in proportion on a busy
+ * one (measured here, before anything starts), so that "at once" keeps its meaning beside it.
+ */
+const APP_DELAY_MS = Math.round(500 * measureSlowdown())
 
 const percentile = (values: number[], p: number): number => {
   const sorted = [...values].sort((x, y) => x - y)
   return sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] ?? Number.NaN
 }
 
-/** An app that holds every request APP_DELAY_MS and remembers the most it held at once. */
-async function startSlowApp (t: Teardown): Promise<{ port: number, readonly peak: number }> {
+/**
+ * An app that holds every request APP_DELAY_MS (and, with `holdUntil`, until the promise it returns for
+ * that request resolves) and remembers the most it held at once.
+ */
+async function startSlowApp (t: Teardown, holdUntil?: () => Promise<void>): Promise<{ port: number, readonly active: number, readonly peak: number }> {
   let active = 0
   let peak = 0
   const app = await startApp(t, (req, res) => {
     active++
     peak = Math.max(peak, active)
     req.resume()
-    setTimeout(() => { active--; res.end('done') }, APP_DELAY_MS)
+    void Promise.all([sleep(APP_DELAY_MS), holdUntil?.()]).then(() => { active--; res.end('done') })
   })
-  return { port: app.port, get peak () { return peak } }
+  return { port: app.port, get active () { return active }, get peak () { return peak } }
 }
 
 t.test('a flood beyond the concurrency limit: the excess is shed at once, the admitted succeed, memory stays bounded', async (t) => {
@@ -58,7 +68,7 @@ t.test('a flood beyond the concurrency limit: the excess is shed at once, the ad
   const sidecarMs = shedLines.map((l) => Number(l.duration_ms))
   t.comment(`in the client sidecar's access log, ${shedLines.length} overloaded lines: duration p50 ${percentile(sidecarMs, 0.5).toFixed(2)} ms, max ${Math.max(...sidecarMs).toFixed(2)} ms`)
   t.equal(shedLines.length, rounds.flat().filter((o) => o.proxyError === 'overloaded').length, 'each shed request is logged')
-  t.ok(percentile(sidecarMs, 0.5) < APP_DELAY_MS / 4 && Math.max(...sidecarMs) < APP_DELAY_MS, 'the sidecar answered them at once, never after the app\'s 500 ms')
+  t.ok(percentile(sidecarMs, 0.5) < APP_DELAY_MS / 4 && Math.max(...sidecarMs) < APP_DELAY_MS, `the sidecar answered them at once, never after the app's ${APP_DELAY_MS} ms`)
   t.comment(`client sidecar RSS (MiB) before and after each flood: ${rss.join(' → ')}; most in the app at once: ${slow.peak}`)
   t.ok(slow.peak <= 10, `the app never saw more than maxConcurrent (10) at once (${slow.peak})`)
   t.ok(Math.max(...rss) < 300, 'the client sidecar RSS stays bounded (< 300 MiB)')
@@ -69,7 +79,15 @@ t.test('a flood beyond the concurrency limit: the excess is shed at once, the ad
 })
 
 t.test('inbound limits: the server sidecar sheds beyond its app\'s concurrency limit, and rate-limits', async (t) => {
-  const slow = await startSlowApp(t)
+  // The app holds the requests it admitted until every other request of the flood has its answer: the
+  // flood is then one burst however slowly a busy machine delivers it, and a request the client sidecar
+  // retries (after the peer shed it) cannot be admitted in a slot that a finished request freed.
+  const FLOOD = 50
+  let answered = 0
+  let releaseFlood = (): void => {}
+  const floodAnswered = new Promise<void>((resolve) => { releaseFlood = resolve })
+  const checkFlood = (): void => { if (answered + slow.active >= FLOOD) releaseFlood() }
+  const slow = await startSlowApp(t, () => { checkFlood(); return floodAnswered })
   const fast = await startApp(t, (req, res) => { req.resume(); res.end('ok') })
   const mesh = await startMesh(t, {
     workloads: {
@@ -85,7 +103,7 @@ t.test('inbound limits: the server sidecar sheds beyond its app\'s concurrency l
   const client = mesh.sidecar('client')
   const p = pool(t, client.proxyUrl, 50)
 
-  const guarded = await drive(p, 'guarded', 50, 50)
+  const guarded = await drive(p, 'guarded', FLOOD, FLOOD, { onOutcome: () => { answered++; checkFlood() } })
   const shed = guarded.filter((o) => o.status === 503 && o.proxyError === 'overloaded')
   const shedMs = shed.map((o) => o.doneAt - o.sentAt)
   const serverShed = await metric(mesh.sidecar('guarded').adminUrl, 'remora_requests_shed_total', { direction: 'inbound', reason: 'overloaded' })
@@ -104,7 +122,7 @@ t.test('inbound limits: the server sidecar sheds beyond its app\'s concurrency l
   const inboundMs = mesh.sidecar('guarded').logs().filter((l) => l.access === 'inbound' && l.error === 'overloaded').map((l) => Number(l.duration_ms))
   t.comment(`in the server sidecar's access log: overloaded answered in p50 ${percentile(inboundMs, 0.5).toFixed(2)} ms, max ${Math.max(...inboundMs).toFixed(2)} ms`)
   t.equal(inboundMs.length, serverShed, 'each shed attempt is logged by the server sidecar')
-  // A shed request is answered without waiting on the app (which holds each for 500 ms); on a busy
+  // A shed request is answered without waiting on the app (which holds each for APP_DELAY_MS); on a busy
   // 2-core CI machine "at once" has been seen at p50 50 ms, so the bound is a quarter of the delay.
   t.ok(percentile(inboundMs, 0.5) < APP_DELAY_MS / 4 && Math.max(...inboundMs) < APP_DELAY_MS, 'answered at once, never after the app\'s delay')
   t.ok(slow.peak <= 5, 'the app never saw more than 5 at once')
@@ -141,11 +159,18 @@ t.test('request timeout: a stalled app → 504 timeout soon after the deadline, 
 t.test('gRPC deadline: DEADLINE_EXCEEDED, and the server receives a smaller grpc-timeout than the client set', async (t) => {
   const remaining: number[] = []
   let cancelled = 0
-  const server = await startEchoServer(t, (call) => {
-    // grpc-js turns the grpc-timeout it received into the call's deadline.
-    remaining.push(Number(call.getDeadline()) - Date.now())
-    call.once('cancelled', () => { cancelled++ })
+  // grpc-js turns the grpc-timeout it received into the call's deadline, as the headers arrive: read it
+  // then (an interceptor sees the headers in that same turn), not in the handler, which runs only once
+  // the request message is in too, on a busy machine a few hundred ms later.
+  const atHeaders: grpc.ServerInterceptor = (_method, call) => new grpc.ServerInterceptingCall(call, {
+    start: (next) => next(new grpc.ServerListenerBuilder().withOnReceiveMetadata((metadata, nextMetadata) => {
+      remaining.push(Number(call.getDeadline()) - Date.now())
+      nextMetadata(metadata)
+    }).build()),
   })
+  const server = await startEchoServer(t, (call) => {
+    call.once('cancelled', () => { cancelled++ })
+  }, { interceptors: [atHeaders] })
   const mesh = await startMesh(t, {
     workloads: { client: { appPorts: [1] }, server: { appPorts: [{ port: server.port, protocol: 'grpc' }] } },
     services: [
