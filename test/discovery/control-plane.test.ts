@@ -7,6 +7,7 @@ import { namedApp, startApp } from '../harness/apps.ts'
 import { ControlProcess, startControl } from '../harness/control.ts'
 import { metric } from '../harness/metrics.ts'
 import { START_TIMEOUT_MS } from '../harness/ready.ts'
+import { measureSlowdown } from '../harness/slowdown.ts'
 
 interface TableView { source: string, services: Array<{ name: string }>, revisions?: Record<string, number> }
 const table = async (adminUrl: string): Promise<TableView> => await (await fetch(`${adminUrl}/endpoints.json`)).json() as TableView
@@ -99,7 +100,10 @@ t.test('a sidecar is ready only after its first sync; idle watches are dropped a
   // The control plane is not running yet: the sidecar starts but is not ready.
   const ports = mesh.ports.get('client')
   if (ports === undefined) throw new Error('no ports')
-  const sidecar = new SidecarProcess('client', ports, ['--mesh-file', mesh.file, '--workload', 'client'], { ...process.env, REMORA_CONTROL_ADDR: cp.address, REMORA_DISCOVERY_IDLE: '1s' })
+  // A watch unused this long is dropped: 1 s on an idle machine, longer in proportion on a busy one
+  // (measured just before it starts), or the watch may go before the test has looked at it.
+  const idleMs = Math.round(1000 * measureSlowdown())
+  const sidecar = new SidecarProcess('client', ports, ['--mesh-file', mesh.file, '--workload', 'client'], { ...process.env, REMORA_CONTROL_ADDR: cp.address, REMORA_DISCOVERY_IDLE: `${idleMs}ms` })
   t.teardown(() => sidecar.stop('SIGKILL'))
   const notReady = await sidecar.startNotReady(2000)
   t.equal(notReady.status, 503, 'not ready without the control plane')
@@ -112,7 +116,7 @@ t.test('a sidecar is ready only after its first sync; idle watches are dropped a
   const get = async (): Promise<number> => (await pool.request({ path: '/', method: 'GET', headers: { host: 'web' } })).statusCode
   t.equal(await get(), 200, 'the first request waits for the answer')
   t.same((await table(sidecar.adminUrl)).services.map((s) => s.name), ['web'])
-  await eventually(async () => (await table(sidecar.adminUrl)).services.length === 0, 6000, 'idle watch dropped')
+  await eventually(async () => (await table(sidecar.adminUrl)).services.length === 0, 6 * idleMs, 'idle watch dropped')
   t.equal(await get(), 200)
   t.same((await table(sidecar.adminUrl)).services.map((s) => s.name), ['web'], 'watched again on use')
 })
