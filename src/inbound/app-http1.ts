@@ -7,7 +7,7 @@ import type { Logger } from 'pino'
 import type { Agent as AgentType, Dispatcher } from 'undici'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from '../http/exchange.ts'
-import { bodyless, first, forwardable, type Headers } from '../http/headers.ts'
+import { bodyless, forwardable, type Headers } from '../http/headers.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 import { classify, APP_REASONS } from '../http/upstream-errors.ts'
 import { pipeBody } from '../http/relay-h2.ts'
@@ -91,9 +91,8 @@ export class AppHttp1 {
       body: ex.body === null ? undefined : relayed(ex.body),
       signal: abort.signal,
     }).then(({ statusCode, headers: raw, body, trailers }) => {
+      // The grpc-status the caller is sent, here or in the trailers, is recorded by the sink.
       const out = forwardable(raw as Headers, true)
-      const grpcStatus = first(out['grpc-status'])
-      if (grpcStatus !== undefined) record.grpcStatus = grpcStatus
       const end = bodyless(ex.method, statusCode)
       sink.respond(statusCode, out, end)
       if (end) { done = true; body.resume(); return }
@@ -101,10 +100,7 @@ export class AppHttp1 {
       countBytes(body, (n) => { record.bytesOut += n })
       body.once('end', () => {
         done = true
-        const out = forwardable(trailers as Headers, true)
-        const grpcStatus = first(out['grpc-status'])
-        if (grpcStatus !== undefined) record.grpcStatus = grpcStatus
-        sink.finish(out)
+        sink.finish(forwardable(trailers as Headers, true))
       })
       body.once('error', () => {
         if (done) return
