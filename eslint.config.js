@@ -10,7 +10,7 @@ import tseslint from 'typescript-eslint'
  */
 export const LAYERS = [
   ['cli.ts'],
-  ['proxy', 'control', 'demo'],
+  ['proxy', 'control', 'demo', 'init'],
   ['admin'],
   ['inbound', 'outbound'],
   ['http'],

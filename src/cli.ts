@@ -1,11 +1,11 @@
 // `remora <role>`: one entry point for every role of the one image (see docs/DESIGN.md).
-import { ControlSettings, ProxySettings, settingsHelp } from './config/env.ts'
+import { ControlSettings, InitSettings, ProxySettings, settingsHelp } from './config/env.ts'
 import { RemoraError } from './errors.ts'
 
 const ROLES: Record<string, string> = {
   proxy: 'the sidecar (data plane): outbound 15001, inbound 15006, admin 15000',
   control: 'the control plane: endpoint discovery on 15012 from Kubernetes or the mesh file, admin 15014',
-  init: 'install the traffic-interception rules with iptables (not in this version yet)',
+  init: 'install the traffic-interception rules with iptables (an init container, as root with NET_ADMIN)',
   inject: 'offline: add the sidecar to Kubernetes YAML (not in this version yet)',
   injector: 'the mutating admission webhook (not in this version yet)',
   demo: 'a whole mesh on this machine from deploy/local/ (what `npm start` runs)',
@@ -59,6 +59,35 @@ examples:
 `
 }
 
+function initUsage (): string {
+  return `usage: remora init [options] [--dry-run | --cleanup]
+
+Installs the rules that send the pod's TCP traffic through the sidecar, in the nat table of the
+pod's network namespace: inbound to the inbound port, outbound to the outbound port, except the
+proxy's own traffic (its UID), loopback, the admin and inbound ports and the skip lists. Chains
+REMORA_INBOUND, REMORA_IN_REDIRECT, REMORA_OUTPUT, REMORA_OUT_REDIRECT, jumped to from PREROUTING
+and OUTPUT; IPv4 and IPv6, one iptables-restore transaction each. Running it again changes nothing.
+Needs root with the NET_ADMIN and NET_RAW capabilities.
+
+  --dry-run     print the rules (both families) and change nothing
+  --cleanup     remove remora's jumps and chains (from every backend and family holding them)
+
+options (flag, environment variable, meaning); each but --annotations-file is also the pod annotation
+remora.dev/<flag name> (e.g. remora.dev/skip-inbound-ports) in the file named by --annotations-file:
+${settingsHelp(InitSettings)}
+Precedence: flag, then environment variable, then annotation, then default.
+
+example:
+  remora init --skip-outbound-cidrs 10.96.0.1 --skip-inbound-ports 9100 --dry-run
+`
+}
+
+/** Takes the value-less switches (e.g. --dry-run) out of the arguments; the rest go to parseFlags. */
+export function takeSwitches (args: readonly string[], names: readonly string[]): { switches: Set<string>, rest: string[] } {
+  const switches = new Set(args.filter((a) => names.includes(a)))
+  return { switches, rest: args.filter((a) => !names.includes(a)) }
+}
+
 /** `--name value` and `--name=value`; a flag followed by another flag (or nothing) is an error. */
 export function parseFlags (args: readonly string[]): Map<string, string> {
   const flags = new Map<string, string>()
@@ -93,6 +122,12 @@ async function main (argv: readonly string[]): Promise<number> {
       const { runControl } = await import('./control/main.ts')
       return runControl(parseFlags(rest))
     }
+    case 'init': {
+      if (help) { process.stdout.write(initUsage()); return 0 }
+      const { switches, rest: options } = takeSwitches(rest, ['--dry-run', '--cleanup'])
+      const { runInit } = await import('./init/main.ts')
+      return runInit(parseFlags(options), { dryRun: switches.has('--dry-run'), cleanup: switches.has('--cleanup') })
+    }
     case 'demo': {
       const { runDemo, demoUsage } = await import('./demo/main.ts')
       if (help) { process.stdout.write(demoUsage()); return 0 }
@@ -100,7 +135,7 @@ async function main (argv: readonly string[]): Promise<number> {
     }
     default:
       if (role in ROLES) {
-        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, control, demo`)
+        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, control, init, demo`)
       }
       throw new RemoraError('REMORA_ROLE_UNKNOWN', `unknown role "${role}"; run remora --help for the list`)
   }

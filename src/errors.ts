@@ -22,7 +22,7 @@ export const GrpcStatus = Object.freeze({
 export const ProxyErrors = Object.freeze({
   unknownAuthority: reason({
     reason: 'unknown authority', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
-    hint: 'No service in the endpoint table has this authority (name:port). Check the Host / :authority and the mesh file or control plane.',
+    hint: 'No service in the endpoint table has this authority (name:port), and this workload allows only mesh destinations (REMORA_OUTBOUND_POLICY=registry-only). Check the Host / :authority and the mesh file or control plane, or allow destinations outside the mesh with allow-any.',
   }),
   discoveryUnavailable: reason({
     reason: 'discovery unavailable', status: 503, grpcStatus: GrpcStatus.UNAVAILABLE,
@@ -34,7 +34,7 @@ export const ProxyErrors = Object.freeze({
   }),
   connectRefused: reason({
     reason: 'connect refused', status: 502, grpcStatus: GrpcStatus.UNAVAILABLE,
-    hint: "The peer sidecar refused the connection. Check that the endpoint's sidecar is running and its inbound port is right.",
+    hint: "The destination refused the connection, or (outside the mesh) its name or route was not found. In the mesh: check that the endpoint's sidecar is running and its inbound port is right.",
   }),
   connectTimeout: reason({
     reason: 'connect timeout', status: 504, grpcStatus: GrpcStatus.UNAVAILABLE,
@@ -105,6 +105,11 @@ export type RemoraErrorCode =
   | 'REMORA_CERTIFICATE'
   | 'REMORA_ROLE_UNKNOWN'
   | 'REMORA_ROLE_UNAVAILABLE'
+  | 'REMORA_CONFIG_ANNOTATION'
+  | 'REMORA_INIT_IPTABLES_MISSING'
+  | 'REMORA_INIT_PERMISSION'
+  | 'REMORA_INIT_RULE_REFUSED'
+  | 'REMORA_INIT_IPTABLES'
 
 export class RemoraError extends Error {
   readonly code: RemoraErrorCode

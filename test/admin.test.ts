@@ -10,7 +10,7 @@ t.test('live, ready, metrics and the loopback-only pages', async (t) => {
   const mesh = await startMesh(t, {
     workloads: { client: { appPorts: [1] }, web: { appPorts: [app.port] } },
     services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: app.port }] }],
-  })
+  }, { env: { REMORA_OUTBOUND_POLICY: 'registry-only' } }) // unknown hosts are refused (not passed through), so they are counted
   const client = mesh.sidecar('client')
   const get = async (path: string, init: { method?: 'GET' | 'POST' } = {}): Promise<{ status: number, text: string }> => {
     const res = await request(`${client.adminUrl}${path}`, init)

@@ -212,7 +212,7 @@ const mesh = await startMesh(t, {
     // Declared, but nothing listens on the port: the inbound sidecar cannot reach the app.
     { name: 'down', port: 50051, protocol: 'grpc', endpoints: [{ workload: 'server', targetPort: deadPort }] },
   ],
-})
+}, { env: { REMORA_OUTBOUND_POLICY: 'registry-only' } }) // unknown authorities are refused, not passed through
 const sidecar = mesh.sidecar('client')
 
 for (const mode of ['proxy', 'h2c'] as const) {

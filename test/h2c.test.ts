@@ -185,7 +185,7 @@ const mesh = await startMesh(t, {
     { name: 'web', port: 80, protocol: 'http1', endpoints: [{ workload: 'server', targetPort: h1Port }] },
     { name: 'api', port: 8080, protocol: 'http2', endpoints: [{ workload: 'server', targetPort: h2Port }] },
   ],
-})
+}, { env: { REMORA_OUTBOUND_POLICY: 'registry-only' } }) // unknown authorities are refused, not passed through
 const outbound = mesh.sidecar('client').ports.outbound
 
 /** A prior-knowledge h2c connection to the client sidecar, closed at teardown. */

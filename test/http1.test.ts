@@ -355,9 +355,9 @@ t.test('mesh headers sent by the client never reach the app and cannot redirect 
   }
 })
 
-t.test('an unknown authority gets 503 "unknown authority" with a body that says what to check', async (t) => {
+t.test('registry-only: an unknown authority gets 503 "unknown authority" with a body that says what to check', async (t) => {
   const app = await startApp(t, echo)
-  const client = await startPair(t, app.port)
+  const client = await startPair(t, app.port, { REMORA_OUTBOUND_POLICY: 'registry-only' })
   for (const args of [['-x', client.proxyUrl, 'http://nope.example/'], ['-H', 'Host: nope.example', `${client.proxyUrl}/`]]) {
     const r = await curl(args)
     t.equal(r.status, 503, `${args[0]}: status`)

@@ -5,6 +5,9 @@ import { parseAllowSetting } from '../parse/allow-list.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import { parseHostPort, parsePort } from '../parse/host-port.ts'
 import { parseDuration } from '../parse/duration.ts'
+import { parsePortList, type PortRange } from '../parse/port-list.ts'
+import { parseCidrList, type Cidr } from '../parse/cidr.ts'
+import type { Annotations } from './annotations.ts'
 
 export interface Setting<T> {
   /** Environment variable, e.g. REMORA_INBOUND_ADDR; the CLI flag is derived (--inbound-addr). */
@@ -13,6 +16,8 @@ export interface Setting<T> {
   /** Default as the user would write it; undefined = not set. */
   readonly default?: string
   readonly parse: (raw: string) => T
+  /** false: not read from a pod annotation (the annotation is derived from env, see annotationOf). */
+  readonly annotation?: false
 }
 
 /** A setting with a default: it always has a value, and its type says so (no casts at the use). */
@@ -25,6 +30,10 @@ export type Environment = Readonly<Record<string, string | undefined>>
 
 export const flagOf = (s: Setting<unknown>): string =>
   '--' + s.env.replace(/^REMORA_/, '').toLowerCase().replace(/_/g, '-')
+
+/** The pod annotation of a setting: REMORA_SKIP_INBOUND_PORTS ↔ remora.dev/skip-inbound-ports. */
+export const annotationOf = (s: Setting<unknown>): string =>
+  'remora.dev/' + s.env.replace(/^REMORA_/, '').toLowerCase().replace(/_/g, '-')
 
 
 function oneOf<T extends string> (...values: T[]): (raw: string) => T {
@@ -39,6 +48,9 @@ const text = (raw: string): string => raw.trim()
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
 export type LogLevel = typeof LOG_LEVELS[number]
+
+/** Server-speaks-first protocols: FTP, SMTP (25, 587), POP3, IMAP, MySQL/MariaDB, NATS client and cluster. */
+export const SERVER_FIRST_PORTS = '21,25,110,143,587,3306,4222,6222'
 
 export const ProxySettings = Object.freeze({
   meshFile: optional<string>({ env: 'REMORA_MESH_FILE', help: 'Local mesh YAML file: services, endpoints, workloads. Reloaded on change. With REMORA_CONTROL_ADDR, only its workloads: entry is read.', parse: text }),
@@ -59,6 +71,11 @@ export const ProxySettings = Object.freeze({
   authzDefault: optional<DefaultPolicy>({ env: 'REMORA_AUTHZ_DEFAULT', help: `Who may call ports without an allow list: ${DEFAULT_POLICIES.join(', ')}. Default: the mesh file workload's, else all-authenticated with strict mTLS and all-unauthenticated otherwise.`, parse: oneOf(...DEFAULT_POLICIES) }),
   authzAllow: optional<Record<number, AllowRule[]>>({ env: 'REMORA_AUTHZ_ALLOW', help: 'Allow lists per app port, e.g. 8080=ns:shop,spiffe://cluster.local/ns/ops/sa/admin;9090=ns:ops (adds to the mesh file\'s).', parse: parseAllowSetting }),
   discoveryTimeout: defaulted<number>({ env: 'REMORA_DISCOVERY_TIMEOUT', default: '3s', help: "How long a request for an authority this sidecar has not resolved yet waits for the control plane's answer.", parse: parseDuration }),
+  outboundPolicy: defaulted<'allow-any' | 'registry-only'>({ env: 'REMORA_OUTBOUND_POLICY', default: 'allow-any', help: 'A destination that is not in the mesh: allow-any passes it through untouched (L4 metrics, access log); registry-only refuses it.', parse: oneOf('allow-any', 'registry-only') }),
+  opaquePorts: defaulted<readonly number[]>({ env: 'REMORA_OPAQUE_PORTS', default: SERVER_FIRST_PORTS, help: 'Ports carried as opaque TCP with no protocol detection (server-speaks-first protocols: SMTP, MySQL/MariaDB, NATS, FTP, POP3, IMAP). Replaces the default list: keep the ports you still need.', parse: (raw: string) => Object.freeze(raw.split(',').filter((p) => p.trim() !== '').map(parsePort)) }),
+  detectTimeout: defaulted<number>({ env: 'REMORA_DETECT_TIMEOUT', default: '1s', help: 'How long a redirected connection on any other port may stay silent before it is carried as opaque TCP (counted and logged once per port).', parse: parseDuration }),
+  tcpIdleTimeout: defaulted<number>({ env: 'REMORA_TCP_IDLE_TIMEOUT', default: '1h', help: 'An opaque TCP connection with no bytes either way for this long is closed (0 = never).', parse: parseDuration }),
+  annotationsFile: optional<string>({ env: 'REMORA_ANNOTATIONS_FILE', help: 'Downward-API file of the pod annotations; remora.dev/<option> there sets an option, e.g. remora.dev/opaque-ports (flags and env win).', parse: text, annotation: false }),
   podName: optional<string>({ env: 'REMORA_POD_NAME', help: "This pod's name (the injector sets it from the downward API, metadata.name); the traces' k8s.pod.name.", parse: text }),
   podNamespace: optional<string>({ env: 'REMORA_POD_NAMESPACE', help: "This pod's namespace (downward API, metadata.namespace); the traces' service.namespace and k8s.namespace.name. Default: the mesh file workload's namespace, else REMORA_IDENTITY's.", parse: text }),
   nodeName: optional<string>({ env: 'REMORA_NODE_NAME', help: "The node the pod runs on (downward API, spec.nodeName); the traces' k8s.node.name.", parse: text }),
@@ -99,12 +116,14 @@ export type SettingsOf<S extends Record<string, Setting<unknown>>> = {
   readonly [K in keyof S]: S[K] extends DefaultedSetting<infer T> ? T : S[K] extends Setting<infer T> ? T | undefined : never
 }
 
+const given = (v: string | undefined): string | undefined => v !== undefined && v !== '' ? v : undefined
+
 /**
- * Reads settings from flags (highest), then the environment, then defaults.
- * An invalid value throws naming the variable or flag and what is expected.
+ * Reads settings from flags (highest), then the environment, then pod annotations (when given), then
+ * defaults. An invalid value throws naming the variable, flag or annotation and what is expected.
  */
 export function readSettings<S extends Record<string, Setting<unknown>>> (
-  settings: S, env: Environment, flags: ReadonlyMap<string, string>,
+  settings: S, env: Environment, flags: ReadonlyMap<string, string>, annotations?: Annotations,
 ): SettingsOf<S> {
   const out: Record<string, unknown> = {}
   const known = new Set(Object.values(settings).map(flagOf))
@@ -116,22 +135,30 @@ export function readSettings<S extends Record<string, Setting<unknown>>> (
   for (const [key, s] of Object.entries(settings)) {
     const flag = flagOf(s)
     const fromFlag = flags.get(flag)
-    const fromEnv = env[s.env]
-    const raw = fromFlag ?? (fromEnv !== undefined && fromEnv !== '' ? fromEnv : undefined) ?? s.default
+    const fromEnv = given(env[s.env])
+    const fromAnnotation = s.annotation === false ? undefined : given(annotations?.values.get(annotationOf(s)))
+    const raw = fromFlag ?? fromEnv ?? fromAnnotation ?? s.default
     if (raw === undefined) { out[key] = undefined; continue }
     try {
       out[key] = s.parse(raw)
     } catch (err) {
-      const where = fromFlag !== undefined ? `option ${flag}` : fromEnv !== undefined ? `environment variable ${s.env}` : `default of ${s.env}`
-      throw new RemoraError(fromFlag !== undefined ? 'REMORA_CONFIG_FLAG' : 'REMORA_CONFIG_ENV', `${where}: ${(err as Error).message}`)
+      const [code, where] = fromFlag !== undefined
+        ? ['REMORA_CONFIG_FLAG', `option ${flag}`] as const
+        : fromEnv !== undefined
+          ? ['REMORA_CONFIG_ENV', `environment variable ${s.env}`] as const
+          : fromAnnotation !== undefined
+            ? ['REMORA_CONFIG_ANNOTATION', `annotation ${annotationOf(s)} in ${annotations?.file}`] as const
+            : ['REMORA_CONFIG_ENV', `default of ${s.env}`] as const
+      throw new RemoraError(code, `${where}: ${(err as Error).message}`)
     }
   }
   return out as SettingsOf<S>
 }
 
-/** Was this setting given explicitly (flag or env), not just defaulted? */
-export function isExplicit (s: Setting<unknown>, env: Environment, flags: ReadonlyMap<string, string>): boolean {
-  return flags.has(flagOf(s)) || (env[s.env] !== undefined && env[s.env] !== '')
+/** Was this setting given explicitly (flag, env or annotation), not just defaulted? */
+export function isExplicit (s: Setting<unknown>, env: Environment, flags: ReadonlyMap<string, string>, annotations?: Annotations): boolean {
+  return flags.has(flagOf(s)) || given(env[s.env]) !== undefined ||
+    (s.annotation !== false && given(annotations?.values.get(annotationOf(s))) !== undefined)
 }
 
 export function settingsHelp (settings: Record<string, Setting<unknown>>): string {
@@ -140,3 +167,28 @@ export function settingsHelp (settings: Record<string, Setting<unknown>>): strin
     return `  ${flagOf(s).padEnd(20)} ${s.env.padEnd(24)} ${s.help}${def}`
   }).join('\n')
 }
+
+/** A numeric user or group ID, as the kernel's owner match takes it. */
+function parseId (raw: string): number {
+  const v = raw.trim()
+  if (!/^\d{1,10}$/.test(v) || Number(v) > 4294967294) throw new Error(`expected a numeric user or group ID, got "${raw}"`)
+  return Number(v)
+}
+
+export const IPTABLES_BACKENDS = ['auto', 'nft', 'legacy'] as const
+export const IPV6_MODES = ['auto', 'on', 'off'] as const
+
+/** `remora init`: each also a pod annotation (annotationOf), read from REMORA_ANNOTATIONS_FILE. */
+export const InitSettings = Object.freeze({
+  proxyUid: defaulted<number>({ env: 'REMORA_PROXY_UID', default: '2102', help: "UID the proxy runs as; its own connections are never redirected.", parse: parseId }),
+  proxyGid: optional<number>({ env: 'REMORA_PROXY_GID', help: 'GID whose connections are never redirected either (optional).', parse: parseId }),
+  inboundPort: defaulted<number>({ env: 'REMORA_INBOUND_PORT', default: '15006', help: "Port of the proxy's inbound listener: inbound TCP is redirected there.", parse: parsePort }),
+  outboundPort: defaulted<number>({ env: 'REMORA_OUTBOUND_PORT', default: '15001', help: "Port of the proxy's outbound listener: the workload's outgoing TCP is redirected there.", parse: parsePort }),
+  adminPort: defaulted<number>({ env: 'REMORA_ADMIN_PORT', default: '15000', help: "The proxy's admin port: never redirected inbound (probes, metrics).", parse: parsePort }),
+  skipInboundPorts: optional<readonly PortRange[]>({ env: 'REMORA_SKIP_INBOUND_PORTS', help: 'Inbound ports not redirected: 8080,9000:9100 (ranges a:b or a-b).', parse: parsePortList }),
+  skipOutboundPorts: optional<readonly PortRange[]>({ env: 'REMORA_SKIP_OUTBOUND_PORTS', help: 'Outbound destination ports not redirected, e.g. 5432,6379.', parse: parsePortList }),
+  skipOutboundCidrs: optional<readonly Cidr[]>({ env: 'REMORA_SKIP_OUTBOUND_CIDRS', help: 'Outbound destinations not redirected: IPv4/IPv6 CIDRs or addresses, e.g. the Kubernetes API 10.96.0.1.', parse: parseCidrList }),
+  iptables: defaulted<typeof IPTABLES_BACKENDS[number]>({ env: 'REMORA_IPTABLES', default: 'auto', help: 'iptables backend: nft, legacy, or auto (the one already holding rules, else nft when it works, else legacy).', parse: oneOf(...IPTABLES_BACKENDS) }),
+  ipv6: defaulted<typeof IPV6_MODES[number]>({ env: 'REMORA_IPV6', default: 'auto', help: 'IPv6 rules too: on, off, or auto (when the kernel has IPv6 and ip6tables nat works).', parse: oneOf(...IPV6_MODES) }),
+  annotationsFile: optional<string>({ env: 'REMORA_ANNOTATIONS_FILE', help: 'Downward-API file of the pod annotations; remora.dev/<option> there sets an option (flags and env win).', parse: text, annotation: false }),
+})

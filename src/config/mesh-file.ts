@@ -1,5 +1,6 @@
 // Reads the local mesh YAML file: parse, validate against the schema, resolve references, freeze.
 // Every error names the file, line, column and key, and says what is expected.
+import { isIP } from 'node:net'
 import { readFileSync } from 'node:fs'
 import { Ajv, type ErrorObject } from 'ajv'
 import { LineCounter, parseDocument, isNode, type Document } from 'yaml'
@@ -48,7 +49,7 @@ interface RawMesh {
     authorization?: { default?: DefaultPolicy, allow?: Record<string, string[]> }
   }>
   services?: Array<RawServicePolicy & {
-    name: string, namespace?: string, port: number, protocol?: AppProtocol
+    name: string, namespace?: string, port: number, protocol?: AppProtocol, addresses?: string[]
     endpoints: Array<{ workload?: string, address?: string, targetPort: number, weight?: number, identity?: string }>
   }>
 }
@@ -178,6 +179,7 @@ function resolve (raw: RawMesh, file: string, doc: Document, lines: LineCounter)
     const other = seen.get(key)
     if (other !== undefined) fail(['services', i], `repeats ${key}, already defined at services[${other}]`)
     seen.set(key, i)
+    ;(s.addresses ?? []).forEach((a, j) => { if (isIP(a) === 0) fail(['services', i, 'addresses', j], `is "${a}", which is not an IPv4 or IPv6 address`) })
     const endpoints = s.endpoints.map((e, j): Endpoint => {
       let address: HostPort
       let identity = e.identity
@@ -201,7 +203,7 @@ function resolve (raw: RawMesh, file: string, doc: Document, lines: LineCounter)
         key: `${address.host}:${address.port}/${e.targetPort}`,
       }
     })
-    return { name: s.name, namespace, port: s.port, protocol: s.protocol ?? 'auto', key, authorities: authoritiesOf(s.name, namespace, s.port), endpoints, policy: servicePolicy(s) }
+    return { name: s.name, namespace, port: s.port, protocol: s.protocol ?? 'auto', key, authorities: authoritiesOf(s.name, namespace, s.port, s.addresses), endpoints, policy: servicePolicy(s) }
   })
   return { file, trustDomain, workloads, services }
 }

@@ -3,7 +3,7 @@
 const hostPort = { type: 'string', pattern: '^(\\[[0-9a-fA-F:.]+\\]|[^:\\s\\[\\]]+):[0-9]{1,5}$', description: 'host:port, for example 127.0.0.1:15006' }
 const port = { type: 'integer', minimum: 1, maximum: 65535 }
 const dnsLabel = { type: 'string', pattern: '^[a-z0-9]([-a-z0-9]*[a-z0-9])?$', maxLength: 63, description: 'a DNS label: lower-case letters, digits and "-", at most 63 (for example web-api)' }
-const protocol = { enum: ['auto', 'http1', 'http2', 'grpc'] }
+const protocol = { enum: ['auto', 'http1', 'http2', 'grpc', 'opaque'] }
 const duration = { type: 'string', pattern: '^\\d+(\\.\\d+)?(ms|s|m|h)$', description: 'a duration such as 250ms, 2s or 5m' }
 const count = (max: number) => ({ type: 'integer', minimum: 1, maximum: max })
 const limits = {
@@ -86,6 +86,8 @@ export const meshSchema = {
           namespace: dnsLabel,
           port,
           protocol,
+          /** Virtual IPs of the service (as Kubernetes cluster IPs): a connection redirected to one finds it. */
+          addresses: { type: 'array', items: { type: 'string' } },
           balancer: { enum: ['p2c-ewma', 'least-request', 'round-robin'] },
           timeout: duration,
           idleTimeout: duration,

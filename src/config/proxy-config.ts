@@ -1,7 +1,8 @@
 // The proxy's configuration: settings + the workload's entry in the mesh file, parsed once and frozen.
 import { RemoraError } from '../errors.ts'
 import { deepFreeze } from './deep-freeze.ts'
-import { isExplicit, ProxySettings, readSettings, type Environment, type LogLevel, type SettingsOf } from './env.ts'
+import { flagOf, isExplicit, ProxySettings, readSettings, type Environment, type LogLevel, type SettingsOf } from './env.ts'
+import { readAnnotationsFile } from './annotations.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import type { AllowRule, AuthorizationPolicy } from '../mesh/authorization.ts'
 import { parseSpiffeId } from '../mesh/spiffe-id.ts'
@@ -33,6 +34,12 @@ export interface ProxyConfig {
   /** Mutual TLS; undefined = off (plaintext between sidecars). */
   readonly mtls: MtlsConfig | undefined
   readonly authorization: AuthorizationPolicy
+  /** A destination not in the mesh: passed through (allow-any) or refused (registry-only). */
+  readonly outboundPolicy: 'allow-any' | 'registry-only'
+  /** Carried as opaque TCP without detection (server-first protocols, declared opaque ports). */
+  readonly opaquePorts: readonly number[]
+  readonly detectTimeout: number
+  readonly tcpIdleTimeout: number
 }
 
 export interface Placement {
@@ -51,7 +58,10 @@ export interface MtlsConfig {
 }
 
 export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): { config: ProxyConfig, mesh: MeshConfig | undefined } {
-  const s = readSettings(ProxySettings, env, flags)
+  // The pod's remora.dev/* annotations (downward API) come after flags and environment variables.
+  const file = flags.get(flagOf(ProxySettings.annotationsFile)) ?? (env[ProxySettings.annotationsFile.env] || undefined)
+  const annotations = file === undefined ? undefined : readAnnotationsFile(file)
+  const s = readSettings(ProxySettings, env, flags, annotations)
   if (s.meshFile === undefined && s.controlAddr === undefined) {
     throw new RemoraError('REMORA_CONFIG_ENV', 'no endpoint source: set REMORA_CONTROL_ADDR (or --control-addr) to the control plane, or REMORA_MESH_FILE (or --mesh-file) to a mesh YAML file such as deploy/local/mesh.yaml')
   }
@@ -65,7 +75,7 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     }
   }
   const pick = (key: 'outboundAddr' | 'inboundAddr' | 'adminAddr', fromMesh: HostPort | undefined): HostPort =>
-    isExplicit(ProxySettings[key], env, flags) ? s[key] : fromMesh ?? s[key]
+    isExplicit(ProxySettings[key], env, flags, annotations) ? s[key] : fromMesh ?? s[key]
   const appPorts: readonly AppPort[] = s.appPorts !== undefined
     ? s.appPorts.map((port) => workload?.appPorts.find((p) => p.port === port) ?? { port, protocol: 'auto' as const })
     : workload?.appPorts ?? []
@@ -94,6 +104,10 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     inbound: workload?.inbound ?? DEFAULT_INBOUND_POLICY,
     mtls,
     authorization,
+    outboundPolicy: s.outboundPolicy,
+    opaquePorts: s.opaquePorts,
+    detectTimeout: s.detectTimeout,
+    tcpIdleTimeout: s.tcpIdleTimeout,
   }
   return { config: deepFreeze(config), mesh }
 }

@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events'
 import { isDeepStrictEqual } from 'node:util'
 import { normalizeAuthority } from '../discovery/endpoint-table.ts'
-import type { Service } from '../mesh/service.ts'
+import { lookupAuthorities, type Service } from '../mesh/service.ts'
 
 export interface CatalogEntry {
   /** The service's key, `name.namespace:port`. */
@@ -49,10 +49,10 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     const key = service.key
     const old = this.#byKey.get(key)
     if (old !== undefined && isDeepStrictEqual(old.service, service)) return
-    if (old !== undefined) for (const a of old.service.authorities) this.#byAuthority.delete(a)
+    if (old !== undefined) for (const a of lookupAuthorities(old.service)) if (this.#byAuthority.get(a) === key) this.#byAuthority.delete(a)
     const entry: CatalogEntry = Object.freeze({ key, service, version: ++this.#revision })
     this.#byKey.set(key, entry)
-    for (const a of service.authorities) this.#byAuthority.set(a, key)
+    for (const a of lookupAuthorities(service)) this.#byAuthority.set(a, key)
     this.emit('change', key, entry, old)
   }
 
@@ -60,7 +60,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     const old = this.#byKey.get(key)
     if (old === undefined) return
     this.#byKey.delete(key)
-    for (const a of old.service.authorities) if (this.#byAuthority.get(a) === key) this.#byAuthority.delete(a)
+    for (const a of lookupAuthorities(old.service)) if (this.#byAuthority.get(a) === key) this.#byAuthority.delete(a)
     this.#revision++
     this.emit('change', key, undefined, old)
   }
@@ -80,7 +80,7 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     this.emit('synced')
   }
 
-  /** Any of a service's authorities (`web`, `web.demo:80`, FQDN with port) → its entry. */
+  /** Any of a service's authorities (`web`, `web.demo:80`, FQDN with port, cluster IP:port) or a pod's IP:port → its entry. */
   lookup (authority: string): CatalogEntry | undefined {
     const key = this.#byAuthority.get(normalizeAuthority(authority))
     return key === undefined ? undefined : this.#byKey.get(key)

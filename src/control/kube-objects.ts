@@ -12,10 +12,14 @@ import type { ServicePolicy } from '../mesh/policy.ts'
 export const SERVICE_NAME_LABEL = 'kubernetes.io/service-name'
 export const PROTOCOL_ANNOTATION = 'remora.dev/protocol'
 export const DEFAULT_INBOUND_PORT = 15006
-const PROTOCOLS: readonly AppProtocol[] = ['auto', 'http1', 'http2', 'grpc']
+export const OPAQUE_PORTS_ANNOTATION = 'remora.dev/opaque-ports'
+const PROTOCOLS: readonly AppProtocol[] = ['auto', 'http1', 'http2', 'grpc', 'opaque']
 /** Service port `appProtocol` values remora understands; anything else is reported and treated as auto. */
 const APP_PROTOCOLS: Readonly<Record<string, AppProtocol>> = {
   http: 'http1', 'kubernetes.io/ws': 'http1', http2: 'http2', h2c: 'http2', 'kubernetes.io/h2c': 'http2', grpc: 'grpc',
+  // Not HTTP: carried as opaque TCP, never detected (server-first protocols must not wait).
+  tcp: 'opaque', tls: 'opaque', https: 'opaque', mysql: 'opaque', postgresql: 'opaque', postgres: 'opaque', redis: 'opaque',
+  mongo: 'opaque', mongodb: 'opaque', kafka: 'opaque', amqp: 'opaque', nats: 'opaque', smtp: 'opaque',
 }
 
 export interface KubeConversionOptions {
@@ -143,6 +147,8 @@ function convert (svc: unknown, slices: Iterable<unknown>, pods: PodLookup, opti
     if (PROTOCOLS.includes(p)) forced = p
     else problems.push(`${id}: annotation ${PROTOCOL_ANNOTATION}: expected one of ${PROTOCOLS.join(', ')}, got ${show(rawProtocol)}`)
   }
+  const opaquePorts = portSet(annotations[OPAQUE_PORTS_ANNOTATION], (got) => problems.push(`${id}: annotation ${OPAQUE_PORTS_ANNOTATION}: expected comma-separated ports or ranges (3306,5432 or 9000-9010), got ${show(got)}`))
+  const clusterIps = clusterIpsOf(spec, report)
 
   let primary: Family = 'IPv4'
   if (spec.ipFamilies !== undefined && spec.ipFamilies !== null) {
@@ -178,10 +184,36 @@ function convert (svc: unknown, slices: Iterable<unknown>, pods: PodLookup, opti
     const other = seenPorts.get(p.port)
     if (other !== undefined) { report(`${at}.port`, `a port not already used by spec.ports[${other}]`, p.port); return }
     seenPorts.set(p.port, i)
-    const protocol = forced ?? appProtocol(p.appProtocol, `${at}.appProtocol`, report)
+    const protocol = opaquePorts.has(p.port) ? 'opaque' : forced ?? appProtocol(p.appProtocol, `${at}.appProtocol`, report)
     const endpoints = endpointsFor(views, (p.name as string | undefined | null) ?? '', primary, inboundPort)
-    out.push({ name, namespace, port: p.port, protocol, key: serviceKeyOf(name, namespace, p.port), authorities: authoritiesOf(name, namespace, p.port), endpoints, policy })
+    out.push({ name, namespace, port: p.port, protocol, key: serviceKeyOf(name, namespace, p.port), authorities: authoritiesOf(name, namespace, p.port, clusterIps), endpoints, policy })
   })
+  return out
+}
+
+/** `3306,5432,9000-9010` → the ports; a bad list is reported whole and means none. */
+function portSet (raw: string | undefined, bad: (got: string) => void): ReadonlySet<number> {
+  const out = new Set<number>()
+  if (raw === undefined) return out
+  for (const part of raw.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const m = /^(\d{1,5})(?:[-:](\d{1,5}))?$/.exec(part)
+    const lo = Number(m?.[1])
+    const hi = m?.[2] === undefined ? lo : Number(m[2])
+    if (m === null || !isPort(lo) || !isPort(hi) || hi < lo || hi - lo > 65535) { bad(raw); return new Set() }
+    for (let port = lo; port <= hi; port++) out.add(port)
+  }
+  return out
+}
+
+/** spec.clusterIPs (or clusterIP): the Service's virtual IPs, which redirected connections name. Headless (`None`) has none. */
+function clusterIpsOf (spec: Obj, report: (field: string, expected: string, got: unknown) => void): string[] {
+  const raw: unknown = Array.isArray(spec.clusterIPs) ? spec.clusterIPs : spec.clusterIP === undefined || spec.clusterIP === null ? [] : [spec.clusterIP]
+  const out: string[] = []
+  for (const ip of raw as unknown[]) {
+    if (ip === 'None' || ip === '') continue
+    if (typeof ip === 'string' && (isIPv4(ip) || isIPv6(ip))) out.push(ip)
+    else report('spec.clusterIPs', 'IP addresses (or None)', ip)
+  }
   return out
 }
 

@@ -1,6 +1,6 @@
 // The live endpoint table: services by authority, fed whole by the mesh file or per service by the control plane.
 import { EventEmitter } from 'node:events'
-import type { Service } from '../mesh/service.ts'
+import { addressable, endpointAuthority, type Service } from '../mesh/service.ts'
 
 export interface TableState {
   /** Where the table comes from: `file:<path>` or `control:<host:port>`. */
@@ -53,13 +53,15 @@ export class EndpointTable extends EventEmitter<{ update: [TableState] }> {
     if (!this.loaded) this.#reindex(source)
   }
 
-  /** `web`, `web:80`, `Web.Demo.svc.cluster.local.:80` all find the same service; no port means 80. */
+  /** `web`, `web:80`, `Web.Demo.svc.cluster.local.:80`, its cluster IP:80 and a pod's IP:port all find the same service; no port means 80. */
   resolve (authority: string): Service | undefined {
     return this.#byAuthority.get(normalizeAuthority(authority))
   }
 
   #reindex (source: string): void {
     const next = new Map<string, Service>()
+    // A pod's own IP:port finds its service too (a redirected connection to that pod); names win.
+    for (const s of this.#byKey.values()) for (const e of s.endpoints) if (addressable(e)) next.set(endpointAuthority(e), s)
     for (const s of this.#byKey.values()) for (const a of s.authorities) next.set(a, s)
     this.#byAuthority = next
     this.#state = Object.freeze({

@@ -21,7 +21,8 @@ export function classify (err: NodeJS.ErrnoException | undefined, reasons: Relay
   if (tls === 'identity-mismatch') return ProxyErrors.peerIdentityMismatch
   if (tls !== undefined) return ProxyErrors.peerTlsFailed
   switch (err?.code) {
-    case 'ECONNREFUSED': return reasons.refused
+    // Never connected: refused, or no such host (an egress name DNS does not know), or no route to it.
+    case 'ECONNREFUSED': case 'ENOTFOUND': case 'EAI_AGAIN': case 'EHOSTUNREACH': case 'ENETUNREACH': return reasons.refused
     case 'ETIMEDOUT': case 'UND_ERR_CONNECT_TIMEOUT': return ProxyErrors.connectTimeout
     default: return reasons.reset
   }

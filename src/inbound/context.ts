@@ -6,9 +6,10 @@ import type { RequestLog } from '../http/exchange.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import type { Tracing } from '../telemetry/tracing.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
-import type { AppHttp1 } from './app-http1.ts'
+import type { Http1Origins } from '../http/origin-http1.ts'
 import type { AppProtocols } from './app-protocol.ts'
 import type { InboundLimits } from './limits.ts'
+import type { Destinations } from '../transport/destinations.ts'
 
 export interface InboundContext extends RequestLog {
   readonly config: ProxyConfig
@@ -18,7 +19,9 @@ export interface InboundContext extends RequestLog {
   readonly tracing: Tracing
   /** One h2 connection per local h2 app port. */
   readonly appH2: H2Sessions
-  readonly appH1: AppHttp1
+  readonly appH1: Http1Origins
   /** What each `auto` app port speaks, detected once and remembered. */
   readonly appProtocols: AppProtocols
+  /** Where each accepted connection was going: a redirected client's original app port. */
+  readonly destinations: Destinations
 }

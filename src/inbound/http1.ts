@@ -1,4 +1,5 @@
-// Inbound HTTP/1.1 from clients outside the mesh: forwarded to the app's default port.
+// Inbound HTTP/1.1 from clients outside the mesh: forwarded to the app port they were going to
+// (a redirected connection's original port), else the app's default port.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ProxyErrors } from '../errors.ts'
@@ -29,5 +30,5 @@ function handle (ctx: InboundContext, req: IncomingMessage, sink: ResponseSink, 
   const authority = req.headers.host ?? ''
   const path = req.url ?? '/'
   const record = ctx.begin('inbound', method, authority, path, 'HTTP/1.1', sink)
-  routeInbound(ctx, fromHttp1(req, authority, path, record, upgrade), undefined, sink)
+  routeInbound(ctx, fromHttp1(req, authority, path, record, upgrade), ctx.destinations.of(req.socket)?.port, sink)
 }

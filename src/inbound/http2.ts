@@ -8,7 +8,9 @@ import { fromHttp2 } from '../http/exchange.ts'
 import type { InboundContext } from './context.ts'
 import { H2_SETTINGS } from '../transport/h2-sessions.ts'
 import { routeInbound } from './route.ts'
-import type { TLSSocket } from 'node:tls'
+import tls, { type TLSSocket } from 'node:tls'
+import { TCP_ALPN } from '../transport/tcp-header.ts'
+import { acceptPeerTcp } from './tcp.ts'
 import type { Credentials } from '../identity/workload-identity.ts'
 import { spiffeIdOf } from '../identity/svid.ts'
 import { tlsReason } from '../transport/tls-errors.ts'
@@ -22,27 +24,37 @@ export function createInboundHttp2 (ctx: InboundContext): http2.Http2Server {
 }
 
 /**
- * Inbound mTLS from peer sidecars: TLS 1.3, ALPN h2, a client certificate that chains to the trust
- * anchors required. The caller's SPIFFE ID is read once per connection.
+ * Inbound mTLS from peer sidecars: TLS 1.3, a client certificate that chains to the trust anchors
+ * required, the caller's SPIFFE ID read once per connection. ALPN h2 goes to `h2` (the HTTP
+ * streams); ALPN remora-tcp/1 is opaque TCP (inbound/tcp.ts).
  */
-export function createInboundHttp2Tls (ctx: InboundContext, creds: Credentials): http2.Http2SecureServer {
-  const server = http2.createSecureServer({ ...serverTls(creds), settings: H2_SETTINGS, maxSessionMemory: 64, allowHTTP1: false })
+export function createInboundMtls (ctx: InboundContext, creds: Credentials): { tls: tls.Server, h2: http2.Http2Server } {
+  const h2 = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
+  const server = tls.createServer({ ...serverTls(creds), allowHalfOpen: true })
   const peers = new WeakMap<http2.Http2Session, string>()
-  server.on('session', (session: http2.ServerHttp2Session) => {
-    const cert = (session.socket as TLSSocket).getPeerCertificate()
+  server.on('secureConnection', (socket: TLSSocket) => {
+    let identity: string
     try {
-      peers.set(session, spiffeIdOf(cert))
+      identity = spiffeIdOf(socket.getPeerCertificate())
     } catch {
       // Chains to the anchors but is no X.509-SVID (no, or several, URI SANs): no mesh identity.
       ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason: 'identity-mismatch' })
-      session.destroy()
+      socket.destroy()
+      return
     }
+    if (socket.alpnProtocol === TCP_ALPN) { acceptPeerTcp(ctx, socket, identity, socket.remoteAddress); return }
+    h2.emit('connection', socket)
   })
-  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+  h2.on('session', (session: http2.ServerHttp2Session) => {
+    // http2 hands out a proxy of the socket; its methods reach the real one.
+    try { peers.set(session, spiffeIdOf((session.socket as TLSSocket).getPeerCertificate())) } catch { session.destroy() }
+  })
+  h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const identity = stream.session === undefined ? undefined : peers.get(stream.session)
     if (identity === undefined) { stream.close(http2.constants.NGHTTP2_REFUSED_STREAM); return }
     onStream(ctx, stream, headers, identity)
   })
+  h2.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
   const throttle = new LogThrottle()
   server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: TLSSocket) => {
     // A client certificate that fails verification ends as a bare reset: the why is on the socket.
@@ -51,12 +63,11 @@ export function createInboundHttp2Tls (ctx: InboundContext, creds: Credentials):
     ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason })
     throttle.run(reason, (suppressed) => ctx.log.warn({ reason, from: socket.remoteAddress, err: verify !== null && verify !== undefined ? String(verify) : err.code ?? err.message, suppressed }, 'inbound TLS handshake refused'))
   })
-  server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
-  return server
+  return { tls: server, h2 }
 }
 
-export function serverTls (creds: Credentials): http2.SecureServerOptions {
-  return { key: creds.key, cert: creds.cert, ca: [...creds.ca], requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['h2'] }
+export function serverTls (creds: Credentials): tls.TlsOptions {
+  return { key: creds.key, cert: creds.cert, ca: [...creds.ca], requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['h2', TCP_ALPN] }
 }
 
 function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string | undefined): void {
@@ -69,7 +80,8 @@ function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: Inco
     const record = ctx.begin('inbound', method, authority, path, origProto, sink)
     const grpc = isGrpc(headers)
     const rawPort = first(headers[MeshHeader.targetPort])
-    const port = rawPort === undefined ? undefined : Number(rawPort)
+    // A peer names the app port; a redirected non-meshed client was going to it.
+    const port = rawPort === undefined ? ctx.destinations.of(stream.session?.socket)?.port : Number(rawPort)
     if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
       record.error = ProxyErrors.malformedRequest.reason
       respondError(sink, ProxyErrors.malformedRequest, { grpc, detail: `${MeshHeader.targetPort}: "${rawPort}" is not a port` })

@@ -135,7 +135,7 @@ function holdTrailers (body: Readable | null): () => void {
  */
 function toApp (ctx: InboundContext, ex: Exchange, port: number, wire: AppWire, detected: boolean, sink: ResponseSink): void {
   if (wire === 'http1') {
-    ctx.appH1.forward(port, ex, ex.headers, sink, detected ? (why) => ctx.appProtocols.forget(port, why) : undefined)
+    ctx.appH1.forward(`http://127.0.0.1:${port}`, ex, ex.headers, sink, APP_REASONS, detected ? (why) => ctx.appProtocols.forget(port, why) : undefined)
     return
   }
   const h2headers: OutgoingHttpHeaders = {

@@ -2,8 +2,11 @@
 import type { HostPort } from './host-port.ts'
 import type { ServicePolicy } from './policy.ts'
 
-/** What the app behind a port speaks. `auto`: whatever the client spoke (HTTP/1.1 or HTTP/2). */
-export type AppProtocol = 'auto' | 'http1' | 'http2' | 'grpc'
+/**
+ * What the app behind a port speaks. `auto`: whatever the client spoke (HTTP/1.1 or HTTP/2), found by
+ * detection; `opaque`: bytes carried as they are, never detected (databases, brokers, TLS).
+ */
+export type AppProtocol = 'auto' | 'http1' | 'http2' | 'grpc' | 'opaque'
 
 export interface Endpoint {
   /** The peer sidecar's inbound listener. */
@@ -36,10 +39,29 @@ export interface Service {
 
 export const CLUSTER_DOMAIN = 'cluster.local'
 
-export function authoritiesOf (name: string, namespace: string, port: number): string[] {
-  return [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`]
+/** Its names with the port, then its virtual IPs (Kubernetes cluster IPs) with the port. */
+export function authoritiesOf (name: string, namespace: string, port: number, addresses: readonly string[] = []): string[] {
+  return [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`, ...addresses.map(bracketed)]
     .map((h) => `${h}:${port}`)
 }
+
+/** An endpoint as a destination: its pod IP and app port (`10.1.2.3:8080`), how a redirected connection to that pod names it. */
+export function endpointAuthority (e: Endpoint): string {
+  return `${bracketed(e.address.host)}:${e.targetPort}`
+}
+
+/** Endpoints whose address could be a destination: not loopback (local mode puts every sidecar there). */
+export function addressable (e: Endpoint): boolean {
+  const h = e.address.host
+  return !(h.startsWith('127.') || h === '::1' || h === 'localhost')
+}
+
+/** Every authority that finds `s`: its own, then its pods' IP:port. */
+export function lookupAuthorities (s: Service): string[] {
+  return [...s.authorities, ...s.endpoints.filter(addressable).map(endpointAuthority)]
+}
+
+const bracketed = (host: string): string => host.includes(':') ? `[${host.toLowerCase()}]` : host
 
 /** `name.namespace:port`, the service's key (Service.key). */
 export function serviceKeyOf (name: string, namespace: string, port: number): string {

@@ -11,6 +11,10 @@ import type { Tracing } from '../telemetry/tracing.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
 import type { ServiceStates } from './service-state.ts'
 import type { Tunnels } from './tunnel.ts'
+import type { ProxyConfig } from '../config/proxy-config.ts'
+import type { Destinations } from '../transport/destinations.ts'
+import type { SecureContext } from 'node:tls'
+import type { Http1Origins } from '../http/origin-http1.ts'
 
 export interface OutboundContext extends RequestLog {
   readonly log: Logger
@@ -24,4 +28,13 @@ export interface OutboundContext extends RequestLog {
   /** One h2 connection per peer sidecar. */
   readonly peers: H2Sessions
   readonly tunnels: Tunnels
+  readonly config: ProxyConfig
+  /** Where each accepted connection was going (redirected, or a CONNECT tunnel's target). */
+  readonly destinations: Destinations
+  /** With mTLS: this sidecar's current TLS context for connections to peers; undefined: mTLS off. */
+  readonly peerTls: (() => SecureContext | undefined) | undefined
+  /** HTTP/1.1 to destinations outside the mesh (allow-any), by DNS. */
+  readonly egressH1: Http1Origins
+  /** HTTP/2 (h2c) to destinations outside the mesh, one connection each. */
+  readonly egressH2: H2Sessions
 }

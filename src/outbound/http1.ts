@@ -10,6 +10,9 @@ import { statusLine } from '../http/status-line.ts'
 import type { OutboundContext } from './context.ts'
 import { resolveService, routeOutbound } from './route.ts'
 import { refuse } from '../http/refuse.ts'
+import type { Socket } from 'node:net'
+import type { Destination } from '../transport/destinations.ts'
+import { carryOutbound } from './tcp.ts'
 
 export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
@@ -32,11 +35,18 @@ export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
       refuse(ex, sink, ProxyErrors.malformedRequest, `CONNECT needs host:port, got "${authority}"`)
       return
     }
-    resolveService(ctx, ex, sink, () => {
+    const dest: Destination = { authority, port: Number(/:(\d+)$/.exec(authority)?.[1]), via: 'connect' }
+    const open = (how: 'detect' | 'opaque'): void => {
       if (socket.destroyed) return
       sink.established()
       if (head.length > 0) socket.unshift(head)
-      ctx.tunnels.open(socket, authority)
+      // Opaque (not in the mesh, a server-first port, a service declared opaque): carried as it is,
+      // with no wait for a first byte; else it re-enters the listener to be detected.
+      if (how === 'opaque') carryOutbound(ctx, socket as Socket, { kind: 'tunnel' }, dest)
+      else ctx.tunnels.open(socket, authority)
+    }
+    resolveService(ctx, ex, sink, () => open('opaque'), (service) => {
+      open(service.protocol === 'opaque' || ctx.config.opaquePorts.includes(dest.port) ? 'opaque' : 'detect')
     })
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
@@ -62,7 +72,7 @@ function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink,
   } else if (url.startsWith('/') || url === '*') {
     // The request's own Host wins (the app must see what the client sent); a CONNECT tunnel's
     // target stands in only for a request without one.
-    authority = req.headers.host ?? ctx.tunnels.authorityOf(req.socket)
+    authority = req.headers.host ?? ctx.destinations.of(req.socket)?.authority
   }
   const method = req.method ?? 'GET'
   const record = ctx.begin('outbound', method, authority ?? '', path, 'HTTP/1.1', sink)
@@ -72,5 +82,6 @@ function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink,
     req.resume()
     return
   }
-  routeOutbound(ctx, fromHttp1(req, authority, path, record, upgrade), sink)
+  const dest = ctx.destinations.of(req.socket)
+  routeOutbound(ctx, fromHttp1(req, authority, path, record, upgrade), sink, dest?.via === 'redirect' ? dest.authority : undefined)
 }

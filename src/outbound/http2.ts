@@ -14,7 +14,8 @@ export function createOutboundHttp2 (ctx: OutboundContext): http2.Http2Server {
     const sink = new H2Sink(stream)
     const method = headers[':method'] ?? 'GET'
     const path = headers[':path'] ?? '/'
-    const authority = headers[':authority'] ?? (headers.host as string | undefined) ?? ctx.tunnels.authorityOf(stream.session?.socket) ?? ''
+    const dest = ctx.destinations.of(stream.session?.socket)
+    const authority = headers[':authority'] ?? (headers.host as string | undefined) ?? dest?.authority ?? ''
     const record = ctx.begin('outbound', method, authority, path, 'HTTP/2', sink)
     const grpc = isGrpc(headers)
     if (authority === '' || method === 'CONNECT') {
@@ -23,7 +24,7 @@ export function createOutboundHttp2 (ctx: OutboundContext): http2.Http2Server {
       stream.resume()
       return
     }
-    routeOutbound(ctx, fromHttp2(stream, headers, forwardable(headers, true), authority, 'HTTP/2', record), sink)
+    routeOutbound(ctx, fromHttp2(stream, headers, forwardable(headers, true), authority, 'HTTP/2', record), sink, dest?.via === 'redirect' ? dest.authority : undefined)
   })
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'outbound h2 session error'))
   return server

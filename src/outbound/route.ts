@@ -10,15 +10,17 @@ import type { OutboundContext } from './context.ts'
 import { OutboundCall } from './call.ts'
 import { RequestSpan } from '../telemetry/spans.ts'
 import { logIds } from '../telemetry/tracing.ts'
+import { egress } from './egress.ts'
 
-export function routeOutbound (ctx: OutboundContext, ex: Exchange, sink: ResponseSink): void {
+/** `redirectedTo`: the original destination of a redirected connection, used when the Host finds no service. */
+export function routeOutbound (ctx: OutboundContext, ex: Exchange, sink: ResponseSink, redirectedTo?: string): void {
   // The request's span covers all of it, refusals included: it ends with what the app got.
   const span = RequestSpan.start(ctx.tracing, ex)
   if (span !== undefined) {
     ex.record.traceIds = logIds(span.span)
     sink.onClose(() => span.end(sink.status, ex.record.grpcStatus, ex.record.error))
   }
-  resolveService(ctx, ex, sink, (service) => {
+  resolveService(ctx, ex, sink, () => egress(ctx, ex, sink), (service) => {
     const authority = service.key
     const state = ctx.services.get(service)
     const queued = state.limit.acquire((release) => {
@@ -31,27 +33,40 @@ export function routeOutbound (ctx: OutboundContext, ex: Exchange, sink: Respons
       return
     }
     sink.onClose(queued)
-  })
+  }, redirectedTo)
 }
 
 /**
- * The exchange's authority → its service, then `use`; or the caller is refused (unknown authority,
- * discovery unavailable) with the reason on its access record. A caller gone meanwhile gets nothing.
+ * The exchange's authority → its service, then `use`; not in the mesh → `outside` (allow-any) or the
+ * caller is refused (registry-only); discovery unavailable is refused too, with the reason on its
+ * access record. `redirectedTo`: a redirected connection's original destination, tried when the
+ * Host names no service (`localhost`, a bare IP). A caller gone meanwhile gets nothing.
  */
-export function resolveService (ctx: OutboundContext, ex: Exchange, sink: ResponseSink, use: (service: Service) => void): void {
-  const found = ctx.resolver.resolve(ex.authority)
+export function resolveService (ctx: OutboundContext, ex: Exchange, sink: ResponseSink, outside: () => void, use: (service: Service) => void, redirectedTo?: string): void {
+  let gone = false
+  sink.onClose(() => { gone = true })
   const route = (service: Service | undefined): void => {
-    if (service === undefined) return refuse(ex, sink, ProxyErrors.unknownAuthority, ex.authority)
+    if (gone) return
+    if (service === undefined) {
+      if (ctx.config.outboundPolicy === 'allow-any') return outside()
+      return refuse(ex, sink, ProxyErrors.unknownAuthority, ex.authority)
+    }
     ex.record.metricAuthority = service.key
     use(service)
   }
-  if (!(found instanceof Promise)) return route(found)
-  // First request for this authority with the control plane: the body waits (paused) for the answer.
-  let gone = false
-  sink.onClose(() => { gone = true })
-  found.then((service) => {
-    if (!gone) route(service)
-  }, (err: Error) => {
+  const unavailable = (err: Error): void => {
     if (!gone) refuse(ex, sink, ProxyErrors.discoveryUnavailable, `${ex.authority}: ${err.message}`)
-  })
+  }
+  const fallback = redirectedTo !== undefined && redirectedTo !== ex.authority ? redirectedTo : undefined
+  // First request for an authority with the control plane: the body waits (paused) for the answer.
+  lookup(ctx, ex.authority, (service) => {
+    if (service !== undefined || fallback === undefined) route(service)
+    else lookup(ctx, fallback, route, unavailable)
+  }, unavailable)
+}
+
+function lookup (ctx: OutboundContext, authority: string, then: (s: Service | undefined) => void, failed: (err: Error) => void): void {
+  const found = ctx.resolver.resolve(authority)
+  if (found instanceof Promise) found.then(then, failed)
+  else then(found)
 }

@@ -9,7 +9,7 @@ import type { ServiceStates } from '../outbound/service-state.ts'
 import type { InboundLimits } from '../inbound/limits.ts'
 import type { Tracing } from '../telemetry/tracing.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
-import type { AppHttp1 } from '../inbound/app-http1.ts'
+import type { Http1Origins } from '../http/origin-http1.ts'
 import type { AppProtocols } from '../inbound/app-protocol.ts'
 import type { Tunnels } from '../outbound/tunnel.ts'
 import { AccessRecord, type Direction } from '../telemetry/access-log.ts'
@@ -17,6 +17,8 @@ import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import type { ResponseSink } from '../http/response-sink.ts'
 import type { InboundContext } from '../inbound/context.ts'
 import type { OutboundContext } from '../outbound/context.ts'
+import type { Destinations } from '../transport/destinations.ts'
+import type { SecureContext } from 'node:tls'
 
 export class ProxyContext implements InboundContext, OutboundContext {
   readonly config: ProxyConfig
@@ -34,10 +36,15 @@ export class ProxyContext implements InboundContext, OutboundContext {
   readonly peers: H2Sessions
   /** One h2 connection per local h2 app port. */
   readonly appH2: H2Sessions
-  readonly appH1: AppHttp1
+  readonly appH1: Http1Origins
+  /** HTTP/1.1 to destinations outside the mesh (allow-any), by DNS. */
+  readonly egressH1: Http1Origins
+  readonly egressH2: H2Sessions
   /** What each `auto` app port speaks, detected once and remembered. */
   readonly appProtocols: AppProtocols
   readonly tunnels: Tunnels
+  readonly destinations: Destinations
+  readonly peerTls: (() => SecureContext | undefined) | undefined
   draining = false
   inflight = 0
   readonly #drained: Array<() => void> = []
@@ -56,8 +63,12 @@ export class ProxyContext implements InboundContext, OutboundContext {
     this.peers = init.peers
     this.appH2 = init.appH2
     this.appH1 = init.appH1
+    this.egressH1 = init.egressH1
+    this.egressH2 = init.egressH2
     this.appProtocols = init.appProtocols
     this.tunnels = init.tunnels
+    this.destinations = init.destinations
+    this.peerTls = init.peerTls
   }
 
   /** Starts the access record of one request; it ends (log line, metrics) when the caller's stream closes. */

@@ -4,6 +4,7 @@ import type http2 from 'node:http2'
 import type { Logger } from 'pino'
 import type { Environment } from '../config/env.ts'
 import type { HostPort } from '../mesh/host-port.ts'
+import type { Service } from '../mesh/service.ts'
 import { resourceAttributes, Tracing } from '../telemetry/tracing.ts'
 import { RemoraError } from '../errors.ts'
 import type { ProxyConfig } from '../config/proxy-config.ts'
@@ -15,17 +16,21 @@ import { InboundLimits } from '../inbound/limits.ts'
 import { EndpointTable } from '../discovery/endpoint-table.ts'
 import { MeshFileSource } from '../discovery/file-source.ts'
 import { DiscoveryClient } from '../discovery/control-client.ts'
-import { AppHttp1 } from '../inbound/app-http1.ts'
+import { Http1Origins } from '../http/origin-http1.ts'
 import { AppProtocols } from '../inbound/app-protocol.ts'
 import { createInboundHttp1 } from '../inbound/http1.ts'
-import { createInboundHttp2, createInboundHttp2Tls, serverTls } from '../inbound/http2.ts'
+import { createInboundHttp2, createInboundMtls, serverTls } from '../inbound/http2.ts'
+import { acceptOpaque } from '../inbound/tcp.ts'
+import { carryOutbound } from '../outbound/tcp.ts'
+import { Destinations } from '../transport/destinations.ts'
+import { originalDstLookup } from '../transport/original-dst.ts'
 import { WorkloadIdentity } from '../identity/workload-identity.ts'
 import { createOutboundHttp1 } from '../outbound/http1.ts'
 import { createOutboundHttp2 } from '../outbound/http2.ts'
 import { Tunnels } from '../outbound/tunnel.ts'
 import { ProxyMetrics } from '../telemetry/metrics.ts'
 import { H2Sessions } from '../transport/h2-sessions.ts'
-import { SniffingListener } from '../transport/listener.ts'
+import { SniffingListener, type OpaqueKind } from '../transport/listener.ts'
 import { ProxyContext } from './context.ts'
 
 export interface Sidecar {
@@ -48,6 +53,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   const discovery = config.controlAddr !== undefined
     ? new DiscoveryClient({ address: config.controlAddr, workload: config.workload, idleMs: config.discoveryIdle, timeoutMs: config.discoveryTimeout, connectTimeoutMs: config.connectTimeout, table, log, metrics, tls: identity === undefined ? undefined : () => identity.controlTls() })
     : undefined
+  const destinations = new Destinations()
   const ctx = new ProxyContext({
     config,
     log,
@@ -61,9 +67,13 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     tracing,
     peers: new H2Sessions(log, config.connectTimeout, identity === undefined ? undefined : () => identity.current?.context, (reason) => metrics.tlsFailures.inc({ direction: 'outbound', reason })),
     appH2: new H2Sessions(log, config.connectTimeout),
-    appH1: new AppHttp1(config.connectTimeout, log),
+    appH1: new Http1Origins(config.connectTimeout, log),
+    egressH1: new Http1Origins(config.connectTimeout, log),
+    egressH2: new H2Sessions(log, config.connectTimeout),
     appProtocols: new AppProtocols(log, config.connectTimeout),
-    tunnels: new Tunnels(),
+    tunnels: new Tunnels(destinations),
+    destinations,
+    peerTls: identity === undefined ? undefined : () => identity.current?.context,
   })
   table.on('update', (state) => {
     metrics.tableVersion.set(state.version)
@@ -95,16 +105,32 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   const creds = await identity?.start()
   discovery?.start()
 
+  // Redirected connections (iptables, `remora init`) say where they were going; without the lookup only HTTP routes (by Host).
+  const lookup = originalDstLookup()
+  if (!lookup.available) log.warn({ why: lookup.why }, 'original destinations cannot be read: redirected connections route by Host / :authority only (HTTP); opaque TCP needs it')
+  const listenerOptions = {
+    originalDst: lookup.available ? lookup : undefined,
+    destinations,
+    detectTimeoutMs: config.detectTimeout,
+  }
   const outH1 = createOutboundHttp1(ctx)
   const outH2 = createOutboundHttp2(ctx)
-  const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2 }, log, metrics)
+  const outbound = new SniffingListener('outbound', { http1: outH1, h2: outH2, opaque: (socket, cause, dest) => { if (dest !== undefined) carryOutbound(ctx, socket, cause, dest); else socket.destroy() } }, log, metrics, {
+    ...listenerOptions,
+    opaquePorts: new Set(config.opaquePorts),
+    opaqueDestination: (dest) => opaqueDestination(ctx.resolver.resolve(dest.authority)),
+  })
   const inH1 = createInboundHttp1(ctx)
   const inH2 = createInboundHttp2(ctx)
-  const inTls = creds === undefined ? undefined : createInboundHttp2Tls(ctx, creds)
+  const mtls = creds === undefined ? undefined : createInboundMtls(ctx, creds)
   // New handshakes get the renewed certificate; connections already open keep theirs until they close.
-  identity?.on('rotated', (c) => inTls?.setSecureContext(serverTls(c)))
-  const inbound = new SniffingListener('inbound', { http1: inH1, h2: inH2, tls: inTls }, log, metrics)
-  const h2Sessions = trackSessions([outH2, inH2, ...(inTls === undefined ? [] : [inTls])])
+  identity?.on('rotated', (c) => mtls?.tls.setSecureContext(serverTls(c)))
+  const inbound = new SniffingListener('inbound', { http1: inH1, h2: inH2, tls: mtls?.tls, opaque: (socket, cause, dest) => acceptOpaque(ctx, socket, cause, dest) }, log, metrics, {
+    ...listenerOptions,
+    // The app's own opaque ports and the server-first ones: a non-meshed client's connection is not held for detection.
+    opaquePorts: new Set([...config.opaquePorts, ...config.appPorts.filter((p) => p.protocol === 'opaque').map((p) => p.port)]),
+  })
+  const h2Sessions = trackSessions([outH2, inH2, ...(mtls === undefined ? [] : [mtls.h2])])
 
   const addresses = {
     outbound: await outbound.listen(config.outboundAddr),
@@ -114,8 +140,9 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   ctx.tunnels.bind(addresses.outbound)
   listening = true
   log.info({ workload: config.workload, identity: config.identity, ...addresses, appPorts: config.appPorts.map((p) => p.port), services: table.state.services.length }, 'sidecar ready')
-  // Ask each `auto` app port now, so the first request rarely waits; an app not up yet is asked on its first request.
-  ctx.appProtocols.warm(config.appPorts.filter((p) => p.protocol === 'auto').map((p) => p.port))
+  // Ask each `auto` app port now, so the first request rarely waits; an app not up yet is asked on its
+  // first request. Never a server-first port: an HTTP/2 preface there counts as a bad client (MySQL blocks the host).
+  ctx.appProtocols.warm(config.appPorts.filter((p) => p.protocol === 'auto' && !config.opaquePorts.includes(p.port)).map((p) => p.port))
 
   function shutdown (why: string): Promise<void> {
     stopping ??= (async () => {
@@ -132,10 +159,12 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
       await fileSource?.stop()
       discovery?.stop()
       identity?.stop()
-      await Promise.race([Promise.all([ctx.peers.close(), ctx.appH2.close(), ctx.appH1.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+      await Promise.race([Promise.all([ctx.peers.close(), ctx.appH2.close(), ctx.appH1.close(), ctx.egressH1.close(), ctx.egressH2.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
       ctx.peers.destroy()
       ctx.appH2.destroy()
       ctx.appH1.destroy()
+      ctx.egressH1.destroy()
+      ctx.egressH2.destroy()
       await Promise.race([tracing.shutdown(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
       outbound.destroyAll()
       inbound.destroyAll()
@@ -148,6 +177,16 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   }
 
   return { ctx, addresses, shutdown, stopped }
+}
+
+/**
+ * A redirected destination that skips detection: a service declared opaque, or no service at all
+ * (egress: passed through or refused as the bytes come). Unresolvable (discovery down): detected.
+ */
+function opaqueDestination (found: Service | undefined | Promise<Service | undefined>): OpaqueKind | undefined | Promise<OpaqueKind | undefined> {
+  const kind = (s: Service | undefined): OpaqueKind | undefined => s === undefined ? 'egress' : s.protocol === 'opaque' ? 'service' : undefined
+  if (found instanceof Promise) return found.then(kind, () => undefined)
+  return kind(found)
 }
 
 function trackSessions (servers: Array<http2.Http2Server | http2.Http2SecureServer>): Set<http2.ServerHttp2Session> {

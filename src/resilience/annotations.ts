@@ -65,9 +65,6 @@ export const POLICY_ANNOTATIONS: Readonly<Record<string, { help: string, apply: 
 export const ANNOTATIONS_WITHOUT_EFFECT: Readonly<Record<string, string>> = Object.freeze({
   'remora.dev/inject': 'sidecar injection: remora inject and remora injector',
   'remora.dev/proxy-image': 'sidecar injection: remora inject and remora injector',
-  'remora.dev/opaque-ports': 'opaque TCP through the mesh',
-  'remora.dev/skip-inbound-ports': 'traffic interception: remora init',
-  'remora.dev/skip-outbound-ports': 'traffic interception: remora init',
 })
 
 /**
@@ -75,7 +72,7 @@ export const ANNOTATIONS_WITHOUT_EFFECT: Readonly<Record<string, string>> = Obje
  * `protocol` (Services, src/control/kube-objects.ts); `default-policy` and `allow` (pods, through the
  * downward API into REMORA_AUTHZ_*, src/inbound/authorization.ts).
  */
-const OTHER_ANNOTATIONS = new Set(['remora.dev/protocol', 'remora.dev/default-policy', 'remora.dev/allow'])
+const OTHER_ANNOTATIONS = new Set(['remora.dev/protocol', 'remora.dev/opaque-ports', 'remora.dev/default-policy', 'remora.dev/allow'])
 
 /** A recognised annotation with no effect yet: which one, and the line to log. */
 export interface AnnotationWarning {

@@ -120,6 +120,49 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly detectTimeouts = new Counter({
+    name: 'remora_protocol_detect_timeouts_total',
+    help: 'Redirected connections whose client sent nothing within REMORA_DETECT_TIMEOUT, carried as opaque TCP, by original destination port.',
+    labelNames: ['direction', 'port'] as const,
+    registers: [this.registry],
+  })
+
+  readonly flowsOpened = new Counter({
+    name: 'remora_tcp_flows_opened_total',
+    help: 'Opaque TCP connections carried (L4), by destination (a service key, an app port `:<port>`, or `passthrough`) and peer identity.',
+    labelNames: ['direction', 'authority', 'peer'] as const,
+    registers: [this.registry],
+  })
+
+  readonly flowsClosed = new Counter({
+    name: 'remora_tcp_flows_closed_total',
+    help: 'Opaque TCP connections ended, by why (empty when both sides closed).',
+    labelNames: ['direction', 'authority', 'peer', 'reason'] as const,
+    registers: [this.registry],
+  })
+
+  readonly flowsRefused = new Counter({
+    name: 'remora_tcp_flows_refused_total',
+    help: 'Opaque TCP connections the sidecar refused or could not connect, by why (registry-only, no endpoints, forbidden, connect refused, …).',
+    labelNames: ['direction', 'authority', 'reason'] as const,
+    registers: [this.registry],
+  })
+
+  readonly flowBytes = new Counter({
+    name: 'remora_tcp_flow_bytes_total',
+    help: 'Bytes of opaque TCP connections: sent (from the side that opened it) and received (back to it).',
+    labelNames: ['direction', 'authority', 'peer', 'flow'] as const,
+    registers: [this.registry],
+  })
+
+  readonly flowDuration = new Histogram({
+    name: 'remora_tcp_flow_duration_seconds',
+    help: 'How long opaque TCP connections stayed open.',
+    labelNames: ['direction', 'authority'] as const,
+    buckets: [0.01, 0.1, 1, 10, 60, 300, 1800, 3600],
+    registers: [this.registry],
+  })
+
   readonly retries = new Counter({
     name: 'remora_retries_total',
     help: 'Attempts retried, by destination and why the attempt failed.',

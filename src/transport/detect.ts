@@ -1,7 +1,10 @@
-// Protocol detection from a connection's first bytes: HTTP/2 preface, TLS ClientHello, or HTTP/1.1.
+// Protocol detection from a connection's first bytes: HTTP/2 preface, TLS ClientHello, HTTP/1.1,
+// remora's opaque-TCP header, or none of them (opaque).
 import type { Socket } from 'node:net'
+import { TCP_MAGIC } from './tcp-header.ts'
 
-export type Detected = 'h2' | 'http1' | 'tls' | 'unknown'
+/** `unknown`: bytes of no protocol we speak; `timeout`: no byte in time (a server-speaks-first protocol?). */
+export type Detected = 'h2' | 'http1' | 'tls' | 'remora-tcp' | 'unknown' | 'timeout'
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
 /** A method token as node's HTTP/1.1 parser knows them (UNSUBSCRIBE has 11 letters, M-SEARCH a hyphen). */
@@ -14,6 +17,11 @@ const LEADING_EMPTY_LINES = /^(?:\r?\n)*/
 export function classifyBytes (buf: Buffer): Detected | undefined {
   if (buf.length === 0) return undefined
   if (buf[0] === 0x16) return 'tls'
+  if (buf[0] === TCP_MAGIC[0]) {
+    const n = Math.min(buf.length, TCP_MAGIC.length)
+    if (!buf.subarray(0, n).equals(TCP_MAGIC.subarray(0, n))) return 'unknown'
+    return n === TCP_MAGIC.length ? 'remora-tcp' : undefined
+  }
   const n = Math.min(buf.length, PREFACE.length)
   if (buf.subarray(0, n).equals(PREFACE.subarray(0, n))) return n === PREFACE.length ? 'h2' : undefined
   const text = buf.subarray(0, 64).toString('latin1')
@@ -26,12 +34,12 @@ export function classifyBytes (buf: Buffer): Detected | undefined {
 
 /**
  * Reads until the protocol is known, then puts the bytes back so the real server sees the whole
- * stream. A client that says nothing for `timeoutMs` is closed: server-first protocols need the
- * opaque-TCP support of a later issue.
+ * stream; `then` also gets those first bytes (a ClientHello's SNI is read from them). A client that
+ * says nothing for `timeoutMs` is `timeout`.
  */
-export function detect (socket: Socket, timeoutMs: number, then: (kind: Detected) => void): void {
+export function detect (socket: Socket, timeoutMs: number, then: (kind: Detected, head: Buffer) => void): void {
   let buf: Buffer = Buffer.alloc(0)
-  const timer = setTimeout(() => finish('unknown'), timeoutMs)
+  const timer = setTimeout(() => finish(buf.length === 0 ? 'timeout' : 'unknown'), timeoutMs)
   const onData = (chunk: Buffer): void => {
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
     const kind = classifyBytes(buf)
@@ -45,7 +53,7 @@ export function detect (socket: Socket, timeoutMs: number, then: (kind: Detected
     socket.removeListener('end', onEnd)
     socket.pause()
     if (buf.length > 0) socket.unshift(buf)
-    then(kind)
+    then(kind, buf)
   }
   socket.on('data', onData)
   socket.once('end', onEnd)

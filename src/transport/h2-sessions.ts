@@ -18,6 +18,15 @@ export const SESSION_WINDOW = 16 * 1024 * 1024
 /** A connection with no streams and no frames for this long is closed (Envoy's idle_timeout idea). */
 export const CONNECTION_IDLE_MS = 10 * 60_000
 
+/** TLS's server check for a peer sidecar: its certificate must carry the SPIFFE ID the table names. */
+export function peerIdentityCheck (identity: string | undefined): (name: string, cert: PeerCertificate) => Error | undefined {
+  return (_name, cert) => {
+    let got: string
+    try { got = spiffeIdOf(cert) } catch (err) { return new PeerIdentityMismatch(identity ?? '(none)', (err as Error).message) }
+    return identity !== undefined && got === identity ? undefined : new PeerIdentityMismatch(identity ?? '(none)', got)
+  }
+}
+
 export class H2Sessions {
   readonly #sessions = new Map<string, ClientHttp2Session>()
   readonly #log: Logger
@@ -49,11 +58,7 @@ export class H2Sessions {
         secureContext: this.#tls(),
         minVersion: 'TLSv1.3',
         ALPNProtocols: ['h2'],
-        checkServerIdentity: (_name: string, cert: PeerCertificate) => {
-          let got: string
-          try { got = spiffeIdOf(cert) } catch (err) { return new PeerIdentityMismatch(identity ?? '(none)', (err as Error).message) }
-          return identity !== undefined && got === identity ? undefined : new PeerIdentityMismatch(identity ?? '(none)', got)
-        },
+        checkServerIdentity: peerIdentityCheck(identity),
       })
     this.#sessions.set(key, session)
     const forget = (): void => { if (this.#sessions.get(key) === session) this.#sessions.delete(key) }

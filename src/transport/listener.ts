@@ -1,4 +1,5 @@
-// A TCP listener that detects each connection's protocol and hands it to the server for it.
+// A TCP listener that finds where each connection was going and what it speaks, and hands it to
+// the server for that protocol, or to the opaque-TCP handler.
 import net, { type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
@@ -6,28 +7,64 @@ import { RemoraError } from '../errors.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import { detect, type Detected } from './detect.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
+import { authorityOf, type Destination, type Destinations } from './destinations.ts'
+import type { OriginalDstLookup } from './original-dst.ts'
+import { sniOf } from './client-hello.ts'
+
+/** Why a connection is carried as opaque bytes. */
+export type OpaqueCause =
+  | { readonly kind: 'port' | 'service' | 'egress' | 'tunnel' | 'unknown' | 'timeout' | 'remora-tcp' }
+  | { readonly kind: 'tls', readonly sni: string | undefined }
+
+export type OpaqueKind = 'service' | 'egress'
 
 export interface ProtocolServers {
   readonly http1: net.Server
   readonly h2: net.Server
-  /** TLS ClientHellos (mTLS from peer sidecars); without it, TLS connections are closed. */
+  /** TLS ClientHellos (mTLS from peer sidecars); without it, TLS goes to `opaque` (or is closed). */
   readonly tls?: net.Server
+  /** Bytes that are no HTTP: carried opaquely to where they were going; without it they are closed. */
+  readonly opaque?: (socket: Socket, cause: OpaqueCause, dest: Destination | undefined) => void
 }
 
+export interface ListenerOptions {
+  /** Reads redirected connections' original destination; absent: no connection is taken as redirected. */
+  readonly originalDst?: OriginalDstLookup & { readonly available: true }
+  readonly destinations: Destinations
+  /** Server-first protocols and declared opaque ports: carried without waiting for a first byte. */
+  readonly opaquePorts: ReadonlySet<number>
+  /**
+   * Whether a redirected destination skips detection: `service` (declared opaque), `egress` (not in
+   * the mesh: passed through or refused as it is); may have to ask the control plane.
+   */
+  readonly opaqueDestination?: (dest: Destination) => OpaqueKind | undefined | Promise<OpaqueKind | undefined>
+  /** How long a redirected connection may stay silent before it is taken as opaque. */
+  readonly detectTimeoutMs: number
+}
+
+/** How long a client of the HTTP proxy (not redirected) may say nothing. */
+const PROXY_CLIENT_TIMEOUT_MS = 30_000
+
 export class SniffingListener {
-  readonly name: string
+  readonly name: 'inbound' | 'outbound'
   readonly #server: net.Server
   readonly #servers: ProtocolServers
   readonly #log: Logger
   readonly #sockets = new Set<Duplex>()
   readonly #metrics: ProxyMetrics | undefined
+  readonly #options: ListenerOptions
+  /** Ports whose detection timed out, logged once each. */
+  readonly #timedOut = new Set<number>()
+  #address: HostPort | undefined
 
-  constructor (name: 'inbound' | 'outbound', servers: ProtocolServers, log: Logger, metrics?: ProxyMetrics) {
+  constructor (name: 'inbound' | 'outbound', servers: ProtocolServers, log: Logger, metrics: ProxyMetrics | undefined, options: ListenerOptions) {
     this.name = name
     this.#servers = servers
     this.#log = log
     this.#metrics = metrics
-    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false }, (socket) => {
+    this.#options = options
+    // Half-open allowed: an opaque client may end its side and still read the answer (HTTP servers handle it themselves).
+    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false, allowHalfOpen: true }, (socket) => {
       this.#count(socket)
       this.accept(socket)
     })
@@ -48,30 +85,72 @@ export class SniffingListener {
     })
   }
 
-  /** Also used for the inside of CONNECT tunnels, which start a new protocol on an old socket. */
-  accept (socket: Socket | Duplex): void {
+  accept (socket: Socket): void {
     this.#sockets.add(socket)
     socket.once('close', () => this.#sockets.delete(socket))
     socket.on('error', (err: NodeJS.ErrnoException) => this.#log.debug({ listener: this.name, err: err.message }, 'connection error'))
-    detect(socket as Socket, 30_000, (kind: Detected) => {
-      switch (kind) {
-        case 'h2': this.#servers.h2.emit('connection', socket); break
-        case 'tls':
-          // No resume: TLS takes over the socket's handle and replays the bytes detection put back.
-          if (this.#servers.tls !== undefined) { this.#servers.tls.emit('connection', socket); break }
-          this.#log.debug({ listener: this.name }, 'connection closed: TLS, but this sidecar runs without mTLS (REMORA_TRUST_ANCHORS unset)')
-          socket.destroy()
-          break
-        case 'http1':
-          this.#servers.http1.emit('connection', socket)
-          // node's HTTP/1 parser reads the handle directly; the bytes we put back need a resume.
-          socket.resume()
-          break
-        default:
-          this.#log.debug({ listener: this.name, kind }, 'connection closed: neither HTTP/1.1, HTTP/2 nor TLS (opaque TCP comes with a later version)')
-          socket.destroy()
+    const dest = this.#redirected(socket)
+    if (dest === undefined) {
+      detect(socket, PROXY_CLIENT_TIMEOUT_MS, (kind, head) => this.#dispatch(socket, kind, head, undefined))
+      return
+    }
+    socket.once('close', this.#options.destinations.set(socket, dest))
+    if (this.#options.opaquePorts.has(dest.port)) { this.#opaque(socket, { kind: 'port' }, dest); return }
+    const declared = this.#options.opaqueDestination?.(dest)
+    const decide = (opaque: OpaqueKind | undefined): void => {
+      if (socket.destroyed) return
+      if (opaque !== undefined) this.#opaque(socket, { kind: opaque }, dest)
+      else detect(socket, this.#options.detectTimeoutMs, (kind, head) => this.#dispatch(socket, kind, head, dest))
+    }
+    if (declared instanceof Promise) declared.then(decide, () => decide(undefined))
+    else decide(declared)
+  }
+
+  /** The original destination of a connection iptables redirected here; undefined when it came here itself. */
+  #redirected (socket: Socket): Destination | undefined {
+    const address = this.#options.originalDst?.lookup(socket)
+    if (address === undefined) return undefined
+    const self = this.#address
+    if (self !== undefined && address.port === self.port && (address.host === socket.localAddress?.replace(/^::ffff:/, '') || address.host === self.host)) return undefined
+    return { authority: authorityOf(address), port: address.port, via: 'redirect', address }
+  }
+
+  #dispatch (socket: Socket, kind: Detected, head: Buffer, dest: Destination | undefined): void {
+    switch (kind) {
+      case 'h2': this.#servers.h2.emit('connection', socket); return
+      case 'http1':
+        this.#servers.http1.emit('connection', socket)
+        // node's HTTP/1 parser reads the handle directly; the bytes we put back need a resume.
+        socket.resume()
+        return
+      case 'tls':
+        // No resume: TLS takes over the socket's handle and replays the bytes detection put back.
+        if (this.#servers.tls !== undefined) { this.#servers.tls.emit('connection', socket); return }
+        this.#opaque(socket, { kind: 'tls', sni: sniOf(head) }, dest)
+        return
+      case 'remora-tcp': this.#opaque(socket, { kind: 'remora-tcp' }, dest); return
+      case 'timeout': {
+        const port = dest?.port ?? 0
+        this.#metrics?.detectTimeouts.inc({ direction: this.name, port: String(port) })
+        if (!this.#timedOut.has(port)) {
+          this.#timedOut.add(port)
+          this.#log.warn({ listener: this.name, port, waitedMs: dest === undefined ? PROXY_CLIENT_TIMEOUT_MS : this.#options.detectTimeoutMs }, `protocol detection timed out on port ${port}: the client sent nothing, so the connection is carried as opaque TCP (a server-speaks-first protocol?); add the port to REMORA_OPAQUE_PORTS to skip the wait (logged once per port)`)
+        }
+        this.#opaque(socket, { kind: 'timeout' }, dest)
+        return
       }
-    })
+      default: this.#opaque(socket, { kind: 'unknown' }, dest)
+    }
+  }
+
+  #opaque (socket: Socket, cause: OpaqueCause, dest: Destination | undefined): void {
+    const d = dest ?? this.#options.destinations.of(socket)
+    if (this.#servers.opaque === undefined || (d === undefined && cause.kind !== 'remora-tcp')) {
+      this.#log.debug({ listener: this.name, cause: cause.kind }, 'connection closed: neither HTTP/1.1, HTTP/2 nor TLS, and no known destination to carry it to')
+      socket.destroy()
+      return
+    }
+    this.#servers.opaque(socket, cause, d)
   }
 
   listen (addr: HostPort): Promise<HostPort> {
@@ -81,7 +160,8 @@ export class SniffingListener {
       })
       this.#server.listen(addr.port, addr.host, () => {
         const a = this.#server.address() as net.AddressInfo
-        resolve({ host: a.address, port: a.port })
+        this.#address = { host: a.address, port: a.port }
+        resolve(this.#address)
       })
     })
   }

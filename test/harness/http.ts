@@ -11,8 +11,8 @@ export { startApp } from './apps.ts'
  * Two sidecars (pairSpec): `client` (the caller's; use its outbound port) and `web` (service `web:80`)
  * in front of the app on `appPort`. Returns the client sidecar.
  */
-export async function startPair (t: Teardown, appPort: number): Promise<SidecarProcess> {
-  const mesh = await startMesh(t, pairSpec(appPort))
+export async function startPair (t: Teardown, appPort: number, env: Record<string, string> = {}): Promise<SidecarProcess> {
+  const mesh = await startMesh(t, pairSpec(appPort), { env })
   return mesh.sidecar('client')
 }
 

@@ -1,4 +1,4 @@
-// The sidecar loads only two of undici's internal modules (src/inbound/app-http1.ts: its whole entry
+// The sidecar loads only two of undici's internal modules (src/http/origin-http1.ts: its whole entry
 // point costs ~17 MB of RSS). undici is pinned exactly for that; this fails the moment an upgrade
 // moves or changes what those modules are, instead of a sidecar failing at start.
 import t from 'tap'

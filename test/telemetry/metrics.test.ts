@@ -21,7 +21,7 @@ t.test('metrics count the traffic sent, by direction, destination, status and re
   const mesh = await startMesh(t, {
     workloads: { client: { appPorts: [1] }, web: { appPorts: [app.port] } },
     services: [{ name: 'web', port: 80, endpoints: [{ workload: 'web', targetPort: app.port }] }],
-  })
+  }, { env: { REMORA_OUTBOUND_POLICY: 'registry-only' } }) // unknown hosts are refused (not passed through), so they are counted
   const client = mesh.sidecar('client')
   const send = async (host: string, path: string): Promise<void> => { await (await request(`${client.proxyUrl}${path}`, { headers: { host } })).body.text() }
   for (let i = 0; i < 5; i++) await send('web', `/ok/${i}?q=${i}`)

@@ -66,7 +66,8 @@ t.test('every proxy-made answer is logged and counted with the status the HTTP/1
   const mesh = await writeMesh(spec)
   spec.services.push({ name: 'undeclared', port: 80, endpoints: [{ address: `127.0.0.1:${mesh.ports.get('api')?.inbound}`, targetPort: nothing }] })
   await mesh.write(spec)
-  await startSidecars(t, mesh, { only: ['edge', 'api', 'down', 'locked', 'limited'] })
+  // registry-only: an unknown authority is refused (allow-any would pass it through).
+  await startSidecars(t, mesh, { only: ['edge', 'api', 'down', 'locked', 'limited'], env: { REMORA_OUTBOUND_POLICY: 'registry-only' } })
   const edge = mesh.sidecar('edge')
   // limited's one token goes to this request; what follows is refused.
   await (await request(`${edge.proxyUrl}/primer`, { headers: { host: 'limited' } })).body.text()
@@ -143,7 +144,7 @@ t.test('every proxy-made answer is logged and counted with the status the HTTP/1
 })
 
 t.test('a refused CONNECT tunnel is logged and counted with its reason, as any refused request', async (t) => {
-  const mesh = await startMesh(t, { workloads: { edge: { appPorts: [1] } }, services: [] })
+  const mesh = await startMesh(t, { workloads: { edge: { appPorts: [1] } }, services: [] }, { env: { REMORA_OUTBOUND_POLICY: 'registry-only' } })
   const edge = mesh.sidecar('edge')
   const connect = async (target: string): Promise<string> => {
     const socket = net.connect(edge.ports.outbound, '127.0.0.1')

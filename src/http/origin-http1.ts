@@ -1,18 +1,19 @@
-// Forwards an exchange to the local app over HTTP/1.1 through an undici connection pool, whatever
-// protocol the caller spoke (an h2 or gRPC exchange is translated: chunked body, chunked trailers).
+// Forwards an exchange to an HTTP/1.1 origin (the local app, or an egress destination outside the
+// mesh) through undici's connection pools, whatever protocol the caller spoke (an h2 or gRPC
+// exchange is translated: chunked body, chunked trailers).
 import { PassThrough, type Readable } from 'node:stream'
 import { createRequire } from 'node:module'
 import type { IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import type { Agent as AgentType, Dispatcher } from 'undici'
 import { ProxyErrors } from '../errors.ts'
-import type { Exchange } from '../http/exchange.ts'
-import { bodyless, forwardable, type Headers } from '../http/headers.ts'
+import type { Exchange } from './exchange.ts'
+import { bodyless, forwardable, type Headers } from './headers.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
-import { classify, APP_REASONS } from '../http/upstream-errors.ts'
-import { pipeBody } from '../http/relay-h2.ts'
-import { respondError, type ResponseSink } from '../http/response-sink.ts'
-import { countBytes } from '../http/count-bytes.ts'
+import { classify, type RelayReasons } from './upstream-errors.ts'
+import { pipeBody } from './relay-h2.ts'
+import { respondError, type ResponseSink } from './response-sink.ts'
+import { countBytes } from './count-bytes.ts'
 
 /** The caller's body as a stream undici may destroy; a caller's reset never ends it cleanly. */
 function relayed (body: Readable): PassThrough {
@@ -44,7 +45,7 @@ function notHttp1 (err: NodeJS.ErrnoException): boolean {
   return err.name === 'HTTPParserError' || err.code?.startsWith('HPE_') === true
 }
 
-export class AppHttp1 {
+export class Http1Origins {
   readonly #agent: AgentType
   readonly #log: Logger | undefined
   readonly #dropped = new LogThrottle()
@@ -61,8 +62,11 @@ export class AppHttp1 {
     })
   }
 
-  /** `onNotHttp1`: the app answered something that is not HTTP/1.1 (its protocol changed). */
-  forward (port: number, ex: Exchange, headers: Headers, sink: ResponseSink, onNotHttp1?: (why: string) => void): void {
+  /**
+   * `origin`: `http://host:port`; `reasons`: how its connection failures are named (app or egress);
+   * `onNotHttp1`: it answered something that is not HTTP/1.1 (its protocol changed).
+   */
+  forward (origin: string, ex: Exchange, headers: Headers, sink: ResponseSink, reasons: RelayReasons, onNotHttp1?: (why: string) => void): void {
     const abort = new AbortController()
     const record = ex.record
     let done = false
@@ -73,17 +77,17 @@ export class AppHttp1 {
       // the app asked for): the body goes through whole, the trailers do not, and the log says so.
       onRequestTrailers(ex.body, (names) => {
         if (names.length === 0) return
-        this.#dropped.run(String(port), (suppressed) => this.#log?.warn({
-          port,
+        this.#dropped.run(origin, (suppressed) => this.#log?.warn({
+          origin,
           trailers: names,
           suppressed,
-          why: 'this app port speaks HTTP/1.1, and the sidecar sends HTTP/1.1 request bodies without trailers',
+          why: 'this origin speaks HTTP/1.1, and the sidecar sends HTTP/1.1 request bodies without trailers',
         }, 'request trailers dropped'))
       })
     }
 
     this.#agent.request({
-      origin: `http://127.0.0.1:${port}`,
+      origin,
       method: ex.method as Dispatcher.HttpMethod,
       path: ex.path,
       headers: { ...headers, host: ex.authority },
@@ -114,7 +118,7 @@ export class AppHttp1 {
       if (notHttp1(err)) onNotHttp1?.(`the app answered HTTP/1.1 with something else (${err.message})`)
       const reason = err.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_INVALID_ARG'
         ? ProxyErrors.malformedRequest
-        : classify(err, APP_REASONS)
+        : classify(err, reasons)
       record.error = reason.reason
       respondError(sink, reason, { grpc: ex.grpc, detail: err.message })
     })
