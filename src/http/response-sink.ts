@@ -95,10 +95,20 @@ export class H1Sink implements ResponseSink {
   readonly #res: ServerResponse
   status = 0
   grpcStatus: string | undefined
+  /** The response's Content-Length, and how much of the body was written: all of it is a complete answer. */
+  #length: number | undefined
+  #written = 0
   /** While draining, each response closes its connection so clients move to another endpoint. */
   constructor (res: ServerResponse, drain: { readonly draining: boolean }) {
     this.#res = res
     if (drain.draining) res.shouldKeepAlive = false
+    // A client that has all Content-Length bytes may close before the upstream's end-of-stream
+    // (a separate frame) reaches us: that answer was complete, not reset.
+    const write = res.write
+    res.write = ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
+      this.#written += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength
+      return (write as (c: string | Uint8Array, ...r: unknown[]) => boolean).call(res, chunk, ...rest)
+    }) as ServerResponse['write']
   }
   get headersSent (): boolean { return this.#res.headersSent }
   get body (): Writable { return this.#res }
@@ -106,6 +116,8 @@ export class H1Sink implements ResponseSink {
   respond (status: number, headers: Headers, endStream: boolean): void {
     this.status = status
     this.grpcStatus = grpcStatusIn(headers, this.grpcStatus)
+    const length = headers['content-length']
+    if (length !== undefined) this.#length = Number(length)
     this.#res.writeHead(status, headers)
     if (endStream) this.#res.end()
   }
@@ -124,7 +136,7 @@ export class H1Sink implements ResponseSink {
 
   readonly #closers = new CloseWaiters()
   onClose (listener: (completed: boolean) => void): void {
-    this.#closers.add(this.#res, () => this.#res.writableFinished, listener)
+    this.#closers.add(this.#res, () => this.#res.writableFinished || (this.#length !== undefined && this.#written >= this.#length), listener)
   }
 }
 

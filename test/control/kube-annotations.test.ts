@@ -44,43 +44,47 @@ t.test('a Service and a Pod with annotations that do nothing yet: one warning ea
   const dir = mkdtempSync(join(tmpdir(), 'remora-kube-'))
   const kubeconfig = join(dir, 'kubeconfig')
   writeFileSync(kubeconfig, kube.kubeConfig().exportConfig())
-  kube.apply(service(NS, 'db', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '2s' } }))
-  kube.apply(annotatedPod('web-1', '10.0.0.1', { 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/proxy-image': 'remora:next', 'remora.dev/default-policy': 'deny' }))
+  // opaque-ports and skip-outbound-ports have an effect (the Service's ports; remora init): not warned about.
+  kube.apply(service(NS, 'db', { annotations: { 'remora.dev/proxy-image': 'remora:next', 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '2s' } }))
+  kube.apply(annotatedPod('web-1', '10.0.0.1', { 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/inject': 'enabled', 'remora.dev/proxy-image': 'remora:next', 'remora.dev/default-policy': 'deny' }))
   const cp = new ControlProcess([], { KUBECONFIG: kubeconfig, REMORA_SOURCE: 'kubernetes' })
   t.teardown(() => cp.stop('SIGKILL'))
   await cp.start()
 
   const warned = withoutEffect(await untilLogged(cp, (lines) => withoutEffect(lines).length >= 3))
   t.same(warned.map((l) => l.msg).sort(), [
+    'Pod shop/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)',
     'Pod shop/web-1: annotation remora.dev/proxy-image has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)',
-    'Pod shop/web-1: annotation remora.dev/skip-outbound-ports has no effect in this version yet (it comes with traffic interception: remora init)',
-    'Service shop/db: annotation remora.dev/opaque-ports has no effect in this version yet (it comes with opaque TCP through the mesh)',
+    'Service shop/db: annotation remora.dev/proxy-image has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)',
   ])
-  t.same(warned.map((l) => `${l.service ?? l.pod} ${l.annotation}`).sort(), ['shop/db remora.dev/opaque-ports', 'shop/web-1 remora.dev/proxy-image', 'shop/web-1 remora.dev/skip-outbound-ports'])
+  t.same(warned.map((l) => `${l.service ?? l.pod} ${l.annotation}`).sort(), ['shop/db remora.dev/proxy-image', 'shop/web-1 remora.dev/inject', 'shop/web-1 remora.dev/proxy-image'])
 
   // The gauge is set before the line is written.
   let metrics = await scrapeMetrics(cp.adminUrl)
   const series = (kind: string, annotation: string): string | undefined =>
     samples(metrics, 'remora_control_annotations_without_effect', { kind, annotation })[0]?.value
-  t.equal(series('Service', 'remora.dev/opaque-ports'), '1')
-  t.equal(series('Pod', 'remora.dev/skip-outbound-ports'), '1')
+  t.equal(series('Service', 'remora.dev/proxy-image'), '1')
+  t.equal(series('Pod', 'remora.dev/inject'), '1')
   t.equal(series('Pod', 'remora.dev/proxy-image'), '1')
   t.equal(series('Service', 'remora.dev/inject'), '0', 'every series is there from the start')
-  t.notOk(samples(metrics, 'remora_control_source_errors_total', { kind: 'malformed' }).length > 0, 'not counted as malformed objects')
+  t.equal(series('Service', 'remora.dev/opaque-ports'), undefined, 'no series for annotations that have an effect')
+  t.equal(series('Pod', 'remora.dev/skip-outbound-ports'), undefined)
+  t.notOk(samples(metrics, 'remora_control_source_errors_total', { kind: 'malformed' }).length > 0, 'not counted as malformed objects (opaque-ports "5432" is a good list)')
+  t.notOk(linesOf(cp).some((l) => /opaque-ports|skip-outbound-ports/.test(l.msg)), 'nothing logged about them')
 
   // Update both objects, then add one more of each kind: the Service recomputes in the order its
   // changes came, and pod events are handled in order, so once the new objects' lines are out the
   // updates were handled too.
-  kube.apply(service(NS, 'db', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '3s' } }))
-  kube.apply(annotatedPod('web-1', '10.0.0.11', { 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/proxy-image': 'remora:next' }))
+  kube.apply(service(NS, 'db', { annotations: { 'remora.dev/proxy-image': 'remora:next', 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '3s' } }))
+  kube.apply(annotatedPod('web-1', '10.0.0.11', { 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/inject': 'enabled', 'remora.dev/proxy-image': 'remora:next' }))
   kube.apply(service(NS, 'cache', { annotations: { 'remora.dev/inject': 'enabled' } }))
-  kube.apply(annotatedPod('web-2', '10.0.0.2', { 'remora.dev/skip-inbound-ports': '9090' }))
+  kube.apply(annotatedPod('web-2', '10.0.0.2', { 'remora.dev/skip-inbound-ports': '9090', 'remora.dev/proxy-image': 'remora:next' }))
   const after = withoutEffect(await untilLogged(cp, (lines) => withoutEffect(lines).length >= 5 &&
     withoutEffect(lines).some((l) => l.service === `${NS}/cache`) && withoutEffect(lines).some((l) => l.pod === `${NS}/web-2`)))
   t.same(after.map((l) => `${l.service ?? l.pod} ${l.annotation}`).sort(), [
-    'shop/cache remora.dev/inject', 'shop/db remora.dev/opaque-ports', 'shop/web-1 remora.dev/proxy-image', 'shop/web-1 remora.dev/skip-outbound-ports', 'shop/web-2 remora.dev/skip-inbound-ports',
+    'shop/cache remora.dev/inject', 'shop/db remora.dev/proxy-image', 'shop/web-1 remora.dev/inject', 'shop/web-1 remora.dev/proxy-image', 'shop/web-2 remora.dev/proxy-image',
   ], 'the updated Service and Pod were not logged again')
   metrics = await scrapeMetrics(cp.adminUrl)
-  t.same([series('Service', 'remora.dev/opaque-ports'), series('Service', 'remora.dev/inject'), series('Pod', 'remora.dev/skip-outbound-ports'), series('Pod', 'remora.dev/skip-inbound-ports')], ['1', '1', '1', '1'],
+  t.same([series('Service', 'remora.dev/proxy-image'), series('Service', 'remora.dev/inject'), series('Pod', 'remora.dev/inject'), series('Pod', 'remora.dev/proxy-image')], ['1', '1', '1', '2'],
     'objects counted once however often they change')
 })

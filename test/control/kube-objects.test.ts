@@ -1,5 +1,5 @@
-// Kubernetes objects → remora Services: ports, readiness, dual-stack, protocol, policy, annotations
-// without effect yet, and malformed input.
+// Kubernetes objects → remora Services: ports, readiness, dual-stack, cluster IPs, protocol (opaque
+// too), policy, annotations without effect yet, and malformed input.
 import t from 'tap'
 import type { V1EndpointSlice, V1Pod, V1Service } from '@kubernetes/client-node'
 import { podAnnotationsRead, podAnnotationWarnings, servicesFromKube, type PodLookup } from '../../src/control/kube-objects.ts'
@@ -20,7 +20,7 @@ const convert = (s: V1Service, slices: V1EndpointSlice[], pods = webPods) => ser
 const keys = (r: ReturnType<typeof convert>, i = 0): string[] => r.services[i].endpoints.map((e) => e.key)
 
 t.test('one Service port: endpoints on the sidecar inbound port, target port and identity from slice and pod', async (t) => {
-  const r = convert(svc('demo', 'web', { ports: [{ name: 'http', port: 80, targetPort: 'web' }] }), [
+  const r = convert(svc('demo', 'web', { ports: [{ name: 'http', port: 80, targetPort: 'web' }], clusterIP: '10.96.0.10' }), [
     slice('demo', 'web-abc12', 'web', { ports: [{ name: 'http', port: 8080 }], endpoints: [ep('10.0.0.2', 'web-2'), ep('10.0.0.1', 'web-1')] }),
   ])
   t.same(r.problems, [])
@@ -30,7 +30,7 @@ t.test('one Service port: endpoints on the sidecar inbound port, target port and
     port: 80,
     protocol: 'auto',
     key: 'web.demo:80',
-    authorities: ['web:80', 'web.demo:80', 'web.demo.svc:80', 'web.demo.svc.cluster.local:80'],
+    authorities: ['web:80', 'web.demo:80', 'web.demo.svc:80', 'web.demo.svc.cluster.local:80', '10.96.0.10:80'],
     endpoints: [
       { address: { host: '10.0.0.1', port: 15006 }, targetPort: 8080, weight: 1, identity: 'spiffe://cluster.local/ns/demo/sa/web', key: '10.0.0.1:15006/8080' },
       { address: { host: '10.0.0.2', port: 15006 }, targetPort: 8080, weight: 1, identity: 'spiffe://cluster.local/ns/demo/sa/web', key: '10.0.0.2:15006/8080' },
@@ -113,17 +113,79 @@ t.test('protocol: appProtocol, then the remora.dev/protocol annotation wins; unk
   const ports = [
     { name: 'a', port: 1, appProtocol: 'http' }, { name: 'b', port: 2, appProtocol: 'kubernetes.io/h2c' },
     { name: 'c', port: 3, appProtocol: 'grpc' }, { name: 'd', port: 4, appProtocol: 'http2' },
-    { name: 'e', port: 5 }, { name: 'f', port: 6, appProtocol: 'mysql' },
+    { name: 'e', port: 5 }, { name: 'f', port: 6, appProtocol: 'quic' },
   ]
   let r = convert(svc('demo', 'web', { ports }), [])
   t.same(r.services.map((s) => s.protocol), ['http1', 'http2', 'grpc', 'http2', 'auto', 'auto'])
-  t.match(r.problems, [/^Service demo\/web: spec\.ports\[5\]\.appProtocol: expected one of .*\(treated as auto\), got "mysql"$/])
+  t.match(r.problems, [/^Service demo\/web: spec\.ports\[5\]\.appProtocol: expected one of .*\(treated as auto\), got "quic"$/])
   r = convert(svc('demo', 'web', { ports, annotations: { 'remora.dev/protocol': 'grpc' } }), [])
   t.same(r.services.map((s) => s.protocol), ['grpc', 'grpc', 'grpc', 'grpc', 'grpc', 'grpc'])
   t.same(r.problems, [])
   r = convert(svc('demo', 'web', { ports: [ports[0]], annotations: { 'remora.dev/protocol': 'h3' } }), [])
   t.equal(r.services[0].protocol, 'http1', 'bad annotation: appProtocol applies')
-  t.same(r.problems, ['Service demo/web: annotation remora.dev/protocol: expected one of auto, http1, http2, grpc, got "h3"'])
+  t.same(r.problems, ['Service demo/web: annotation remora.dev/protocol: expected one of auto, http1, http2, grpc, opaque, got "h3"'])
+})
+
+t.test('opaque: appProtocol of a non-HTTP protocol (any case), the remora.dev/protocol annotation, no problem reported', async (t) => {
+  const names = ['tcp', 'tls', 'https', 'mysql', 'postgresql', 'postgres', 'redis', 'mongo', 'mongodb', 'kafka', 'amqp', 'nats', 'smtp', 'TCP', 'MySQL']
+  let r = convert(svc('demo', 'db', { ports: names.map((appProtocol, i) => ({ name: `p${i}`, port: 5000 + i, appProtocol })) }), [])
+  t.same(r.problems, [])
+  t.same(r.services.map((s) => [s.port, s.protocol]), names.map((_, i) => [5000 + i, 'opaque']))
+  r = convert(svc('demo', 'db', { ports: [{ name: 'pg', port: 5432 }, { name: 'http', port: 80, appProtocol: 'http' }], annotations: { 'remora.dev/protocol': 'opaque' } }), [])
+  t.same(r.problems, [])
+  t.same(r.services.map((s) => s.protocol), ['opaque', 'opaque'], 'the annotation wins over appProtocol, as for the other protocols')
+})
+
+t.test('remora.dev/opaque-ports: those Service ports (single or ranges) are opaque, the others keep their protocol', async (t) => {
+  const ports = [
+    { name: 'http', port: 80 }, { name: 'pg', port: 5432 }, { name: 'lo', port: 9000 }, { name: 'mid', port: 9005, appProtocol: 'grpc' },
+    { name: 'hi', port: 9010 }, { name: 'out', port: 9011 },
+  ]
+  let r = convert(svc('demo', 'db', { ports, annotations: { 'remora.dev/opaque-ports': '5432, 9000-9010' } }), [])
+  t.same(r.problems, [])
+  t.same(r.warnings, [], 'an annotation with an effect: no "has no effect yet" warning')
+  t.same(r.services.map((s) => [s.port, s.protocol]), [[80, 'auto'], [5432, 'opaque'], [9000, 'opaque'], [9005, 'opaque'], [9010, 'opaque'], [9011, 'auto']])
+  r = convert(svc('demo', 'db', { ports, annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/protocol': 'grpc' } }), [])
+  t.same(r.services.map((s) => s.protocol), ['grpc', 'opaque', 'grpc', 'grpc', 'grpc', 'grpc'], 'the port list wins over remora.dev/protocol for its ports')
+  r = convert(svc('demo', 'db', { ports, annotations: { 'remora.dev/opaque-ports': '3306' } }), [])
+  t.same(r.services.map((s) => s.protocol), ['auto', 'auto', 'auto', 'grpc', 'auto', 'auto'], 'a port the Service does not have changes nothing')
+})
+
+t.test('remora.dev/opaque-ports: a bad list is reported, naming the Service and the value, and ignored whole', async (t) => {
+  const ports = [{ name: 'http', port: 80 }, { name: 'pg', port: 5432 }]
+  for (const bad of ['5432,postgres', '5432,0', '9010-9000', '70000', '5432;80', '-5']) {
+    const r = convert(svc('demo', 'db', { ports, annotations: { 'remora.dev/opaque-ports': bad } }), [])
+    t.same(r.problems, [`Service demo/db: annotation remora.dev/opaque-ports: expected comma-separated ports or ranges (3306,5432 or 9000-9010), got ${JSON.stringify(bad)}`], bad)
+    t.same(r.services.map((s) => s.protocol), ['auto', 'auto'], `${bad}: no port made opaque, the Service still converted`)
+  }
+})
+
+t.test('cluster IPs: each Service port answers to its cluster IPs with the port, after its names', async (t) => {
+  const dual = svc('demo', 'web', { ports: [{ name: 'http', port: 80 }, { name: 'grpc', port: 9090 }], ipFamilies: ['IPv4', 'IPv6'] })
+  const r = convert({ ...dual, spec: { ...dual.spec, clusterIP: '10.96.0.10', clusterIPs: ['10.96.0.10', 'fd00::a'] } } as V1Service, [])
+  t.same(r.problems, [])
+  t.same(r.services.map((s) => s.authorities), [
+    ['web:80', 'web.demo:80', 'web.demo.svc:80', 'web.demo.svc.cluster.local:80', '10.96.0.10:80', '[fd00::a]:80'],
+    ['web:9090', 'web.demo:9090', 'web.demo.svc:9090', 'web.demo.svc.cluster.local:9090', '10.96.0.10:9090', '[fd00::a]:9090'],
+  ], 'IPv6 in brackets, as in a Host header')
+  const v6 = svc('demo', 'web', { clusterIP: 'fd00:10:96::1', ipFamilies: ['IPv6'] })
+  t.same(convert(v6, []).services[0].authorities.slice(4), ['[fd00:10:96::1]:80'])
+  const old = svc('demo', 'web')
+  const onlyClusterIP = { ...old, spec: { ...old.spec, clusterIP: '10.96.0.11', clusterIPs: undefined } } as V1Service
+  t.same(convert(onlyClusterIP, []).services[0].authorities.slice(4), ['10.96.0.11:80'], 'spec.clusterIP alone (no clusterIPs) is used')
+  const none = { ...old, spec: { ...old.spec, clusterIP: undefined, clusterIPs: undefined } } as V1Service
+  t.same(convert(none, []).services[0].authorities, ['web:80', 'web.demo:80', 'web.demo.svc:80', 'web.demo.svc.cluster.local:80'], 'no cluster IP yet: names only')
+})
+
+t.test('cluster IPs: a malformed one is reported and left out; the good ones and the Service stay', async (t) => {
+  const s = svc('demo', 'web')
+  const r = convert({ ...s, spec: { ...s.spec, clusterIPs: ['10.96.0.300', '10.96.0.10', 7, 'web.example.com'] } } as unknown as V1Service, [])
+  t.same(r.problems, [
+    'Service demo/web: spec.clusterIPs: expected IP addresses (or None), got "10.96.0.300"',
+    'Service demo/web: spec.clusterIPs: expected IP addresses (or None), got 7',
+    'Service demo/web: spec.clusterIPs: expected IP addresses (or None), got "web.example.com"',
+  ])
+  t.same(r.services[0].authorities.slice(4), ['10.96.0.10:80'])
 })
 
 t.test('policy annotations: good ones apply, bad ones are reported and the default stays', async (t) => {
@@ -135,13 +197,17 @@ t.test('policy annotations: good ones apply, bad ones are reported and the defau
 })
 
 t.test('annotations with no effect yet: warnings naming Service or Pod and the annotation, not problems', async (t) => {
-  const r = convert(svc('demo', 'web', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/protocol': 'grpc', 'remora.dev/timeout': '2s' } }), [])
+  const r = convert(svc('demo', 'web', { annotations: { 'remora.dev/proxy-image': 'remora:next', 'remora.dev/opaque-ports': '5432', 'remora.dev/protocol': 'grpc', 'remora.dev/timeout': '2s' } }), [])
   t.same(r.problems, [])
   t.equal(r.services[0].policy.requestTimeoutMs, 2000)
-  t.same(r.warnings, [{ annotation: 'remora.dev/opaque-ports', message: 'Service demo/web: annotation remora.dev/opaque-ports has no effect in this version yet (it comes with opaque TCP through the mesh)' }])
-  const p = { ...pod('demo', 'web-1'), metadata: { name: 'web-1', namespace: 'demo', annotations: { 'remora.dev/skip-inbound-ports': '9090', 'remora.dev/allow': '8080=ns:demo', 'example.com/x': 'y' } } }
-  t.same(podAnnotationsRead(p), { 'remora.dev/skip-inbound-ports': '9090' }, 'a pod keeps only what the control plane reads')
-  t.same(podAnnotationWarnings(p), [{ annotation: 'remora.dev/skip-inbound-ports', message: 'Pod demo/web-1: annotation remora.dev/skip-inbound-ports has no effect in this version yet (it comes with traffic interception: remora init)' }])
+  t.same(r.warnings, [{ annotation: 'remora.dev/proxy-image', message: 'Service demo/web: annotation remora.dev/proxy-image has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' }],
+    'opaque-ports has an effect now: no warning')
+  const p = { ...pod('demo', 'web-1'), metadata: { name: 'web-1', namespace: 'demo', annotations: { 'remora.dev/inject': 'enabled', 'remora.dev/skip-inbound-ports': '9090', 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/opaque-ports': '5432', 'remora.dev/allow': '8080=ns:demo', 'example.com/x': 'y' } } }
+  t.same(podAnnotationsRead(p), { 'remora.dev/inject': 'enabled' }, 'a pod keeps only what the control plane reads (the skip and opaque ports are for remora init and the sidecar)')
+  t.same(podAnnotationWarnings(p), [{ annotation: 'remora.dev/inject', message: 'Pod demo/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' }])
+  const interception = { ...pod('demo', 'web-3'), metadata: { name: 'web-3', namespace: 'demo', annotations: { 'remora.dev/skip-inbound-ports': '9090', 'remora.dev/skip-outbound-ports': '3306' } } }
+  t.equal(podAnnotationsRead(interception), undefined)
+  t.same(podAnnotationWarnings(interception), [], 'skip-inbound-ports and skip-outbound-ports have an effect now: no warning')
   t.same(podAnnotationWarnings(pod('demo', 'web-2')), [])
   t.same(podAnnotationWarnings({ metadata: { name: 'x', annotations: 'nope' } }), [], 'malformed annotations: nothing, no throw')
 })
@@ -151,6 +217,8 @@ t.test('ExternalName is skipped quietly; headless is fine', async (t) => {
   t.same(convert(ext, []), { services: [], problems: [], warnings: [], waitingFor: [] })
   const headless = convert(svc('demo', 'web', { clusterIP: 'None' }), [slice('demo', 'web-a', 'web', { endpoints: [ep('10.0.0.1', 'web-1')] })])
   t.same(keys(headless), ['10.0.0.1:15006/8080'])
+  t.same(headless.problems, [])
+  t.same(headless.services[0].authorities, ['web:80', 'web.demo:80', 'web.demo.svc:80', 'web.demo.svc.cluster.local:80'], 'headless: no cluster IP among the authorities')
 })
 
 t.test('malformed slices: each problem names object and field; only the bad part is left out', async (t) => {

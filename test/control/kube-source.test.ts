@@ -72,7 +72,7 @@ const hosts = (catalog: Catalog, key = 'web.demo:80'): string[] | undefined => c
 
 t.test('initial sync: lists all three, builds the catalog, then marks it synced', async (t) => {
   const { api, catalog, source } = await setup(t)
-  api.apply(service('demo', 'api', { ports: [{ name: 'grpc', port: 9090, appProtocol: 'grpc' }] }))
+  api.apply(service('demo', 'api', { ports: [{ name: 'grpc', port: 9090, appProtocol: 'grpc' }], clusterIP: '10.96.0.20' }))
   api.apply(endpointSlice('demo', 'api-1', 'api', { ports: [{ name: 'grpc', port: 9090 }], endpoints: [ep('10.0.0.3', 'web-3')] }))
   let sizeAtSync = -1
   catalog.on('synced', () => { sizeAtSync = catalog.size })
@@ -83,6 +83,9 @@ t.test('initial sync: lists all three, builds the catalog, then marks it synced'
   t.same(catalog.lookup('web.demo.svc.cluster.local:80')?.service.endpoints.map((e) => e.key), ['10.0.0.1:15006/8080', '10.0.0.2:15006/8080'])
   t.equal(catalog.lookup('api.demo:9090')?.service.protocol, 'grpc')
   t.equal(catalog.lookup('web.demo:80')?.service.endpoints[0].identity, 'spiffe://cluster.local/ns/demo/sa/web')
+  t.equal(catalog.lookup('10.96.0.20:9090')?.key, 'api.demo:9090', 'the cluster IP with the port finds the service')
+  t.equal(catalog.lookup('10.0.0.3:9090')?.key, 'api.demo:9090', 'so does a pod IP with its target port')
+  t.equal(catalog.lookup('10.0.0.1:8080')?.key, 'web.demo:80')
   t.same(['services', 'endpointslices', 'pods'].map((r) => api.count('list', r as 'pods')), [1, 1, 1])
   await api.waitFor(() => api.watchers() === 3)
   t.ok(api.requests.filter((r) => r.verb === 'watch').every((r) => r.query.allowWatchBookmarks === 'true'), 'watches ask for bookmarks')
@@ -222,8 +225,8 @@ t.test('annotations with no effect yet: one warning per Service or Pod and annot
     annotatedPod(pod('demo', 'web-1', { serviceAccountName: opts.sa ?? 'web', ip: opts.ip ?? '10.0.0.1' }), opts.annotations ?? {})
   const { api, catalog, source, logs, errors, gauge, untilLogged, untilGauge } = await setup(t, {
     before: (api) => {
-      api.apply(service('demo', 'web', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/timeout': '2s' } }))
-      api.apply(web1({ annotations: { 'remora.dev/inject': 'enabled', 'remora.dev/default-policy': 'deny', 'remora.dev/allow': '8080=ns:demo' } }))
+      api.apply(service('demo', 'web', { annotations: { 'remora.dev/inject': 'enabled', 'remora.dev/proxy-image': 'remora:next', 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '2s' } }))
+      api.apply(web1({ annotations: { 'remora.dev/inject': 'enabled', 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/default-policy': 'deny', 'remora.dev/allow': '8080=ns:demo' } }))
     },
   })
   const warnings = (): string[] => logs.filter((l) => l.level === 40).map((l) => l.msg).sort()
@@ -231,19 +234,19 @@ t.test('annotations with no effect yet: one warning per Service or Pod and annot
   await untilLogged(() => warnings().length >= 3)
   t.same(warnings(), [
     noEffect('Pod', 'demo/web-1', 'remora.dev/inject', 'sidecar injection: remora inject and remora injector'),
-    noEffect('Service', 'demo/web', 'remora.dev/opaque-ports', 'opaque TCP through the mesh'),
-    noEffect('Service', 'demo/web', 'remora.dev/skip-outbound-ports', 'traffic interception: remora init'),
-  ], 'default-policy and allow (read by the sidecar) are not warned about')
+    noEffect('Service', 'demo/web', 'remora.dev/inject', 'sidecar injection: remora inject and remora injector'),
+    noEffect('Service', 'demo/web', 'remora.dev/proxy-image', 'sidecar injection: remora inject and remora injector'),
+  ], 'opaque-ports, skip-outbound-ports, default-policy and allow (they have an effect) are not warned about')
   t.same(logs.filter((l) => l.level === 40).map((l) => `${String(l.service ?? l.pod)} ${String(l.annotation)}`).sort(),
-    ['demo/web remora.dev/opaque-ports', 'demo/web remora.dev/skip-outbound-ports', 'demo/web-1 remora.dev/inject'], 'object and annotation as fields too')
+    ['demo/web remora.dev/inject', 'demo/web remora.dev/proxy-image', 'demo/web-1 remora.dev/inject'], 'object and annotation as fields too')
   t.same(errors, [], 'warnings, not errors: the source-errors metric does not count them')
-  t.same(Object.fromEntries(gauge), { 'Service remora.dev/opaque-ports': 1, 'Service remora.dev/skip-outbound-ports': 1, 'Pod remora.dev/inject': 1 })
+  t.same(Object.fromEntries(gauge), { 'Service remora.dev/inject': 1, 'Service remora.dev/proxy-image': 1, 'Pod remora.dev/inject': 1 })
   t.equal(catalog.lookup('web.demo:80')?.service.policy.requestTimeoutMs, 2000, 'the policy annotations still apply')
 
   // Updates of the same objects: the Service (another timeout, one annotation fewer), the pod's
   // status, then its service account (each pod event is handled in order, so the last one seen
   // in the catalog means the others were handled too).
-  api.apply(service('demo', 'web', { annotations: { 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '3s' } }))
+  api.apply(service('demo', 'web', { annotations: { 'remora.dev/inject': 'enabled', 'remora.dev/opaque-ports': '5432', 'remora.dev/timeout': '3s' } }))
   await until(catalog, () => catalog.lookup('web.demo:80')?.service.policy.requestTimeoutMs === 3000)
   api.apply(web1({ ip: '10.0.0.11', annotations: { 'remora.dev/inject': 'enabled' } }))
   api.apply(web1({ sa: 'web-v2', ip: '10.0.0.11', annotations: { 'remora.dev/inject': 'enabled' } }))
@@ -259,13 +262,13 @@ t.test('annotations with no effect yet: one warning per Service or Pod and annot
   await until(catalog, () => hosts(catalog)?.join() === '10.0.0.3')
   t.ok(api.requests.some((r) => r.expired === true), 'the informers relisted')
   t.equal(warnings().length, 3, 'not logged again on updates or the relist')
-  t.same(Object.fromEntries(gauge), { 'Service remora.dev/opaque-ports': 1, 'Service remora.dev/skip-outbound-ports': 0, 'Pod remora.dev/inject': 1 }, 'the removed annotation went down')
+  t.same(Object.fromEntries(gauge), { 'Service remora.dev/inject': 1, 'Service remora.dev/proxy-image': 0, 'Pod remora.dev/inject': 1 }, 'the removed annotation went down')
 
   // Removed from the pod, then the Service deleted: the gauge goes to 0. Added again: logged again.
   api.apply(web1({ sa: 'web-v2', ip: '10.0.0.11' }))
   await untilGauge((g) => g.get('Pod remora.dev/inject') === 0)
   api.remove('Service', 'demo', 'web')
-  await untilGauge((g) => g.get('Service remora.dev/opaque-ports') === 0)
+  await untilGauge((g) => g.get('Service remora.dev/inject') === 0)
   t.ok([...gauge.values()].every((n) => n === 0), 'nothing carried any more')
   api.apply(web1({ sa: 'web-v2', ip: '10.0.0.11', annotations: { 'remora.dev/inject': 'enabled' } }))
   await untilLogged(() => warnings().length === 4)

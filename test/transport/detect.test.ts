@@ -1,9 +1,11 @@
 // Protocol detection on a connection's first bytes: which server gets the connection (TLS for mTLS
-// from peers, HTTP/2, HTTP/1.x), when to wait for more bytes, and that no byte is lost on the way.
+// from peers, HTTP/2, HTTP/1.x, remora's opaque-TCP header), when to wait for more bytes, a silent
+// client (timeout), and that no byte is lost on the way.
 import t from 'tap'
 import { PassThrough } from 'node:stream'
 import type { Socket } from 'node:net'
 import { classifyBytes, detect, type Detected } from '../../src/transport/detect.ts'
+import { encodeTcpHeader } from '../../src/transport/tcp-header.ts'
 
 const PREFACE = 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'
 const bytes = (s: string): Buffer => Buffer.from(s, 'latin1')
@@ -59,8 +61,19 @@ t.test('lower-case methods are not HTTP (methods are case-sensitive): closed at 
   t.equal(classifyBytes(bytes('g')), 'unknown', 'known from the first lower-case byte, no waiting')
 })
 
+t.test('the remora-tcp header: its four magic bytes say so; the start of them waits; a zero byte then anything else is unknown', async (t) => {
+  t.equal(classifyBytes(Buffer.from([0x00, 0x52, 0x4d, 0x54])), 'remora-tcp', '\\0RMT')
+  t.equal(classifyBytes(encodeTcpHeader({ port: 5432 })), 'remora-tcp', 'a whole header')
+  t.equal(classifyBytes(Buffer.concat([encodeTcpHeader({ port: 5432 }), Buffer.from('app bytes')])), 'remora-tcp', 'and what follows it')
+  for (const n of [1, 2, 3]) t.equal(classifyBytes(encodeTcpHeader({ port: 80 }).subarray(0, n)), undefined, `the magic cut after ${n} bytes waits for the rest`)
+  t.equal(classifyBytes(Buffer.from([0x00, 0x00])), 'unknown', 'a zero byte then not R')
+  t.equal(classifyBytes(Buffer.from([0x00, 0x52, 0x4d, 0x55])), 'unknown', 'the last magic byte wrong')
+  t.equal(classifyBytes(Buffer.from([0x00, 0x52, 0x00])), 'unknown', 'known as soon as a byte differs, without waiting for four')
+  t.equal(classifyBytes(Buffer.from('RMT')), 'unknown', 'the magic without its zero byte is not it (nor a method: three letters and no space yet, then lower case)')
+})
+
 t.test('garbage and server-first protocols are unknown', async (t) => {
-  t.equal(classifyBytes(Buffer.from([0x00])), 'unknown')
+  t.equal(classifyBytes(Buffer.from([0x00, 0x01])), 'unknown', 'a zero byte that does not start the remora-tcp magic')
   t.equal(classifyBytes(Buffer.from([0xff, 0xfe, 0xfd])), 'unknown')
   t.equal(classifyBytes(bytes('SSH-2.0-OpenSSH_9.6\r\n')), 'unknown', 'SSH: no space after the letters')
   t.equal(classifyBytes(bytes('GET/ HTTP/1.1')), 'unknown', 'no space after the method')
