@@ -7,7 +7,7 @@ import { parseHostPort, parsePort } from '../parse/host-port.ts'
 import { parseDuration } from '../parse/duration.ts'
 import { parsePortList, type PortRange } from '../parse/port-list.ts'
 import { parseCidrList, type Cidr } from '../parse/cidr.ts'
-import type { Annotations } from './annotations.ts'
+import { readAnnotationsFile, type Annotations } from './annotations.ts'
 
 export interface Setting<T> {
   /** Environment variable, e.g. REMORA_INBOUND_ADDR; the CLI flag is derived (--inbound-addr). */
@@ -153,6 +153,12 @@ export function readSettings<S extends Record<string, Setting<unknown>>> (
     }
   }
   return out as SettingsOf<S>
+}
+
+/** The pod annotations in the downward-API file that `fileSetting` names by flag or variable; none when unset. */
+export function podAnnotations (fileSetting: Setting<string>, env: Environment, flags: ReadonlyMap<string, string>): Annotations | undefined {
+  const file = flags.get(flagOf(fileSetting)) ?? given(env[fileSetting.env])
+  return file === undefined ? undefined : readAnnotationsFile(file)
 }
 
 /** Was this setting given explicitly (flag, env or annotation), not just defaulted? */

@@ -1,8 +1,7 @@
 // The proxy's configuration: settings + the workload's entry in the mesh file, parsed once and frozen.
 import { RemoraError } from '../errors.ts'
 import { deepFreeze } from './deep-freeze.ts'
-import { flagOf, isExplicit, ProxySettings, readSettings, type Environment, type LogLevel, type SettingsOf } from './env.ts'
-import { readAnnotationsFile } from './annotations.ts'
+import { isExplicit, podAnnotations, ProxySettings, readSettings, type Environment, type LogLevel, type SettingsOf } from './env.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import type { AllowRule, AuthorizationPolicy } from '../mesh/authorization.ts'
 import { parseSpiffeId } from '../mesh/spiffe-id.ts'
@@ -59,8 +58,7 @@ export interface MtlsConfig {
 
 export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): { config: ProxyConfig, mesh: MeshConfig | undefined } {
   // The pod's remora.dev/* annotations (downward API) come after flags and environment variables.
-  const file = flags.get(flagOf(ProxySettings.annotationsFile)) ?? (env[ProxySettings.annotationsFile.env] || undefined)
-  const annotations = file === undefined ? undefined : readAnnotationsFile(file)
+  const annotations = podAnnotations(ProxySettings.annotationsFile, env, flags)
   const s = readSettings(ProxySettings, env, flags, annotations)
   if (s.meshFile === undefined && s.controlAddr === undefined) {
     throw new RemoraError('REMORA_CONFIG_ENV', 'no endpoint source: set REMORA_CONTROL_ADDR (or --control-addr) to the control plane, or REMORA_MESH_FILE (or --mesh-file) to a mesh YAML file such as deploy/local/mesh.yaml')

@@ -1,6 +1,5 @@
 // `remora init`: reads the settings, then installs (or with --cleanup removes, or with --dry-run prints) the interception rules.
-import { flagOf, InitSettings, readSettings, type Environment, type SettingsOf } from '../config/env.ts'
-import { readAnnotationsFile } from '../config/annotations.ts'
+import { flagOf, InitSettings, podAnnotations, readSettings, type Environment, type SettingsOf } from '../config/env.ts'
 import { RemoraError } from '../errors.ts'
 import { createLogger, type Logger } from '../telemetry/log.ts'
 import { applyText, cleanupText, FAMILIES, parseNat, type Family, type InterceptOptions } from './rules.ts'
@@ -17,8 +16,7 @@ const optionsOf = (s: Settings): InterceptOptions => ({
 
 /** Settings from flags, then REMORA_* variables, then the pod's remora.dev/* annotations, then defaults. */
 export function readInitSettings (env: Environment, flags: ReadonlyMap<string, string>): Settings {
-  const file = flags.get(flagOf(InitSettings.annotationsFile)) ?? (env[InitSettings.annotationsFile.env] || undefined)
-  return readSettings(InitSettings, env, flags, file === undefined ? undefined : readAnnotationsFile(file))
+  return readSettings(InitSettings, env, flags, podAnnotations(InitSettings.annotationsFile, env, flags))
 }
 
 export function dryRunText (s: Settings): string {

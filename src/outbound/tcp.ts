@@ -12,6 +12,7 @@ import { encodeTcpHeader, TCP_ALPN } from '../transport/tcp-header.ts'
 import { pipeTcp } from '../transport/tcp-pipe.ts'
 import { peerIdentityCheck } from '../transport/h2-sessions.ts'
 import { TcpRecord } from '../telemetry/tcp-record.ts'
+import { sniOf } from '../transport/client-hello.ts'
 import type { OutboundContext } from './context.ts'
 
 /** How many endpoints a connection tries before it gives up (each failed connect tries another). */
@@ -21,6 +22,8 @@ export function carryOutbound (ctx: OutboundContext, socket: Socket, cause: Opaq
   const record = new TcpRecord('outbound', dest.authority, cause.kind)
   if (cause.kind === 'tls') record.sni = cause.sni
   socket.pause()
+  // Carried without detection (egress, opaque ports, tunnels): the first bytes still name a TLS server.
+  if (cause.kind !== 'tls') socket.once('data', (chunk: Buffer) => { if (chunk[0] === 0x16) record.sni = sniOf(chunk) })
   let gone = false
   // Until bytes flow, the app closing (or being refused) ends the record; then pipeTcp does.
   const onGone = (): void => {

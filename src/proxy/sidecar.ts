@@ -1,5 +1,6 @@
 // `remora proxy`: wires the listeners, endpoint table and connections together; drains on SIGTERM.
 import type http from 'node:http'
+import { networkInterfaces } from 'node:os'
 import type http2 from 'node:http2'
 import type { Logger } from 'pino'
 import type { Environment } from '../config/env.ts'
@@ -138,8 +139,10 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     admin: adminAddress,
   }
   ctx.tunnels.bind(addresses.outbound)
+  // `remora init` redirects IPv6 too (to ::1 and the pod's IPv6 address): the IPv4 defaults get an IPv6 twin.
+  const twins = await Promise.all([bindTwin(outbound, addresses.outbound, log), bindTwin(inbound, addresses.inbound, log)])
   listening = true
-  log.info({ workload: config.workload, identity: config.identity, ...addresses, appPorts: config.appPorts.map((p) => p.port), services: table.state.services.length }, 'sidecar ready')
+  log.info({ workload: config.workload, identity: config.identity, ...addresses, ipv6: twins.filter((a) => a !== undefined), appPorts: config.appPorts.map((p) => p.port), services: table.state.services.length }, 'sidecar ready')
   // Ask each `auto` app port now, so the first request rarely waits; an app not up yet is asked on its
   // first request. Never a server-first port: an HTTP/2 preface there counts as a bad client (MySQL blocks the host).
   ctx.appProtocols.warm(config.appPorts.filter((p) => p.protocol === 'auto' && !config.opaquePorts.includes(p.port)).map((p) => p.port))
@@ -187,6 +190,25 @@ function opaqueDestination (found: Service | undefined | Promise<Service | undef
   const kind = (s: Service | undefined): OpaqueKind | undefined => s === undefined ? 'egress' : s.protocol === 'opaque' ? 'service' : undefined
   if (found instanceof Promise) return found.then(kind, () => undefined)
   return kind(found)
+}
+
+/**
+ * The IPv6 twin of an IPv4 loopback or wildcard listener (::1, or :: for IPv6 only), when this
+ * host has IPv6; not binding it only costs IPv6 clients, so it is a warning, not a stop.
+ */
+async function bindTwin (listener: SniffingListener, bound: HostPort, log: Logger): Promise<HostPort | undefined> {
+  const twin = bound.host === '127.0.0.1' ? '::1' : bound.host === '0.0.0.0' ? '::' : undefined
+  if (twin === undefined || !hasIpv6()) return undefined
+  try {
+    return await listener.listen({ host: twin, port: bound.port })
+  } catch (err) {
+    log.warn({ listener: listener.name, err: (err as Error).message }, 'no IPv6 twin for this listener: IPv6 clients (redirected or not) cannot reach it')
+    return undefined
+  }
+}
+
+function hasIpv6 (): boolean {
+  return Object.values(networkInterfaces()).some((list) => list?.some((a) => a.family === 'IPv6') === true)
 }
 
 function trackSessions (servers: Array<http2.Http2Server | http2.Http2SecureServer>): Set<http2.ServerHttp2Session> {

@@ -47,7 +47,8 @@ const PROXY_CLIENT_TIMEOUT_MS = 30_000
 
 export class SniffingListener {
   readonly name: 'inbound' | 'outbound'
-  readonly #server: net.Server
+  /** One server per bound address (the configured one, and its IPv6 twin). */
+  readonly #bound: net.Server[] = []
   readonly #servers: ProtocolServers
   readonly #log: Logger
   readonly #sockets = new Set<Duplex>()
@@ -63,11 +64,6 @@ export class SniffingListener {
     this.#log = log
     this.#metrics = metrics
     this.#options = options
-    // Half-open allowed: an opaque client may end its side and still read the answer (HTTP servers handle it themselves).
-    this.#server = net.createServer({ noDelay: true, pauseOnConnect: false, allowHalfOpen: true }, (socket) => {
-      this.#count(socket)
-      this.accept(socket)
-    })
   }
 
   /** TCP metrics per accepted connection; CONNECT tunnels re-entering over loopback are counted again, as the connections they are. */
@@ -153,22 +149,31 @@ export class SniffingListener {
     this.#servers.opaque(socket, cause, d)
   }
 
+  /** Binds `addr`; the first address bound is the listener's own (the one redirected connections are told from). */
   listen (addr: HostPort): Promise<HostPort> {
+    // Half-open allowed: an opaque client may end its side and still read the answer (HTTP servers handle it themselves).
+    const server = net.createServer({ noDelay: true, pauseOnConnect: false, allowHalfOpen: true }, (socket) => {
+      this.#count(socket)
+      this.accept(socket)
+    })
     return new Promise((resolve, reject) => {
-      this.#server.once('error', (err: NodeJS.ErrnoException) => {
+      server.once('error', (err: NodeJS.ErrnoException) => {
         reject(new RemoraError('REMORA_LISTEN', `${this.name} listener cannot bind ${addr.host}:${addr.port}: ${err.code ?? err.message}${err.code === 'EADDRINUSE' ? ' (another process uses that port; pick another with the setting for this listener)' : ''}`))
       })
-      this.#server.listen(addr.port, addr.host, () => {
-        const a = this.#server.address() as net.AddressInfo
-        this.#address = { host: a.address, port: a.port }
-        resolve(this.#address)
+      // An IPv6 wildcard twin takes IPv6 only: IPv4 has its own server.
+      server.listen({ port: addr.port, host: addr.host, ipv6Only: addr.host === '::' && this.#bound.length > 0 }, () => {
+        this.#bound.push(server)
+        const a = server.address() as net.AddressInfo
+        const bound = { host: a.address, port: a.port }
+        this.#address ??= bound
+        resolve(bound)
       })
     })
   }
 
   /** Stop accepting; connections already open go on. */
   stopAccepting (): void {
-    this.#server.close()
+    for (const s of this.#bound) s.close()
   }
 
   destroyAll (): void {

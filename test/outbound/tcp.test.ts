@@ -4,7 +4,8 @@
 import t, { type Test } from 'tap'
 import net from 'node:net'
 import http from 'node:http'
-import { freePort, startMesh, type MeshSpec, type SidecarProcess, type Teardown } from '../harness/mesh.ts'
+import tls from 'node:tls'
+import { eventually, freePort, startMesh, type MeshSpec, type SidecarProcess, type Teardown } from '../harness/mesh.ts'
 import { startSecureMesh } from '../harness/control.ts'
 import { metric } from '../harness/metrics.ts'
 
@@ -23,9 +24,9 @@ async function startServerFirst (t: Teardown): Promise<number> {
 }
 
 /** Opens a CONNECT tunnel through the sidecar; resolves with the socket (status 200) or the refusal. */
-function connect (proxy: SidecarProcess, authority: string): Promise<{ socket: net.Socket } | { status: number, headers: http.IncomingHttpHeaders }> {
+function connect (proxy: SidecarProcess, authority: string, host = '127.0.0.1'): Promise<{ socket: net.Socket } | { status: number, headers: http.IncomingHttpHeaders }> {
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port: proxy.ports.outbound, method: 'CONNECT', path: authority })
+    const req = http.request({ host, port: proxy.ports.outbound, method: 'CONNECT', path: authority })
     req.once('connect', (res, socket, head) => {
       if (res.statusCode !== 200) { socket.destroy(); resolve({ status: res.statusCode ?? 0, headers: res.headers }); return }
       if (head.length > 0) socket.unshift(head)
@@ -48,6 +49,11 @@ function readUntil (socket: net.Socket, text: string): Promise<string> {
   })
 }
 
+/** Waits for an access-log line (written when its connection ends). */
+async function waitForLog (sidecar: SidecarProcess, match: (l: Record<string, unknown>) => boolean): Promise<void> {
+  await eventually(() => sidecar.logs().some(match), 30_000, 'the access-log line')
+}
+
 function spec (serverFirst: number, declaredOpaque: number): MeshSpec {
   return {
     workloads: {
@@ -62,8 +68,8 @@ function spec (serverFirst: number, declaredOpaque: number): MeshSpec {
   }
 }
 
-async function conversation (t: Test, client: SidecarProcess, authority: string): Promise<void> {
-  const opened = await connect(client, authority)
+async function conversation (t: Test, client: SidecarProcess, authority: string, host?: string): Promise<void> {
+  const opened = await connect(client, authority, host)
   if (!('socket' in opened)) { t.fail(`CONNECT ${authority} refused: ${opened.status}`); return }
   const { socket } = opened
   // The server speaks first: its greeting must come without the client sending a byte.
@@ -84,7 +90,10 @@ for (const mode of ['plaintext', 'mTLS'] as const) {
     const client = mesh.sidecar('client')
     await conversation(t, client, 'db:3306')
     await conversation(t, client, 'queue.test:7000')
+    // The outbound listener's IPv6 twin ([::1], where iptables redirects IPv6): the same service.
+    if (mode === 'plaintext') await conversation(t, client, 'queue.test:7000', '::1')
     const opened = await metric(client.adminUrl, 'remora_tcp_flows_opened_total', { direction: 'outbound', authority: 'db.test:3306' })
+
     t.equal(opened, 1, 'the client sidecar counts one opaque flow to db')
     const dbIn = await metric(mesh.sidecar('db').adminUrl, 'remora_tcp_flows_opened_total', { direction: 'inbound', authority: `:${serverFirst}` })
     t.equal(dbIn, 1, 'the db sidecar counts one inbound flow to its app port')
@@ -113,6 +122,15 @@ t.test('egress: allow-any passes a destination outside the mesh through; registr
   if ('socket' in opened) {
     t.equal(await readUntil(opened.socket, '\n'), '220 ready\n', 'and reaches it unchanged')
     opened.socket.destroy()
+  }
+  // TLS the app originates to a server outside the mesh: carried as it is, its server name logged.
+  const tunnel = await connect(client, `127.0.0.1:${outside}`)
+  if ('socket' in tunnel) {
+    const hello = tls.connect({ socket: tunnel.socket, servername: 'api.example.com', rejectUnauthorized: false })
+    hello.on('error', () => {}) // the outside server speaks no TLS: only the ClientHello matters
+    await waitForLog(client, (l) => l.proto === 'TCP' && l.route === 'passthrough' && l.sni === 'api.example.com')
+    t.pass('the SNI of TLS carried to a destination outside the mesh is in the access log')
+    hello.destroy()
   }
   const answer = await new Promise<string>((resolve, reject) => {
     http.get({ host: '127.0.0.1', port: client.ports.outbound, path: `http://127.0.0.1:${webPort}/x?y=1` }, (res) => {
