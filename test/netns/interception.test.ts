@@ -13,7 +13,7 @@ import { parseMetrics, value, type MetricFamily } from '../harness/metrics.ts'
 
 const skip = netnsSkipReason()
 const FIXTURES = join(ROOT, 'test/fixtures/netns')
-const VIP = { web: '10.96.0.10', rabbitmq: '10.96.0.20', mariadb: '10.96.0.21', postgres: '10.96.0.22', redis: '10.96.0.23' }
+const VIP = { web: '10.96.0.10', greeter: '10.96.0.11', rabbitmq: '10.96.0.20', mariadb: '10.96.0.21', postgres: '10.96.0.22', redis: '10.96.0.23' }
 
 t.test('pods in network namespaces: interception, opaque TCP, egress', { skip }, async (t) => {
   const fabric = await Fabric.create(t, { pods: ['a', 'b', 'c', 'db', 'outside'] as const })
@@ -28,8 +28,8 @@ t.test('pods in network namespaces: interception, opaque TCP, egress', { skip },
     ({ name, namespace: 'test', port, addresses: [VIP[name]], endpoints: [{ workload: pod, targetPort }] })
   const meshFile = join(dir, 'mesh.yaml')
   writeFileSync(meshFile, stringify({
-    workloads: { a: workload(a, [1]), b: workload(b, [8080]), c: workload(c, [1]), db: workload(db, [5672, 3306, 5432, 6379]) },
-    services: [service('web', 80, 'b', 8080), service('rabbitmq', 5672, 'db', 5672), service('mariadb', 3306, 'db', 3306), service('postgres', 5432, 'db', 5432), service('redis', 6379, 'db', 6379)],
+    workloads: { a: workload(a, [1]), b: workload(b, [8080, 7777]), c: workload(c, [1]), db: workload(db, [5672, 3306, 5432, 6379]) },
+    services: [service('web', 80, 'b', 8080), service('greeter', 7777, 'b', 7777), service('rabbitmq', 5672, 'db', 5672), service('mariadb', 3306, 'db', 3306), service('postgres', 5432, 'db', 5432), service('redis', 6379, 'db', 6379)],
   }), { mode: 0o644 })
 
   // The control plane in the root namespace, on the bridge address, with a development CA.
@@ -59,6 +59,8 @@ t.test('pods in network namespaces: interception, opaque TCP, egress', { skip },
         REMORA_OUTBOUND_ADDR: '127.0.0.1:15001',
         REMORA_ADMIN_ADDR: '0.0.0.0:15000',
         ...(pod === c ? { REMORA_OUTBOUND_POLICY: 'registry-only' } : {}),
+        // A short detection wait, so the test of a silent client on an unlisted port is quick.
+        ...(pod === a ? { REMORA_DETECT_TIMEOUT: '300ms' } : {}),
       },
     })
     sidecars.set(pod.name, sidecar)
@@ -77,6 +79,7 @@ t.test('pods in network namespaces: interception, opaque TCP, egress', { skip },
 
   // Apps: plain servers that know nothing of the mesh.
   await b.node([join(FIXTURES, 'http-app.ts'), '8080', 'web']).waitForLine('listening')
+  await b.node([join(FIXTURES, 'greeter.ts'), '7777']).waitForLine('listening')
   await outside.node([join(FIXTURES, 'http-app.ts'), '9000', 'outside']).waitForLine('listening')
   const forwards = await Promise.all([5672, 3306, 5432, 6379].map((port) => fabric.forward({ host: '127.0.0.1', port })))
   await db.node([join(FIXTURES, 'relay.ts'), ...forwards.map((f, i) => `${[5672, 3306, 5432, 6379][i]}=${f.host}:${f.port}`)]).waitForLine('listening')
@@ -147,6 +150,17 @@ t.test('pods in network namespaces: interception, opaque TCP, egress', { skip },
     t.ok(value(flows, 'remora_tcp_flows_opened_total', { direction: 'outbound', authority: 'mariadb.test:3306', peer: 'spiffe://cluster.local/ns/test/sa/db' }) >= 1, 'L4 metrics name the service and the peer identity')
     const dbFlows = await metrics(db)
     t.ok(value(dbFlows, 'remora_tcp_flows_opened_total', { direction: 'inbound', authority: ':3306', peer: 'spiffe://cluster.local/ns/test/sa/a' }) >= 1, 'and the inbound side the caller\'s')
+  })
+
+  await t.test('a server-first protocol on a port no list names: carried after the detection wait, counted and logged once', async (t) => {
+    const client = `const s = require('node:net').connect(7777, '${VIP.greeter}'); s.once('data', (d) => { process.stdout.write(String(d)); s.destroy() })`
+    for (let i = 0; i < 2; i++) {
+      const r = await a.run(process.execPath, ['-e', client])
+      t.equal(r.stdout, 'hello from greeter\n', `connection ${i + 1}: the greeting arrives once the client has been silent for REMORA_DETECT_TIMEOUT`)
+    }
+    t.equal(value(await metrics(a), 'remora_protocol_detect_timeouts_total', { direction: 'outbound', port: '7777' }), 2, 'each wait is counted, by port')
+    await logged(a, (l) => l.level === 'warn' && l.port === 7777 && String(l.msg).includes('REMORA_OPAQUE_PORTS'))
+    t.equal(logs(a).filter((l) => l.level === 'warn' && l.port === 7777).length, 1, 'and logged once for the port, saying how to skip the wait')
   })
 
   await t.test('opaque TCP between sidecars is mTLS with ALPN remora-tcp/1 on the wire', async (t) => {
