@@ -7,6 +7,7 @@ import type { Destination } from '../transport/destinations.ts'
 import type { OpaqueCause } from '../transport/listener.ts'
 import { readTcpHeader } from '../transport/tcp-header.ts'
 import { pipeTcp } from '../transport/tcp-pipe.ts'
+import { whenUp } from '../transport/dial.ts'
 import { TcpRecord } from '../telemetry/tcp-record.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 import type { InboundContext } from './context.ts'
@@ -60,26 +61,12 @@ function carryInbound (ctx: InboundContext, socket: Duplex, port: number, caller
   socket.pause()
   record.endpoint = `127.0.0.1:${port}`
   const app = net.connect({ host: '127.0.0.1', port, noDelay: true, allowHalfOpen: true, timeout: ctx.config.connectTimeout })
-  let connected = false
-  const early = (): void => { if (!connected) app.destroy() }
-  socket.once('close', early)
-  const failed = (why: string): void => {
-    if (connected) return
-    socket.off('close', early)
-    app.destroy()
-    refuse(why)
-  }
-  app.once('timeout', () => failed('app unavailable: connect timeout'))
-  app.once('error', (err: NodeJS.ErrnoException) => failed(`app unavailable: ${err.code ?? err.message}`))
-  app.once('connect', () => {
-    connected = true
-    socket.off('close', early)
-    app.setTimeout(0)
+  whenUp(socket, app, 'connect', () => {
     record.opened(ctx.metrics)
     pipeTcp(socket, app, ctx.config.tcpIdleTimeout, (r) => {
       if (r.error !== undefined) record.error = r.error
       record.end(log, ctx.metrics, r.bytesUp, r.bytesDown)
     })
     socket.resume()
-  })
+  }, (why) => refuse(`app unavailable: ${why}`))
 }

@@ -10,6 +10,7 @@ import type { Destination } from '../transport/destinations.ts'
 import type { OpaqueCause } from '../transport/listener.ts'
 import { encodeTcpHeader, TCP_ALPN } from '../transport/tcp-header.ts'
 import { pipeTcp } from '../transport/tcp-pipe.ts'
+import { whenUp } from '../transport/dial.ts'
 import { peerIdentityCheck } from '../transport/h2-sessions.ts'
 import { TcpRecord } from '../telemetry/tcp-record.ts'
 import { sniOf } from '../transport/client-hello.ts'
@@ -107,27 +108,18 @@ function pick (ctx: OutboundContext, service: Service, dest: Destination, tried:
  * ways; a failure before that goes to `retry` (or ends the app's connection).
  */
 function connectThen (ctx: OutboundContext, socket: Socket, upstream: Duplex & { setTimeout: Socket['setTimeout'] }, record: TcpRecord, event: 'connect' | 'secureConnect', targetPort: number | undefined, onConnected: () => void, retry?: (err: string) => void): void {
-  let connected = false
-  const onAppClose = (): void => { if (!connected) upstream.destroy() }
-  socket.once('close', onAppClose)
   const failed = (why: string): void => {
-    if (connected) return
-    socket.off('close', onAppClose)
-    upstream.destroy()
     if (retry !== undefined) { retry(why); return }
     record.error = why
     socket.resetAndDestroy()
   }
-  upstream.once('timeout', () => failed('connect timeout'))
-  upstream.once('error', (err: NodeJS.ErrnoException) => failed(err.code === 'ECONNREFUSED' ? 'connect refused' : err.code ?? err.message))
-  upstream.once(event, () => {
-    if (socket.destroyed) { upstream.destroy(); return }
-    if (event === 'secureConnect' && (upstream as tls.TLSSocket).alpnProtocol !== TCP_ALPN) { failed(`peer did not accept ALPN ${TCP_ALPN}`); return }
-    connected = true
+  whenUp(socket, upstream, event, () => {
+    if (event === 'secureConnect' && (upstream as tls.TLSSocket).alpnProtocol !== TCP_ALPN) {
+      upstream.destroy()
+      failed(`peer did not accept ALPN ${TCP_ALPN}`)
+      return
+    }
     onConnected()
-    socket.off('close', onAppClose)
-    upstream.setTimeout(0)
-    upstream.removeAllListeners('timeout')
     if (targetPort !== undefined) upstream.write(encodeTcpHeader({ port: targetPort }))
     record.opened(ctx.metrics)
     record.detach()
@@ -136,7 +128,7 @@ function connectThen (ctx: OutboundContext, socket: Socket, upstream: Duplex & {
       record.end(ctx.config.accessLog ? ctx.log : undefined, ctx.metrics, r.bytesUp, r.bytesDown)
     })
     socket.resume()
-  })
+  }, failed)
 }
 
 function hostPortOf (authority: string): { host: string, port: number } {

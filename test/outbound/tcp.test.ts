@@ -155,3 +155,21 @@ t.test('egress: allow-any passes a destination outside the mesh through; registr
   t.equal('headers' in refused ? refused.headers['remora-proxy-error'] : undefined, 'unknown authority', 'with the reason')
 })
 
+
+t.test('opaque TCP is authorized by the caller\'s identity, as HTTP is: a caller not on the port\'s allow list gets no byte', async (t) => {
+  const app = await startServerFirst(t)
+  const base = spec(app, app)
+  const secured: MeshSpec = {
+    ...base,
+    workloads: { ...base.workloads, db: { ...base.workloads.db, authorization: { allow: { [String(app)]: ['spiffe://cluster.local/ns/test/sa/someone-else'] } } } },
+  }
+  const { mesh } = await startSecureMesh(t, secured)
+  const opened = await connect(mesh.sidecar('client'), 'db:3306')
+  if (!('socket' in opened)) { t.fail('the tunnel itself opens (the refusal comes from the called sidecar)'); return }
+  const got = await readUntil(opened.socket, '\n')
+  t.equal(got, '', 'the connection ends without the server\'s greeting: the app was never reached')
+  const db = mesh.sidecar('db')
+  await waitForLog(db, (l) => l.proto === 'TCP' && String(l.error).startsWith('forbidden'))
+  t.match(db.logs().find((l) => l.proto === 'TCP' && String(l.error).startsWith('forbidden')), { peer: 'spiffe://cluster.local/ns/test/sa/client', error: /may not call port/ }, 'the called sidecar logs who was refused and why')
+  t.equal(await metric(db.adminUrl, 'remora_authorization_denied_total', { port: String(app) }), 1, 'and counts the denial')
+})
