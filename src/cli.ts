@@ -26,9 +26,10 @@ Options may also be given as environment variables (REMORA_*); options win.
 function proxyUsage (): string {
   return `usage: remora proxy [options]
 
-The sidecar. Without iptables, point the app at the outbound listener as an HTTP proxy:
-  HTTP_PROXY=http://127.0.0.1:15001; grpc-js honours grpc_proxy/http_proxy (CONNECT). A CONNECT tunnel
-  may carry HTTP/1.1 or HTTP/2; opaque TCP and TLS through the mesh come with a later version.
+The sidecar. In a pod, \`remora init\` redirects the app's TCP here (any protocol: HTTP is detected,
+the rest is carried as opaque TCP). Without iptables, point the app at the outbound listener as an
+HTTP proxy: HTTP_PROXY=http://127.0.0.1:15001; grpc-js honours grpc_proxy/http_proxy (CONNECT). A
+CONNECT tunnel may carry HTTP/1.1, HTTP/2, TLS or any TCP protocol.
 
 options (flag, environment variable, meaning):
 ${settingsHelp(ProxySettings)}
