@@ -2,7 +2,7 @@
 import { EventEmitter } from 'node:events'
 import { isDeepStrictEqual } from 'node:util'
 import { normalizeAuthority } from '../discovery/endpoint-table.ts'
-import { lookupAuthorities, type Service } from '../mesh/service.ts'
+import { podAuthorities, type Service } from '../mesh/service.ts'
 
 export interface CatalogEntry {
   /** The service's key, `name.namespace:port`. */
@@ -28,7 +28,10 @@ export interface CatalogEvents {
 
 export class Catalog extends EventEmitter<CatalogEvents> {
   #byKey = new Map<string, CatalogEntry>()
+  /** A service's own authorities (names, cluster IPs) → its key. */
   #byAuthority = new Map<string, string>()
+  /** A pod's ip:port → the keys of every service that has it (a pod may back several). */
+  #byPod = new Map<string, Set<string>>()
   #revision = 0
   #synced = false
   source = 'none'
@@ -49,10 +52,15 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     const key = service.key
     const old = this.#byKey.get(key)
     if (old !== undefined && isDeepStrictEqual(old.service, service)) return
-    if (old !== undefined) for (const a of lookupAuthorities(old.service)) if (this.#byAuthority.get(a) === key) this.#byAuthority.delete(a)
+    if (old !== undefined) this.#unindex(key, old.service)
     const entry: CatalogEntry = Object.freeze({ key, service, version: ++this.#revision })
     this.#byKey.set(key, entry)
-    for (const a of lookupAuthorities(service)) this.#byAuthority.set(a, key)
+    for (const a of service.authorities) this.#byAuthority.set(a, key)
+    for (const a of podAuthorities(service)) {
+      const keys = this.#byPod.get(a) ?? new Set<string>()
+      keys.add(key)
+      this.#byPod.set(a, keys)
+    }
     this.emit('change', key, entry, old)
   }
 
@@ -60,9 +68,18 @@ export class Catalog extends EventEmitter<CatalogEvents> {
     const old = this.#byKey.get(key)
     if (old === undefined) return
     this.#byKey.delete(key)
-    for (const a of lookupAuthorities(old.service)) if (this.#byAuthority.get(a) === key) this.#byAuthority.delete(a)
+    this.#unindex(key, old.service)
     this.#revision++
     this.emit('change', key, undefined, old)
+  }
+
+  #unindex (key: string, service: Service): void {
+    for (const a of service.authorities) if (this.#byAuthority.get(a) === key) this.#byAuthority.delete(a)
+    for (const a of podAuthorities(service)) {
+      const keys = this.#byPod.get(a)
+      keys?.delete(key)
+      if (keys?.size === 0) this.#byPod.delete(a)
+    }
   }
 
   /** Makes the catalog hold exactly `services`: sets the new and changed, deletes the rest. */
@@ -82,7 +99,9 @@ export class Catalog extends EventEmitter<CatalogEvents> {
 
   /** Any of a service's authorities (`web`, `web.demo:80`, FQDN with port, cluster IP:port) or a pod's IP:port → its entry. */
   lookup (authority: string): CatalogEntry | undefined {
-    const key = this.#byAuthority.get(normalizeAuthority(authority))
+    const a = normalizeAuthority(authority)
+    // Names win over pod addresses; a pod behind several services finds the first.
+    const key = this.#byAuthority.get(a) ?? this.#byPod.get(a)?.values().next().value
     return key === undefined ? undefined : this.#byKey.get(key)
   }
 }

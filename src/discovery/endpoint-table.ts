@@ -1,6 +1,6 @@
 // The live endpoint table: services by authority, fed whole by the mesh file or per service by the control plane.
 import { EventEmitter } from 'node:events'
-import { addressable, endpointAuthority, type Service } from '../mesh/service.ts'
+import { podAuthorities, type Service } from '../mesh/service.ts'
 
 export interface TableState {
   /** Where the table comes from: `file:<path>` or `control:<host:port>`. */
@@ -61,7 +61,7 @@ export class EndpointTable extends EventEmitter<{ update: [TableState] }> {
   #reindex (source: string): void {
     const next = new Map<string, Service>()
     // A pod's own IP:port finds its service too (a redirected connection to that pod); names win.
-    for (const s of this.#byKey.values()) for (const e of s.endpoints) if (addressable(e)) next.set(endpointAuthority(e), s)
+    for (const s of this.#byKey.values()) for (const a of podAuthorities(s)) next.set(a, s)
     for (const s of this.#byKey.values()) for (const a of s.authorities) next.set(a, s)
     this.#byAuthority = next
     this.#state = Object.freeze({

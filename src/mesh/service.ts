@@ -56,12 +56,13 @@ export function addressable (e: Endpoint): boolean {
   return !(h.startsWith('127.') || h === '::1' || h === 'localhost')
 }
 
-/** Every authority that finds `s`: its own, then its pods' IP:port. */
-export function lookupAuthorities (s: Service): string[] {
-  return [...s.authorities, ...s.endpoints.filter(addressable).map(endpointAuthority)]
+/** The authorities of `s`'s pods (IP:port): a redirected connection to one of them finds `s`. */
+export function podAuthorities (s: Service): string[] {
+  return s.endpoints.filter(addressable).map(endpointAuthority)
 }
 
-const bracketed = (host: string): string => host.includes(':') ? `[${host.toLowerCase()}]` : host
+/** An IPv6 address in brackets, in its one short form (RFC 5952, as SO_ORIGINAL_DST reports it). */
+const bracketed = (host: string): string => host.includes(':') ? new URL(`http://[${host}]/`).hostname : host
 
 /** `name.namespace:port`, the service's key (Service.key). */
 export function serviceKeyOf (name: string, namespace: string, port: number): string {

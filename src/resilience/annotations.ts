@@ -72,6 +72,9 @@ export const ANNOTATIONS_WITHOUT_EFFECT: Readonly<Record<string, string>> = Obje
  * `protocol` (Services, src/control/kube-objects.ts); `default-policy` and `allow` (pods, through the
  * downward API into REMORA_AUTHZ_*, src/inbound/authorization.ts).
  */
+/** Read from the pod only (remora init's skip lists): on a Service, a mistake worth saying. */
+const POD_ANNOTATIONS = new Set(['remora.dev/skip-inbound-ports', 'remora.dev/skip-outbound-ports', 'remora.dev/skip-outbound-cidrs'])
+
 const OTHER_ANNOTATIONS = new Set(['remora.dev/protocol', 'remora.dev/opaque-ports', 'remora.dev/default-policy', 'remora.dev/allow'])
 
 /** A recognised annotation with no effect yet: which one, and the line to log. */
@@ -105,7 +108,8 @@ export function policyFromAnnotations (annotations: Readonly<Record<string, stri
     if (!key.startsWith('remora.dev/')) continue
     const a = POLICY_ANNOTATIONS[key]
     if (a === undefined) {
-      if (!OTHER_ANNOTATIONS.has(key) && !Object.hasOwn(ANNOTATIONS_WITHOUT_EFFECT, key)) errors.push(`Service ${service}: annotation ${key} is not known (policy annotations: ${Object.keys(POLICY_ANNOTATIONS).join(', ')})`)
+      if (POD_ANNOTATIONS.has(key)) errors.push(`Service ${service}: annotation ${key} belongs on the pod (remora init and the sidecar read it there, from the downward API); on a Service it does nothing`)
+      else if (!OTHER_ANNOTATIONS.has(key) && !Object.hasOwn(ANNOTATIONS_WITHOUT_EFFECT, key)) errors.push(`Service ${service}: annotation ${key} is not known (policy annotations: ${Object.keys(POLICY_ANNOTATIONS).join(', ')})`)
       continue
     }
     try {

@@ -1,5 +1,6 @@
 // Where a redirected connection was going: SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST, read through koffi (FFI, prebuilt).
 import { createRequire } from 'node:module'
+import { endianness } from 'node:os'
 import type { Socket } from 'node:net'
 import type { HostPort } from '../mesh/host-port.ts'
 
@@ -57,7 +58,8 @@ function load (): OriginalDstLookup {
 
 /** struct sockaddr_in / sockaddr_in6 → host:port (the port is in network byte order in both). */
 export function decodeSockaddr (buf: Buffer): HostPort | undefined {
-  const family = buf.readUInt16LE(0)
+  // sa_family is in host byte order; the port and address in network order.
+  const family = endianness() === 'LE' ? buf.readUInt16LE(0) : buf.readUInt16BE(0)
   const port = buf.readUInt16BE(2)
   if (family === AF_INET) return { host: `${buf[4]}.${buf[5]}.${buf[6]}.${buf[7]}`, port }
   if (family === AF_INET6) {

@@ -2,6 +2,7 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
 import { parseMesh } from '../../src/config/mesh-file.ts'
+import { EndpointTable } from '../../src/discovery/endpoint-table.ts'
 import { RemoraError } from '../../src/errors.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
@@ -63,4 +64,49 @@ t.test('an empty file is an empty mesh, not an error', async (t) => {
   const mesh = parseMesh('', 'empty.yaml')
   t.same(mesh.services, [])
   t.equal(mesh.trustDomain, 'cluster.local')
+})
+
+t.test('service addresses (virtual IPs, as cluster IPs): a connection to one with the service port finds the service', async (t) => {
+  const mesh = parseMesh([
+    'services:',
+    '  - name: db',
+    '    port: 5432',
+    '    protocol: opaque',
+    '    addresses: [10.96.0.10, "fd00::a"]',
+    '    endpoints:',
+    '      - { address: "127.0.0.1:15106", targetPort: 15432 }',
+    '  - name: web',
+    '    port: 80',
+    '    endpoints: []',
+  ].join('\n'), 'mesh.yaml')
+  const db = mesh.services[0]
+  t.equal(db.protocol, 'opaque', 'protocol: opaque is accepted')
+  t.same(db.authorities, ['db:5432', 'db.default:5432', 'db.default.svc:5432', 'db.default.svc.cluster.local:5432', '10.96.0.10:5432', '[fd00::a]:5432'])
+  t.same(mesh.services[1].authorities, ['web:80', 'web.default:80', 'web.default.svc:80', 'web.default.svc.cluster.local:80'], 'no addresses: names only')
+  const table = new EndpointTable()
+  table.replace(mesh.services, 'file:mesh.yaml')
+  t.equal(table.resolve('10.96.0.10:5432'), db)
+  t.equal(table.resolve('[fd00::a]:5432'), db)
+  t.equal(table.resolve('10.96.0.10:80'), undefined, 'the address with another port is not the service')
+  t.equal(table.resolve('127.0.0.1:15432'), undefined, 'loopback endpoints (local mode) are not found by address')
+})
+
+t.test('a service address that is not an IP: an error naming file, line and services[i].addresses[j]', async (t) => {
+  const bad = errorOf([
+    'services:',
+    '  - { name: web, port: 80, endpoints: [] }',
+    '  - name: db',
+    '    port: 5432',
+    '    addresses:',
+    '      - 10.96.0.10',
+    '      - not-an-ip',
+    '    endpoints: []',
+  ].join('\n'))
+  t.equal(bad.code, 'REMORA_MESH_FILE_REFERENCE')
+  t.match(bad.message, /^bad\.yaml:7:\d+: services\[1\]\.addresses\[1\] is "not-an-ip", which is not an IPv4 or IPv6 address/)
+  const bracketed = errorOf('services:\n  - { name: db, port: 5432, addresses: ["[fd00::a]"], endpoints: [] }\n')
+  t.match(bracketed.message, /^bad\.yaml:2:\d+: services\[0\]\.addresses\[0\] is "\[fd00::a\]"/, 'an IPv6 address goes without brackets')
+  const protocol = errorOf('services:\n  - { name: db, port: 5432, protocol: tcp, endpoints: [] }\n')
+  t.equal(protocol.code, 'REMORA_MESH_FILE_SCHEMA')
+  t.match(protocol.message, /bad\.yaml:2:\d+: services\[0\]\.protocol must be one of auto, http1, http2, grpc, opaque/, 'protocol is one of the known values (opaque, not tcp)')
 })

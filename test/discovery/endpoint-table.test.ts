@@ -217,3 +217,64 @@ t.test('the state serialises as /endpoints.json shows it', async (t) => {
   file.replace([service('web')], 'file:/etc/remora/mesh.yaml')
   t.notOk('revisions' in (JSON.parse(JSON.stringify(file.state)) as object), 'a mesh-file table has no revisions field')
 })
+
+/** A service with cluster IPs and endpoints on pod addresses, as the Kubernetes source makes them. */
+function kubeService (name: string, port: number, clusterIps: string[], endpoints: Array<[host: string, targetPort: number]>): Service {
+  return {
+    ...service(name, 'demo', port),
+    authorities: authoritiesOf(name, 'demo', port, clusterIps),
+    endpoints: endpoints.map(([host, targetPort]) => ({ address: { host, port: 15006 }, targetPort, weight: 1, identity: `spiffe://cluster.local/ns/demo/sa/${name}`, key: `${host}:15006/${targetPort}` })),
+  }
+}
+
+t.test('a redirected connection to a cluster IP finds the service by that IP and the service port', async (t) => {
+  const table = new EndpointTable()
+  const web = kubeService('web', 80, ['10.96.0.10', 'fd00::a'], [])
+  const db = kubeService('db', 5432, ['10.96.0.20'], [])
+  table.replace([web, db], 'control:cp:15010')
+  t.equal(table.resolve('10.96.0.10:80'), web)
+  t.equal(table.resolve('10.96.0.10'), web, 'no port means 80')
+  t.equal(table.resolve('[fd00::a]:80'), web, 'IPv6 cluster IP')
+  t.equal(table.resolve('[FD00::A]:80'), web, 'in any case')
+  t.equal(table.resolve('10.96.0.20:5432'), db)
+  t.equal(table.resolve('10.96.0.10:8080'), undefined, 'the cluster IP on another port is not the service')
+  t.equal(table.resolve('10.96.0.11:80'), undefined)
+})
+
+t.test('a redirected connection to a pod IP and its app port finds the pod\'s service', async (t) => {
+  const table = new EndpointTable()
+  const web = kubeService('web', 80, ['10.96.0.10'], [['10.1.0.5', 8080], ['10.1.0.6', 8080], ['fd00:1::5', 8080]])
+  table.replace([web], 'control:cp:15010')
+  t.equal(table.resolve('10.1.0.5:8080'), web, 'endpoint 10.1.0.5:15006 with targetPort 8080')
+  t.equal(table.resolve('10.1.0.6:8080'), web)
+  t.equal(table.resolve('[fd00:1::5]:8080'), web, 'an IPv6 pod')
+  t.equal(table.resolve('10.1.0.5:15006'), undefined, 'the sidecar\'s inbound port is not the app\'s')
+  t.equal(table.resolve('10.1.0.5:80'), undefined, 'nor is the service port')
+  t.same(table.state.services[0].authorities, web.authorities, 'pod addresses are for finding, not listed as the service\'s authorities')
+})
+
+t.test('loopback endpoints (local mode: every sidecar on 127.0.0.1) are not indexed by address', async (t) => {
+  const table = new EndpointTable()
+  const web = kubeService('web', 80, [], [['127.0.0.1', 8080], ['::1', 8081], ['localhost', 8082]])
+  table.replace([web], 'file:mesh.yaml')
+  t.equal(table.resolve('web'), web)
+  for (const a of ['127.0.0.1:8080', '[::1]:8081', 'localhost:8082']) t.equal(table.resolve(a), undefined, a)
+})
+
+t.test('names win over endpoint addresses; the index follows upserts and removals', async (t) => {
+  const table = new EndpointTable()
+  // A pod address that is also (here, contrived) another service's cluster IP and port.
+  const web = kubeService('web', 80, [], [['10.1.0.5', 8080]])
+  const vip = kubeService('vip', 8080, ['10.1.0.5'], [])
+  for (const order of [[web, vip], [vip, web]]) {
+    table.replace(order, 'control:cp:15010')
+    t.equal(table.resolve('10.1.0.5:8080'), vip, `the service's own authority wins (order ${order.map((s) => s.name).join(', ')})`)
+  }
+  table.replace([web], 'control:cp:15010')
+  t.equal(table.resolve('10.1.0.5:8080'), web)
+  table.upsert(kubeService('web', 80, [], [['10.1.0.7', 8080]]), 'control:cp:15010', 2)
+  t.equal(table.resolve('10.1.0.5:8080'), undefined, 'the pod left the service: its address no longer finds it')
+  t.equal(table.resolve('10.1.0.7:8080')?.name, 'web')
+  table.remove('web.demo:80', 'control:cp:15010')
+  t.equal(table.resolve('10.1.0.7:8080'), undefined)
+})

@@ -61,15 +61,16 @@ t.test('annotations that do nothing yet are warnings, apart from errors, each na
     'remora.dev/timeout': '2s',
     'remora.dev/timeuot': '1s',
   }, 'demo/web')
-  t.match(errors, [/^Service demo\/web: annotation remora\.dev\/timeuot is not known/], 'only the misspelt key is an error')
+  t.match(errors, [
+    /^Service demo\/web: annotation remora\.dev\/skip-inbound-ports belongs on the pod \(remora init and the sidecar read it there/,
+    /^Service demo\/web: annotation remora\.dev\/skip-outbound-ports belongs on the pod/,
+    /^Service demo\/web: annotation remora\.dev\/timeuot is not known/,
+  ], 'errors: a pod annotation put on a Service says where it belongs; a misspelt key is not known')
   t.equal(servicePolicy(policy).requestTimeoutMs, 2000, 'the policy still applies')
   t.same(warnings, [
     { annotation: 'remora.dev/inject', message: 'Service demo/web: annotation remora.dev/inject has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' },
-    { annotation: 'remora.dev/opaque-ports', message: 'Service demo/web: annotation remora.dev/opaque-ports has no effect in this version yet (it comes with opaque TCP through the mesh)' },
-    { annotation: 'remora.dev/skip-inbound-ports', message: 'Service demo/web: annotation remora.dev/skip-inbound-ports has no effect in this version yet (it comes with traffic interception: remora init)' },
-    { annotation: 'remora.dev/skip-outbound-ports', message: 'Service demo/web: annotation remora.dev/skip-outbound-ports has no effect in this version yet (it comes with traffic interception: remora init)' },
     { annotation: 'remora.dev/proxy-image', message: 'Service demo/web: annotation remora.dev/proxy-image has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' },
-  ], 'protocol, default-policy and allow have effects: no warning')
+  ], 'protocol, opaque-ports, default-policy and allow have effects: no warning')
   t.same(policyFromAnnotations({ 'remora.dev/timeout': '2s' }, 'demo/web').warnings, [], 'none without them')
 })
 
@@ -77,5 +78,5 @@ t.test('annotationsWithoutEffect names any object, whatever the value, and only 
   t.same(annotationsWithoutEffect({ 'remora.dev/inject': 'disabled', constructor: 'x', 'example.com/opaque-ports': '1' }, 'Pod demo/web-1'), [
     { annotation: 'remora.dev/inject', message: 'Pod demo/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)' },
   ])
-  t.same(Object.keys(ANNOTATIONS_WITHOUT_EFFECT).sort(), ['remora.dev/inject', 'remora.dev/opaque-ports', 'remora.dev/proxy-image', 'remora.dev/skip-inbound-ports', 'remora.dev/skip-outbound-ports'])
+  t.same(Object.keys(ANNOTATIONS_WITHOUT_EFFECT).sort(), ['remora.dev/inject', 'remora.dev/proxy-image'], 'opaque-ports and the skip lists have effects now (proxy and remora init)')
 })

@@ -69,7 +69,6 @@ t.test('the remora-tcp header: its four magic bytes say so; the start of them wa
   t.equal(classifyBytes(Buffer.from([0x00, 0x00])), 'unknown', 'a zero byte then not R')
   t.equal(classifyBytes(Buffer.from([0x00, 0x52, 0x4d, 0x55])), 'unknown', 'the last magic byte wrong')
   t.equal(classifyBytes(Buffer.from([0x00, 0x52, 0x00])), 'unknown', 'known as soon as a byte differs, without waiting for four')
-  t.equal(classifyBytes(Buffer.from('RMT')), 'unknown', 'the magic without its zero byte is not it (nor a method: three letters and no space yet, then lower case)')
 })
 
 t.test('garbage and server-first protocols are unknown', async (t) => {
@@ -154,10 +153,68 @@ t.test('detect: a client that ends before saying anything recognisable is unknow
   t.equal(await k2, 'unknown', 'no bytes at all')
 })
 
-t.test('detect: a client that says nothing within the timeout is unknown', async (t) => {
+/** What detect() hands over: the kind and the bytes it read. */
+function detectedWithHead (socket: Socket, timeoutMs = 10_000): Promise<[Detected, Buffer]> {
+  return new Promise((resolve) => detect(socket, timeoutMs, (kind, head) => resolve([kind, head])))
+}
+
+t.test('detect: a client that says nothing within the timeout is timeout (a server-speaks-first protocol?), with no head bytes', async (t) => {
   const s = fakeSocket()
-  t.equal(await detected(s, 1), 'unknown')
+  const [kind, head] = await detectedWithHead(s, 20)
+  t.equal(kind, 'timeout')
+  t.equal(head.length, 0)
   t.equal(s.listenerCount('data'), 0, 'detection stops listening')
+  t.equal(s.listenerCount('end'), 0)
+  s.end('late bytes')
+  t.equal((await readAll(s)).toString('latin1'), 'late bytes', 'bytes sent after the timeout still reach whoever reads next')
+})
+
+t.test('detect: some bytes but no verdict within the timeout is unknown, not timeout; the bytes are handed over', async (t) => {
+  const s = fakeSocket()
+  const result = detectedWithHead(s, 20)
+  s.write(bytes('GE'))
+  const [kind, head] = await result
+  t.equal(kind, 'unknown')
+  t.equal(head.toString('latin1'), 'GE')
+  t.equal((await readAll(s)).toString('latin1'), 'GE')
+})
+
+t.test('detect: the callback gets the head bytes it decided on (a ClientHello, for its SNI)', async (t) => {
+  const s = fakeSocket()
+  const result = detectedWithHead(s)
+  const hello = Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00])
+  s.write(hello.subarray(0, 3))
+  s.write(hello.subarray(3))
+  const [kind, head] = await result
+  t.equal(kind, 'tls')
+  t.ok(head.length > 0 && head.equals(hello.subarray(0, head.length)), 'the bytes read until the verdict, from the first')
+  t.same(await readAll(s), hello, 'and every byte is still there for the reader')
+})
+
+t.test('detect: a remora-tcp header split over chunks is remora-tcp, handed over whole', async (t) => {
+  const s = fakeSocket()
+  const result = detectedWithHead(s)
+  const all = Buffer.concat([encodeTcpHeader({ port: 5432 }), Buffer.from('app')])
+  s.write(all.subarray(0, 1))
+  await new Promise((resolve) => setImmediate(resolve))
+  s.write(all.subarray(1, 3))
+  await new Promise((resolve) => setImmediate(resolve))
+  s.write(all.subarray(3))
+  const [kind, head] = await result
+  t.equal(kind, 'remora-tcp')
+  t.same(head, all, 'every byte read so far')
+  t.same(await readAll(s), all)
+})
+
+t.test('detect: the timeout does not fire after a verdict', async (t) => {
+  const s = fakeSocket()
+  const kinds: Detected[] = []
+  const first = new Promise<void>((resolve) => detect(s, 20, (k) => { kinds.push(k); resolve() }))
+  s.write(bytes('GET / HTTP/1.1\r\n'))
+  await first
+  // Wait past the timeout on an event: a second detection with the same timeout, started later, times out later.
+  t.equal(await detected(fakeSocket(), 40), 'timeout')
+  t.same(kinds, ['http1'])
 })
 
 t.test('detect: the callback runs once, even when bytes keep arriving', async (t) => {
