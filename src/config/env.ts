@@ -5,7 +5,7 @@ import { parseAllowSetting } from '../parse/allow-list.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import { parseHostPort, parsePort } from '../parse/host-port.ts'
 import { parseDuration } from '../parse/duration.ts'
-import { parsePortList, type PortRange } from '../parse/port-list.ts'
+import { parsePortList, portsOf, type PortRange } from '../parse/port-list.ts'
 import { parseCidrList, type Cidr } from '../parse/cidr.ts'
 import { readAnnotationsFile, type Annotations } from './annotations.ts'
 
@@ -72,7 +72,7 @@ export const ProxySettings = Object.freeze({
   authzAllow: optional<Record<number, AllowRule[]>>({ env: 'REMORA_AUTHZ_ALLOW', help: 'Allow lists per app port, e.g. 8080=ns:shop,spiffe://cluster.local/ns/ops/sa/admin;9090=ns:ops (adds to the mesh file\'s).', parse: parseAllowSetting }),
   discoveryTimeout: defaulted<number>({ env: 'REMORA_DISCOVERY_TIMEOUT', default: '3s', help: "How long a request for an authority this sidecar has not resolved yet waits for the control plane's answer.", parse: parseDuration }),
   outboundPolicy: defaulted<'allow-any' | 'registry-only'>({ env: 'REMORA_OUTBOUND_POLICY', default: 'allow-any', help: 'A destination that is not in the mesh: allow-any passes it through untouched (L4 metrics, access log); registry-only refuses it.', parse: oneOf('allow-any', 'registry-only') }),
-  opaquePorts: defaulted<readonly number[]>({ env: 'REMORA_OPAQUE_PORTS', default: SERVER_FIRST_PORTS, help: 'Ports carried as opaque TCP with no protocol detection (server-speaks-first protocols: SMTP, MySQL/MariaDB, NATS, FTP, POP3, IMAP). Replaces the default list: keep the ports you still need.', parse: (raw: string) => Object.freeze(raw.split(',').filter((p) => p.trim() !== '').map(parsePort)) }),
+  opaquePorts: defaulted<readonly number[]>({ env: 'REMORA_OPAQUE_PORTS', default: SERVER_FIRST_PORTS, help: 'Ports carried as opaque TCP with no protocol detection (server-speaks-first protocols: SMTP, MySQL/MariaDB, NATS, FTP, POP3, IMAP); ranges as 9000-9010. Replaces the default list: keep the ports you still need.', parse: (raw: string) => Object.freeze(portsOf(parsePortList(raw))) }),
   detectTimeout: defaulted<number>({ env: 'REMORA_DETECT_TIMEOUT', default: '1s', help: 'How long a redirected connection on any other port may stay silent before it is carried as opaque TCP (counted and logged once per port).', parse: parseDuration }),
   tcpIdleTimeout: defaulted<number>({ env: 'REMORA_TCP_IDLE_TIMEOUT', default: '1h', help: 'An opaque TCP connection with no bytes either way for this long is closed (0 = never).', parse: parseDuration }),
   annotationsFile: optional<string>({ env: 'REMORA_ANNOTATIONS_FILE', help: 'Downward-API file of the pod annotations; remora.dev/<option> there sets an option, e.g. remora.dev/opaque-ports (flags and env win).', parse: text, annotation: false }),

@@ -6,6 +6,7 @@ import { authoritiesOf, serviceKeyOf, type AppProtocol, type Endpoint, type Serv
 import { spiffeId } from '../mesh/spiffe-id.ts'
 import { annotationsWithoutEffect, policyFromAnnotations, ANNOTATIONS_WITHOUT_EFFECT, type AnnotationWarning } from '../resilience/annotations.ts'
 import { servicePolicy } from '../resilience/policy-file.ts'
+import { parsePortList, portsOf } from '../parse/port-list.ts'
 import { DEFAULT_SERVICE_POLICY } from '../resilience/policy.ts'
 import type { ServicePolicy } from '../mesh/policy.ts'
 
@@ -193,16 +194,8 @@ function convert (svc: unknown, slices: Iterable<unknown>, pods: PodLookup, opti
 
 /** `3306,5432,9000-9010` → the ports; a bad list is reported whole and means none. */
 function portSet (raw: string | undefined, bad: (got: string) => void): ReadonlySet<number> {
-  const out = new Set<number>()
-  if (raw === undefined) return out
-  for (const part of raw.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
-    const m = /^(\d{1,5})(?:[-:](\d{1,5}))?$/.exec(part)
-    const lo = Number(m?.[1])
-    const hi = m?.[2] === undefined ? lo : Number(m[2])
-    if (m === null || !isPort(lo) || !isPort(hi) || hi < lo || hi - lo > 65535) { bad(raw); return new Set() }
-    for (let port = lo; port <= hi; port++) out.add(port)
-  }
-  return out
+  if (raw === undefined) return new Set()
+  try { return new Set(portsOf(parsePortList(raw))) } catch { bad(raw); return new Set() }
 }
 
 /** spec.clusterIPs (or clusterIP): the Service's virtual IPs, which redirected connections name. Headless (`None`) has none. */

@@ -25,5 +25,12 @@ export function parsePortList (raw: string): readonly PortRange[] {
   return Object.freeze(out)
 }
 
+/** Every port of the ranges, in order (a set of ports to look up, not rules to write). */
+export function portsOf (ranges: readonly PortRange[]): number[] {
+  const out: number[] = []
+  for (const r of ranges) for (let p = r.first; p <= r.last; p++) out.push(p)
+  return out
+}
+
 /** As iptables writes it: `8080` or `9000:9100`. */
 export const formatPortRange = (r: PortRange): string => r.first === r.last ? String(r.first) : `${r.first}:${r.last}`
