@@ -1,6 +1,8 @@
 // Turns bench results into the printed tables and the pass/fail list of the issue's targets.
 import type { LoadResult } from './loadgen.ts'
+import type { OrigDstResult } from './origdst.ts'
 import type { ProcUsage } from './sample.ts'
+import type { TcpBulkResult, TcpFirstByteResult } from './tcp.ts'
 
 export type Phase = LoadResult & {
   usage: ProcUsage[]
@@ -14,12 +16,16 @@ export type Phase = LoadResult & {
 export interface CaseResult {
   id: string
   label: string
-  proto: 'HTTP/1.1' | 'h2'
+  /** TCP: the opaque-TCP cases (tcp.ts, origdst.ts), which fill the fields below instead of the HTTP phases. */
+  proto: 'HTTP/1.1' | 'h2' | 'TCP'
   /** Fixed-rate latency run. */
   fixed?: Phase
   /** Max-throughput run. */
   throughput?: Phase
   throughputSkipped?: string
+  tcpBulk?: TcpBulkResult
+  tcpFirstByte?: TcpFirstByteResult
+  origDst?: OrigDstResult
   skipped?: string
   error?: string
 }
@@ -107,7 +113,106 @@ export function evaluateTargets (results: CaseResult[], rate: number): Target[] 
     const peak = Math.max(...two.usage.map((u) => u.peakRssMb))
     out.push({ target: name, met: peak <= SIDECAR_RSS_LIMIT_MB, disturbed: disturbed(two), detail: `peak ${two.usage.map((u) => `${u.label} ${u.peakRssMb.toFixed(1)} MB`).join(', ')}` })
   }
+  out.push(tcpBulkTarget(by('tcp-bulk')?.tcpBulk))
   return out
+}
+
+/** Opaque TCP through two sidecars must keep this share of direct bulk throughput (mTLS, each direction). */
+export const TCP_BULK_MIN_RATIO = 0.8
+
+/** Opaque TCP bulk through two mTLS sidecars against direct, each direction. */
+function tcpBulkTarget (bulk: TcpBulkResult | undefined): Target {
+  const target = `opaque TCP bulk through two sidecars (mTLS) ≥ ${TCP_BULK_MIN_RATIO}× direct, each direction`
+  const path = (n: string): TcpBulkResult['paths'][number] | undefined => bulk?.paths.find((p) => p.name === n)
+  const [direct, mtls, plain] = [path('direct'), path('mtls'), path('plaintext')]
+  if (bulk === undefined || direct === undefined || mtls === undefined) return { target, met: null, detail: 'not measured (case skipped or failed)' }
+  const down = mtls.down.mbps / direct.down.mbps
+  const up = mtls.up.mbps / direct.up.mbps
+  const plainText = plain === undefined ? '' : `; plaintext sidecars ${ratio(plain.down.mbps, direct.down.mbps)} down, ${ratio(plain.up.mbps, direct.up.mbps)} up`
+  return {
+    target,
+    met: down >= TCP_BULK_MIN_RATIO && up >= TCP_BULK_MIN_RATIO,
+    disturbed: bulk.otherLoadPct >= DISTURBED_PCT,
+    detail: `down ${mtls.down.mbps.toFixed(0)} vs ${direct.down.mbps.toFixed(0)} MB/s = ${down.toFixed(2)}×, up ${mtls.up.mbps.toFixed(0)} vs ${direct.up.mbps.toFixed(0)} MB/s = ${up.toFixed(2)}×${plainText}`,
+  }
+}
+
+const pctPair = (a: number | undefined, b: number | undefined): string => `${a === undefined ? '–' : a.toFixed(0)} / ${b === undefined ? '–' : b.toFixed(0)}`
+const us = (ns: number): string => Number.isFinite(ns) ? (ns / 1000).toFixed(ns < 10_000 ? 2 : 1) : '–'
+
+/** The opaque-TCP cases' sections: bulk throughput, first byte, the original-destination lookup. */
+function tcpSections (results: CaseResult[]): string[] {
+  const lines: string[] = []
+  const failed = (r: CaseResult | undefined): string | undefined => r === undefined ? undefined : r.skipped !== undefined ? `skipped: ${r.skipped}` : r.error !== undefined ? 'FAILED (see above)' : undefined
+  const bulkCase = results.find((r) => r.id === 'tcp-bulk')
+  const fbCase = results.find((r) => r.id === 'tcp-first-byte')
+  const odCase = results.find((r) => r.id === 'origdst')
+
+  if (bulkCase !== undefined) {
+    const b = bulkCase.tcpBulk
+    lines.push(`Opaque TCP bulk throughput — app → client (down) and client → app (up), one connection per transfer${b === undefined ? '' : ` of ${b.mib} MiB, median of ${b.reps} interleaved repetitions`};`)
+    lines.push('  through the sidecars: CONNECT bulk:7000 (a service declared opaque) to the client sidecar → server sidecar → app; MB/s = 10^6 bytes/s')
+    if (b === undefined) {
+      lines.push(`  ${failed(bulkCase) ?? 'no result'}`, '')
+    } else {
+      const direct = b.paths.find((p) => p.name === 'direct')
+      const rows = b.paths.map((p) => [
+        p.label,
+        p.down.mbps.toFixed(0),
+        p.name === 'direct' ? '–' : ratio(p.down.mbps, direct?.down.mbps),
+        `${Math.min(...p.down.runs).toFixed(0)}–${Math.max(...p.down.runs).toFixed(0)}`,
+        p.up.mbps.toFixed(0),
+        p.name === 'direct' ? '–' : ratio(p.up.mbps, direct?.up.mbps),
+        `${Math.min(...p.up.runs).toFixed(0)}–${Math.max(...p.up.runs).toFixed(0)}`,
+        p.name === 'direct' ? '–' : `${pctPair(p.down.cpuPct['client sidecar'], p.down.cpuPct['server sidecar'])} | ${pctPair(p.up.cpuPct['client sidecar'], p.up.cpuPct['server sidecar'])}`,
+        `${pctPair(p.down.cpuPct.app, p.down.cpuPct.client)} | ${pctPair(p.up.cpuPct.app, p.up.cpuPct.client)}`,
+      ])
+      lines.push(table(['path', 'down MB/s', '× direct', 'down range', 'up MB/s', '× direct', 'up range', 'sidecar CPU % client/server, down | up', 'app/client CPU %, down | up'], rows))
+      lines.push(`  peak sidecar RSS MB: ${b.rss.map((u) => `${u.label} ${u.peakRssMb.toFixed(0)}`).join(', ')}; other load ${b.otherLoadPct}%`, '')
+    }
+  }
+
+  if (fbCase !== undefined) {
+    const f = fbCase.tcpFirstByte
+    lines.push(`Opaque TCP first byte of a server-speaks-first app (a greeting on accept, as MySQL) — ${f === undefined ? '' : `${f.samples} sequential connections per path, interleaved; `}from connect()`)
+    lines.push(`  (through the sidecars: from the CONNECT request, greet:${f?.servicePort ?? 3306}, a port in REMORA_OPAQUE_PORTS: no detection wait) to the greeting's first byte; each a new TCP (+ TLS) connection`)
+    if (f === undefined) {
+      lines.push(`  ${failed(fbCase) ?? 'no result'}`, '')
+    } else {
+      const direct = f.paths.find((p) => p.name === 'direct')
+      const rows = f.paths.map((p) => [p.label, String(p.n), ms(p.p50), ms(p.p90), ms(p.p99), ms(p.max), p.name === 'direct' ? '–' : delta(p.p50, direct?.p50), p.name === 'direct' ? '–' : delta(p.p99, direct?.p99), String(p.errors)])
+      lines.push(table(['path', 'connections', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'Δp50 vs direct', 'Δp99 vs direct', 'errors'], rows))
+      for (const p of f.paths) if (p.firstError !== undefined) lines.push(`  ${p.label}: first error: ${p.firstError}`)
+      lines.push(`  other load ${f.otherLoadPct}%`, '')
+    }
+  }
+
+  if (odCase !== undefined) {
+    const d = odCase.origDst
+    lines.push('Original destination per connection — originalDstLookup().lookup(socket): getsockopt(SO_ORIGINAL_DST) through koffi, as the listener calls it on accept')
+    if (d === undefined) {
+      lines.push(`  ${failed(odCase) ?? 'no result'}`, '')
+    } else {
+      lines.push(`  ${d.mode === 'netns' ? d.note : `WARNING: ${d.note}`}`)
+      const kinds = [
+        ...(d.redirected === undefined ? [] : [['redirected (answer: 192.0.2.10:3306)', d.redirected] as const]),
+        ...(d.direct === undefined ? [] : [[`not redirected (answer: ${d.direct.sample === 'undefined' ? 'ENOENT → undefined' : `${d.direct.sample}, its own address`})`, d.direct] as const]),
+      ]
+      const rows = kinds.map(([label, k]) => [
+        label,
+        String(k.connections),
+        `${us(k.firstNs.p50)} / ${us(k.firstNs.p90)} / ${us(k.firstNs.p99)}`,
+        us(k.againNs),
+        us(k.loopNs),
+        `${k.connectToFirstByteUs.p50.toFixed(0)} / ${k.connectToFirstByteUs.p99.toFixed(0)}`,
+        `${(k.firstNs.p50 / 1000 / k.connectToFirstByteUs.p50 * 100).toFixed(1)}%`,
+      ])
+      lines.push(table(['connections', 'n', 'first call µs p50/p90/p99', 'again µs', 'hot loop µs/call', 'loopback connect → first byte µs p50/p99', 'first call / connect→byte'], rows))
+      lines.push('  first call: on a fresh accepted socket (includes node\'s first getpeername/getsockname); again: a second call on it; hot loop: back to back on one socket')
+      lines.push(`  loading the lookup (koffi, libc, the signature): ${d.loadMs.toFixed(1)} ms once per process`, '')
+    }
+  }
+  return lines
 }
 
 export function formatReport (results: CaseResult[], meta: { remora: string, node: string, cpus: number, cpuModel?: string, pinning: string, options: { durationS: number, warmupS: number, connections: number, rate: number }, seconds: number }, rate: number): { text: string, targets: Target[] } {
@@ -119,62 +224,66 @@ export function formatReport (results: CaseResult[], meta: { remora: string, nod
   lines.push(`remora bench — node ${meta.node}, ${meta.cpus} CPUs${meta.cpuModel !== undefined ? ` (${meta.cpuModel})` : ''}, ${meta.seconds} s`)
   lines.push(`remora: ${meta.remora}`)
   lines.push(`pinning: ${meta.pinning}`)
-  lines.push(`runs: ${o.warmupS}s warm-up + ${o.durationS}s measured each; app answers ${'~100'}-byte bodies; RSS = peak, CPU = % of one core over the run`)
+  if (results.some((r) => r.proto !== 'TCP')) lines.push(`HTTP runs: ${o.warmupS}s warm-up + ${o.durationS}s measured each; app answers ${'~100'}-byte bodies; RSS = peak, CPU = % of one core over the run`)
   lines.push('')
 
-  lines.push(`Max throughput — HTTP/1.1: wrk -t1 -c${o.connections}; h2: h2load -c10 -m10 (ratios compare h2 rows with HAProxy h2 only)`)
-  const rows: string[][] = []
-  for (const r of results) {
-    if (r.skipped !== undefined || r.error !== undefined || r.throughput === undefined) {
-      rows.push([r.label, r.skipped !== undefined ? `skipped: ${r.skipped}` : r.error !== undefined ? 'FAILED (see above)' : `skipped: ${r.throughputSkipped ?? '?'}`])
-      continue
+  const httpResults = results.filter((r) => r.proto !== 'TCP')
+  if (httpResults.length > 0) {
+    lines.push(`Max throughput — HTTP/1.1: wrk -t1 -c${o.connections}; h2: h2load -c10 -m10 (ratios compare h2 rows with HAProxy h2 only)`)
+    const rows: string[][] = []
+    for (const r of httpResults) {
+      if (r.skipped !== undefined || r.error !== undefined || r.throughput === undefined) {
+        rows.push([r.label, r.skipped !== undefined ? `skipped: ${r.skipped}` : r.error !== undefined ? 'FAILED (see above)' : `skipped: ${r.throughputSkipped ?? '?'}`])
+        continue
+      }
+      const p = r.throughput
+      const h2 = r.proto === 'h2'
+      rows.push([
+        r.label,
+        int(p.rps),
+        ms(p.p50),
+        ms(p.p99),
+        joined(p.usage, (u) => u.peakRssMb.toFixed(0)),
+        joined(p.usage, (u) => u.cpuPct.toFixed(0)),
+        int(perCore(p) ?? NaN),
+        p.app.cpuPct.toFixed(0),
+        String(p.otherLoadPct),
+        String(p.appConnections),
+        h2 ? '–' : ratio(p.rps, ref('direct')?.rps),
+        ratio(p.rps, ref(h2 ? 'haproxy-1-h2' : 'haproxy-1')?.rps),
+        h2 ? '–' : ratio(p.rps, ref('nginx-1')?.rps),
+        String(p.errors),
+      ])
     }
-    const p = r.throughput
-    const h2 = r.proto === 'h2'
-    rows.push([
-      r.label,
-      int(p.rps),
-      ms(p.p50),
-      ms(p.p99),
-      joined(p.usage, (u) => u.peakRssMb.toFixed(0)),
-      joined(p.usage, (u) => u.cpuPct.toFixed(0)),
-      int(perCore(p) ?? NaN),
-      p.app.cpuPct.toFixed(0),
-      String(p.otherLoadPct),
-      String(p.appConnections),
-      h2 ? '–' : ratio(p.rps, ref('direct')?.rps),
-      ratio(p.rps, ref(h2 ? 'haproxy-1-h2' : 'haproxy-1')?.rps),
-      h2 ? '–' : ratio(p.rps, ref('nginx-1')?.rps),
-      String(p.errors),
-    ])
-  }
-  lines.push(table(['case', 'req/s', 'p50 ms', 'p99 ms', 'proxy RSS MB', 'proxy CPU %', 'req/s per proxy core', 'app CPU %', 'other load %', 'app conns', '× direct', '× haproxy 1hop', '× nginx 1hop', 'errors'], rows))
-  lines.push('')
+    lines.push(table(['case', 'req/s', 'p50 ms', 'p99 ms', 'proxy RSS MB', 'proxy CPU %', 'req/s per proxy core', 'app CPU %', 'other load %', 'app conns', '× direct', '× haproxy 1hop', '× nginx 1hop', 'errors'], rows))
+    lines.push('')
 
-  lines.push(`Latency at a fixed ${rate} req/s — fixed-rate.ts: HTTP/1.1 over an undici Pool (16 connections), h2 over one node:http2 connection`)
-  const direct = by('direct')?.fixed
-  const frows: string[][] = []
-  for (const r of results) {
-    if (r.fixed === undefined) { frows.push([r.label, r.skipped !== undefined ? `skipped: ${r.skipped}` : 'FAILED (see above)']); continue }
-    const p = r.fixed
-    const h2 = r.proto === 'h2'
-    frows.push([
-      r.label,
-      int(p.rps),
-      ms(p.p50),
-      ms(p.p99),
-      ms(p.p999),
-      h2 ? '–' : delta(p.p50, direct?.p50),
-      h2 ? '–' : delta(p.p99, direct?.p99),
-      joined(p.usage, (u) => u.peakRssMb.toFixed(1)),
-      joined(p.usage, (u) => u.cpuPct.toFixed(0)),
-      String(p.otherLoadPct),
-      String(p.errors),
-    ])
+    lines.push(`Latency at a fixed ${rate} req/s — fixed-rate.ts: HTTP/1.1 over an undici Pool (16 connections), h2 over one node:http2 connection`)
+    const direct = by('direct')?.fixed
+    const frows: string[][] = []
+    for (const r of httpResults) {
+      if (r.fixed === undefined) { frows.push([r.label, r.skipped !== undefined ? `skipped: ${r.skipped}` : 'FAILED (see above)']); continue }
+      const p = r.fixed
+      const h2 = r.proto === 'h2'
+      frows.push([
+        r.label,
+        int(p.rps),
+        ms(p.p50),
+        ms(p.p99),
+        ms(p.p999),
+        h2 ? '–' : delta(p.p50, direct?.p50),
+        h2 ? '–' : delta(p.p99, direct?.p99),
+        joined(p.usage, (u) => u.peakRssMb.toFixed(1)),
+        joined(p.usage, (u) => u.cpuPct.toFixed(0)),
+        String(p.otherLoadPct),
+        String(p.errors),
+      ])
+    }
+    lines.push(table(['case', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'Δp50 vs direct', 'Δp99 vs direct', 'proxy RSS MB', 'proxy CPU %', 'other load %', 'errors'], frows))
+    lines.push('')
   }
-  lines.push(table(['case', 'req/s', 'p50 ms', 'p99 ms', 'p99.9 ms', 'Δp50 vs direct', 'Δp99 vs direct', 'proxy RSS MB', 'proxy CPU %', 'other load %', 'errors'], frows))
-  lines.push('')
-  const noisy = results.filter((r) => disturbed(r.throughput, r.fixed))
+  lines.push(...tcpSections(results))
+  const noisy = results.filter((r) => disturbed(r.throughput, r.fixed) || [r.tcpBulk, r.tcpFirstByte].some((x) => (x?.otherLoadPct ?? 0) >= DISTURBED_PCT))
   if (noisy.length > 0) {
     lines.push(`warning: other processes used ≥ 20% of a core ("other load %") during: ${noisy.map((r) => r.id).join(', ')}.`)
     lines.push('         Those numbers are disturbed, tails especially; re-run on a quiet machine.', '')

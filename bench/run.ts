@@ -1,4 +1,4 @@
-// `npm run bench`: remora vs direct, nginx, HAProxy and a naive Node proxy on this machine, side by side.
+// `npm run bench`: remora vs direct, nginx, HAProxy and a naive Node proxy on this machine, side by side; and opaque TCP (tcp.ts, origdst.ts).
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
@@ -7,11 +7,13 @@ import os from 'node:os'
 import { join } from 'node:path'
 import { request } from 'undici'
 import { compile } from './build.ts'
-import { eachFlag, parseWholeSeconds, runFlag, type RunFlags } from './flags.ts'
+import { eachFlag, parseCount, parseWholeSeconds, runFlag, type RunFlags } from './flags.ts'
 import { fixedRate, h2load, wrk, type LoadResult, type RunContext } from './loadgen.ts'
 import { installCleanup, stopAll, stopChild, which } from './procs.ts'
 import { formatReport, type CaseResult } from './report.ts'
+import { runOrigDst } from './origdst.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
+import { runTcpBulk, runTcpFirstByte, type TcpRun } from './tcp.ts'
 import { startApp, startHaproxy, startNaive, startNginx, startRemora, type Env, type Pinning, type Running } from './topologies.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
@@ -25,19 +27,26 @@ interface Options extends RunFlags {
   only?: Set<string>
   retries: number
   rev?: string
+  tcpMib: number
+  tcpReps: number
+  firstByteSamples: number
 }
 
 function usage (): string {
   return `usage: npm run bench -- [options]      (or: npx node bench/run.ts [options])
 
 Runs every case one after the other on this machine and prints a table; results also go to
-bench/results/<timestamp>.json. Defaults take about 3-4 minutes on a quiet machine.
+bench/results/<timestamp>.json. Defaults take about 4-5 minutes on a quiet machine (the opaque-TCP cases about 40 s of it).
 
 options:
   --duration 5s       measured time of each load run (wrk, h2load, fixed-rate); e.g. 30s for steadier numbers
   --warmup 2s         unmeasured load before each run (JIT warm-up, connection pools)
   --connections 50    wrk connections (HTTP/1.1 max throughput)
   --rate 1000         requests per second of the fixed-rate latency runs
+  --tcp-mib 128       tcp-bulk: MiB per transfer (one connection each, each direction)
+  --tcp-reps 5        tcp-bulk: measured transfers per path and direction (the median is reported)
+  --first-byte-samples 200
+                      tcp-first-byte: sequential connections per path
   --only a,b          run only these cases (ids: ${CASES.map((c) => c.id).join(', ')})
   --no-pin            don't pin processes to CPUs with taskset
   --cpu-prof          run the sidecars with node --cpu-prof; profiles land in bench/results/prof-<timestamp>/
@@ -58,7 +67,7 @@ tools: wrk, h2load, nginx and haproxy are optional; a missing one skips its case
 }
 
 function parseArgs (argv: string[]): Options {
-  const o: Options = { durationS: 5, warmupS: 2, connections: 50, rate: 1000, pin: true, cpuProf: false, keepTmp: false, waitQuiet: true, quietWaitS: 20, retries: 2, js: false, nodeOptions: [] }
+  const o: Options = { durationS: 5, warmupS: 2, connections: 50, rate: 1000, pin: true, cpuProf: false, keepTmp: false, waitQuiet: true, quietWaitS: 20, retries: 2, js: false, nodeOptions: [], tcpMib: 128, tcpReps: 5, firstByteSamples: 200 }
   eachFlag(argv, usage, (flag, value) => {
     switch (flag) {
       case '--duration': o.durationS = parseWholeSeconds(value()); break
@@ -68,6 +77,9 @@ function parseArgs (argv: string[]): Options {
       case '--only': o.only = new Set(value().split(',').map((s) => s.trim())); break
       case '--retries': o.retries = Number(value()); break
       case '--rev': o.rev = value(); break
+      case '--tcp-mib': o.tcpMib = parseCount(flag, value()); break
+      case '--tcp-reps': o.tcpReps = parseCount(flag, value()); break
+      case '--first-byte-samples': o.firstByteSamples = parseCount(flag, value()); break
       default: return runFlag(o, flag, value)
     }
     return true
@@ -78,9 +90,12 @@ function parseArgs (argv: string[]): Options {
 interface CaseDef {
   id: string
   label: string
-  proto: 'HTTP/1.1' | 'h2'
+  proto: CaseResult['proto']
   tool?: 'nginx' | 'haproxy'
-  start: (env: Env) => Promise<Running>
+  /** HTTP cases: the path under test, loaded by wrk / h2load and fixed-rate.ts. */
+  start?: (env: Env) => Promise<Running>
+  /** Opaque-TCP cases: run whole (their own topology and load), their figures merged into the result. */
+  run?: (env: Env, tcp: TcpRun) => Promise<Partial<CaseResult>>
 }
 
 const CASES: CaseDef[] = [
@@ -96,6 +111,9 @@ const CASES: CaseDef[] = [
   { id: 'remora-2-h2', label: 'remora 2 hops, h2 client', proto: 'h2', start: (env) => startRemora(env, 2, false) },
   { id: 'remora-1-h2', label: 'remora 1 hop, h2c client', proto: 'h2', start: (env) => startRemora(env, 1, false) },
   { id: 'haproxy-1-h2', label: 'haproxy 1 hop, h2c client', proto: 'h2', tool: 'haproxy', start: (env) => startHaproxy(env, 1, true) },
+  { id: 'tcp-bulk', label: 'opaque TCP bulk, direct vs 2 hops', proto: 'TCP', run: (env, tcp) => runTcpBulk(env, tcp) },
+  { id: 'tcp-first-byte', label: 'opaque TCP first byte, direct vs 2 hops', proto: 'TCP', run: (env, tcp) => runTcpFirstByte(env, tcp) },
+  { id: 'origdst', label: 'SO_ORIGINAL_DST lookup per connection', proto: 'TCP', run: (env, tcp) => runOrigDst(env, tcp) },
 ]
 
 function cpuLayout (enabled: boolean): { pin: Pinning, note: string } {
@@ -277,6 +295,18 @@ async function main (): Promise<void> {
     const unknown = [...o.only].filter((id) => !CASES.some((c) => c.id === id))
     if (unknown.length > 0) throw new Error(`unknown case id(s) ${unknown.join(', ')}; known: ${CASES.map((c) => c.id).join(', ')}`)
   }
+  const tcp: TcpRun = {
+    ctx,
+    log,
+    waitQuiet: async () => {
+      if (!quiet.wait) return
+      const pct = await waitForQuiet(QUIET_PCT, quiet.waitMs, (pct) => log(`  other processes use ${pct}% CPU; waiting up to ${quiet.waitMs / 1000}s for a quieter machine…`))
+      if (pct >= QUIET_PCT) log(`  …still ${pct}%, measuring anyway`)
+    },
+    bulkMib: o.tcpMib,
+    bulkReps: o.tcpReps,
+    firstByteSamples: o.firstByteSamples,
+  }
   const results: CaseResult[] = []
   const t0 = performance.now()
   for (const [i, c] of selected.entries()) {
@@ -286,6 +316,12 @@ async function main (): Promise<void> {
     if (c.tool !== undefined && tools[c.tool] === undefined) { r.skipped = `${c.tool} not installed`; log(`${progress}: skipped (${r.skipped})`); continue }
     let running: Running | undefined
     try {
+      if (c.run !== undefined) {
+        log(`${progress}…`)
+        Object.assign(r, await c.run(env, tcp))
+        continue
+      }
+      if (c.start === undefined) throw new Error(`case ${c.id} has neither start nor run`)
       running = await c.start(env)
       const targets = running.proxies.map((p) => ({ label: p.label, pid: p.child.pid }))
       const url = `http://127.0.0.1:${running.port}/`
@@ -343,7 +379,7 @@ async function main (): Promise<void> {
     cpus: os.availableParallelism(),
     cpuModel: os.cpus()[0]?.model,
     pinning: layout.note,
-    options: { durationS: o.durationS, warmupS: o.warmupS, connections: o.connections, rate: o.rate, only: o.only === undefined ? undefined : [...o.only], rev: o.rev, nodeOptions: o.nodeOptions },
+    options: { durationS: o.durationS, warmupS: o.warmupS, connections: o.connections, rate: o.rate, only: o.only === undefined ? undefined : [...o.only], rev: o.rev, nodeOptions: o.nodeOptions, tcpMib: o.tcpMib, tcpReps: o.tcpReps, firstByteSamples: o.firstByteSamples },
     remora: source,
     tools: {
       wrk: tools.wrk !== undefined ? version('wrk', ['-v']) : 'missing',

@@ -3,7 +3,8 @@ import { execFileSync } from 'node:child_process'
 import { readdirSync, readFileSync } from 'node:fs'
 
 let clockTicks: number | undefined
-function ticksPerSecond (): number {
+/** The kernel's clock ticks per second (CPU times in /proc are in ticks). */
+export function ticksPerSecond (): number {
   if (clockTicks === undefined) {
     try { clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { clockTicks = 100 }
   }
