@@ -18,6 +18,23 @@ const SUBJECT_ALT_NAME = '2.5.29.17'
  */
 export function spiffeIdOf (cert: x509.X509Certificate | NodeX509Certificate | PeerCertificate): string {
   if (!(cert instanceof x509.X509Certificate) && cert.raw === undefined) throw new Error('the peer presented no certificate, so no SPIFFE ID')
+  // A peer's certificate is read at every handshake, on both sides: parsed once per certificate.
+  const fingerprint = 'fingerprint256' in cert && typeof cert.fingerprint256 === 'string' ? cert.fingerprint256 : undefined
+  const known = fingerprint === undefined ? undefined : seen.get(fingerprint)
+  if (known !== undefined) return known
+  const id = read(cert)
+  if (fingerprint !== undefined) {
+    if (seen.size >= SEEN_MAX) seen.clear()
+    seen.set(fingerprint, id)
+  }
+  return id
+}
+
+/** Certificates already read, by SHA-256 fingerprint (peers renew daily: a bounded set, emptied when full). */
+const seen = new Map<string, string>()
+const SEEN_MAX = 4096
+
+function read (cert: x509.X509Certificate | NodeX509Certificate | PeerCertificate): string {
   const parsed = cert instanceof x509.X509Certificate ? cert : new x509.X509Certificate(new Uint8Array(cert.raw))
   const sanExtensions = parsed.getExtensions(SUBJECT_ALT_NAME)
   if (sanExtensions.length === 0) throw new Error(`certificate ${describe(parsed)} has no subject alternative names, so no SPIFFE ID`)
