@@ -79,6 +79,7 @@ export class Http1Origins {
         if (names.length === 0) return
         this.#dropped.run(origin, (suppressed) => this.#log?.warn({
           origin,
+          port: Number(new URL(origin).port || 80),
           trailers: names,
           suppressed,
           why: 'this origin speaks HTTP/1.1, and the sidecar sends HTTP/1.1 request bodies without trailers',
