@@ -1,4 +1,5 @@
-// The admin server: /live /ready /metrics for everyone; config, endpoints and shutdown from loopback only.
+// The admin server: /live /ready /metrics and the app's rewritten probes (/app-health) for everyone;
+// config, endpoints and shutdown from loopback only.
 import http, { type IncomingMessage, type ServerResponse } from 'node:http'
 import type { Registry } from 'prom-client'
 
@@ -12,7 +13,14 @@ export interface AdminSources {
 export interface AdminHooks {
   readonly ready: () => { ready: boolean, why: string }
   readonly shutdown: () => void
+  /**
+   * Runs the app's probe `<container>/<kind>` (REMORA_APP_PROBES) for kubelet, passing on its User-Agent;
+   * undefined when the pod declared no such probe.
+   */
+  readonly appHealth: (name: string, userAgent: string | undefined) => Promise<{ healthy: boolean, why: string }> | undefined
 }
+
+const APP_HEALTH = '/app-health/'
 
 export function isLoopback (address: string | undefined): boolean {
   if (address === undefined) return false
@@ -36,6 +44,19 @@ export function createAdminServer (sources: AdminSources, hooks: AdminHooks): ht
       sources.registry.metrics().then((text) => send(200, text, sources.registry.contentType), (err: Error) => send(500, err.message))
       return
     }
+    // kubelet is not loopback: served to anyone, but only the probes the pod declared, only GET, no body
+    // passed either way; the answer is one line (the app's status or why it failed), as kubelet judged it.
+    if (path.startsWith(APP_HEALTH)) {
+      if (method !== 'GET') {
+        res.setHeader('allow', 'GET')
+        return send(405, 'use GET /app-health/<container>/<liveness|readiness|startup>\n')
+      }
+      const name = path.slice(APP_HEALTH.length)
+      const probe = hooks.appHealth(name, req.headers['user-agent'])
+      if (probe === undefined) return send(404, `no app probe ${JSON.stringify(name.slice(0, 100))}: the pod declared none by that name (REMORA_APP_PROBES)\n`)
+      probe.then((r) => { if (!res.destroyed) send(r.healthy ? 200 : 503, `${r.why}\n`) }, (err: Error) => { if (!res.destroyed) send(503, `${err.message}\n`) })
+      return
+    }
     const local = ['/config.json', '/endpoints.json', '/shutdown'].includes(path)
     if (local && !isLoopback(req.socket.remoteAddress)) return send(403, `${path} is served to loopback only\n`)
     if (method === 'GET' && path === '/config.json') return json(sources.config)
@@ -46,6 +67,6 @@ export function createAdminServer (sources: AdminSources, hooks: AdminHooks): ht
       hooks.shutdown()
       return
     }
-    send(404, 'not found; try /live /ready /metrics /config.json /endpoints.json\n')
+    send(404, 'not found; try /live /ready /metrics /app-health/<container>/<kind> /config.json /endpoints.json\n')
   })
 }

@@ -8,6 +8,7 @@ import { parseSpiffeId } from '../mesh/spiffe-id.ts'
 import { readMeshFile, type AppPort, type MeshConfig, type Workload } from './mesh-file.ts'
 import { DEFAULT_INBOUND_POLICY } from '../resilience/policy.ts'
 import type { InboundPolicy } from '../mesh/policy.ts'
+import { NO_APP_PROBES, type AppProbes } from '../parse/app-probes.ts'
 
 export interface ProxyConfig {
   readonly meshFile: string | undefined
@@ -39,6 +40,8 @@ export interface ProxyConfig {
   readonly opaquePorts: readonly number[]
   readonly detectTimeout: number
   readonly tcpIdleTimeout: number
+  /** The app's probes kubelet reaches through the admin port, GET /app-health/<container>/<kind> (none when unset). */
+  readonly appProbes: AppProbes
 }
 
 export interface Placement {
@@ -106,6 +109,7 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     opaquePorts: s.opaquePorts,
     detectTimeout: s.detectTimeout,
     tcpIdleTimeout: s.tcpIdleTimeout,
+    appProbes: s.appProbes ?? NO_APP_PROBES,
   }
   return { config: deepFreeze(config), mesh }
 }

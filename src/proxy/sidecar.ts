@@ -22,6 +22,7 @@ import { AppProtocols } from '../inbound/app-protocol.ts'
 import { createInboundHttp1 } from '../inbound/http1.ts'
 import { createInboundHttp2, createInboundMtls, serverTls } from '../inbound/http2.ts'
 import { acceptOpaque } from '../inbound/tcp.ts'
+import { AppProber } from '../inbound/app-probe.ts'
 import { carryOutbound } from '../outbound/tcp.ts'
 import { Destinations } from '../transport/destinations.ts'
 import { originalDstLookup } from '../transport/original-dst.ts'
@@ -87,6 +88,8 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   let stopping: Promise<void> | undefined
   let markStopped: () => void = () => {}
   const stopped = new Promise<void>((resolve) => { markStopped = resolve })
+  // The app's probes the injector rewrote to /app-health on the admin port (strict mTLS would refuse kubelet).
+  const appProber = new AppProber(config.appProbes)
   const admin = createAdminServer({ registry: metrics.registry, config, endpoints: () => table.state }, {
     ready: () => {
       if (ctx.draining) return { ready: false, why: 'draining: shutting down' }
@@ -97,6 +100,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
       return { ready: true, why: `ready: endpoint table version ${table.state.version} from ${table.state.source}` }
     },
     shutdown: () => { void shutdown('admin /shutdown') },
+    appHealth: (name, userAgent) => appProber.run(name, userAgent),
   })
 
   const adminAddress = await listenAdmin(admin, config.adminAddr)
