@@ -1,17 +1,29 @@
-// The Kubernetes source's informers, one per resource and namespace: list then watch, bookmarks, relist on 410, restart with backoff.
+// The control plane's informers (the Kubernetes source's, one per resource and namespace, and the trust-anchor
+// publisher's): list then watch, bookmarks, relist on 410, restart with backoff.
 import { ListWatch, Watch, type KubeConfig, type KubernetesListObject, type KubernetesObject } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { backoffMs } from '../resilience/backoff.ts'
 import { isJsonObject, listAllPages } from './kube-list.ts'
 import { objectKey } from './kube-objects.ts'
 
+/** What the Kubernetes source watches. */
 export type KubeResource = 'services' | 'endpointslices' | 'pods'
+/** Everything the control plane watches: the source's resources, and the trust-anchor publisher's. */
+export type InformedResource = KubeResource | 'namespaces' | 'configmaps'
 /** What onError counts: a failed list or watch of a resource, or a malformed object. */
-export type KubeSourceErrorKind = KubeResource | 'malformed'
+export type KubeSourceErrorKind = InformedResource | 'malformed'
 /** What the source keeps of an object of some resource: the rest is never read, so need not stay in memory. */
 export type ObjectSlimmer = (o: KubernetesObject) => KubernetesObject
 /** An object an informer saw added or changed (`deleted` false), or deleted. */
-export type ObjectHandler = (resource: KubeResource, obj: KubernetesObject, deleted: boolean) => void
+export type ObjectHandler<R extends InformedResource = KubeResource> = (resource: R, obj: KubernetesObject, deleted: boolean) => void
+
+/** One informer: a resource in one namespace (or all, or a cluster-scoped resource), and its selectors. */
+export interface InformerSpec<R extends InformedResource> {
+  readonly resource: R
+  readonly namespace?: string
+  readonly labelSelector?: string
+  readonly fieldSelector?: string
+}
 
 export interface KubeInformerOptions {
   readonly kubeConfig: KubeConfig
@@ -27,15 +39,16 @@ export interface KubeInformerOptions {
 }
 
 const RESOURCES = ['services', 'endpointslices', 'pods'] as const
-const API_PREFIX: Record<KubeResource, string> = { services: '/api/v1', endpointslices: '/apis/discovery.k8s.io/v1', pods: '/api/v1' }
+const API_PREFIX: Record<InformedResource, string> = { services: '/api/v1', endpointslices: '/apis/discovery.k8s.io/v1', pods: '/api/v1', namespaces: '/api/v1', configmaps: '/api/v1' }
 const DEFAULT_BACKOFF = { baseMs: 500, maxMs: 30_000 }
 const DEFAULT_PAGE_SIZE = 500
 const REWATCH_MAX_DELAY_MS = 250
 
 /** One resource in one namespace (or all), and what its restarts and its first list need to know. */
-interface Informer {
-  readonly resource: KubeResource
+interface Informer<R extends InformedResource> {
+  readonly resource: R
   readonly path: string
+  readonly selectors: { readonly labelSelector?: string, readonly fieldSelector?: string }
   readonly listWatch: ListWatch<KubernetesObject>
   /** Its first list has reached the handler. */
   listed: boolean
@@ -48,25 +61,23 @@ interface Informer {
 }
 
 /**
- * Every informer of the Kubernetes source, started and stopped together. Each object they see goes to the
- * handler; an object without a name is left out (it would break client-node's cache) and reported once.
+ * Informers started and stopped together: by default the Kubernetes source's (Services, EndpointSlices, Pods in
+ * each of `options.namespaces`, or all), else those `specs` name. Each object they see goes to the handler; an
+ * object without a name is left out (it would break client-node's cache) and reported once.
  */
-export class KubeInformers {
+export class KubeInformers<R extends InformedResource = KubeResource> {
   readonly #o: KubeInformerOptions
-  readonly #slim: Partial<Record<KubeResource, ObjectSlimmer>>
-  readonly #onObject: ObjectHandler
-  readonly #informers: Informer[] = []
+  readonly #slim: Partial<Record<R, ObjectSlimmer>>
+  readonly #onObject: ObjectHandler<R>
+  readonly #informers: Array<Informer<R>> = []
   readonly #abort = new AbortController()
   #whenListed?: { resolve: () => void, reject: (err: Error) => void }
 
-  constructor (options: KubeInformerOptions, slim: Partial<Record<KubeResource, ObjectSlimmer>>, onObject: ObjectHandler) {
+  constructor (options: KubeInformerOptions, slim: Partial<Record<R, ObjectSlimmer>>, onObject: ObjectHandler<R>, specs?: ReadonlyArray<InformerSpec<R>>) {
     this.#o = options
     this.#slim = slim
     this.#onObject = onObject
-    const namespaces = options.namespaces === undefined || options.namespaces.length === 0 ? [undefined] : options.namespaces
-    for (const resource of RESOURCES) {
-      for (const ns of namespaces) this.#informers.push(this.#informer(resource, resourcePath(resource, ns)))
-    }
+    for (const spec of specs ?? sourceSpecs(options.namespaces) as unknown as ReadonlyArray<InformerSpec<R>>) this.#informers.push(this.#informer(spec))
   }
 
   /** Starts every informer; resolves once each has listed once and the handler has seen the items. */
@@ -83,14 +94,16 @@ export class KubeInformers {
     this.#whenListed?.reject(new Error('Kubernetes source stopped before its first sync'))
   }
 
-  #informer (resource: KubeResource, path: string): Informer {
+  #informer (spec: InformerSpec<R>): Informer<R> {
+    const { resource, labelSelector, fieldSelector } = spec
+    const path = resourcePath(resource, spec.namespace)
     const signal = this.#abort.signal
     const slim = this.#slim[resource]
     const watch = new InformerWatch(this.#o.kubeConfig, signal, slim, (obj) => this.#malformed(resource, obj))
     const list = (): Promise<KubernetesListObject<KubernetesObject>> => this.#list(informer)
     // What makeInformer builds, with a Watch that asks for bookmarks, and a shorter re-watch delay (rewatchDelay).
-    const listWatch = new ListWatch<KubernetesObject>(path, watch, list, false, undefined, undefined, { delayFn: rewatchDelay(signal) })
-    const informer: Informer = { resource, path, listWatch, listed: false, failures: 0, errors: 0 }
+    const listWatch = new ListWatch<KubernetesObject>(path, watch, list, false, labelSelector, fieldSelector, { delayFn: rewatchDelay(signal) })
+    const informer: Informer<R> = { resource, path, selectors: { labelSelector, fieldSelector }, listWatch, listed: false, failures: 0, errors: 0 }
     const on = (obj: KubernetesObject, deleted: boolean): void => {
       informer.failures = 0
       try {
@@ -108,7 +121,7 @@ export class KubeInformers {
   }
 
   /** (Re)starts one informer: it lists if it has no resourceVersion (first time, after 410), then watches. */
-  async #run (informer: Informer): Promise<void> {
+  async #run (informer: Informer<R>): Promise<void> {
     if (this.#abort.signal.aborted) return
     const errors = informer.errors
     try {
@@ -121,7 +134,7 @@ export class KubeInformers {
   }
 
   /** client-node stops an informer on any error but 410 and client timeouts; restart it after a backoff. */
-  #failed (informer: Informer, err: unknown): void {
+  #failed (informer: Informer<R>, err: unknown): void {
     informer.errors++
     if (this.#abort.signal.aborted) return
     this.#o.onError?.(informer.resource)
@@ -133,7 +146,7 @@ export class KubeInformers {
   }
 
   /** Counts this failure and says how long to wait before the next start. */
-  #restartDelay (informer: Informer): number {
+  #restartDelay (informer: Informer<R>): number {
     const { baseMs, maxMs } = this.#o.backoff ?? DEFAULT_BACKOFF
     // A watch that held for a while earns a fresh start; one that keeps failing backs off further.
     if (informer.upSince !== undefined && Date.now() - informer.upSince >= maxMs) informer.failures = 0
@@ -142,32 +155,38 @@ export class KubeInformers {
   }
 
   /** The informer's list: every page, malformed items left out (and reported), the rest slimmed. */
-  async #list (informer: Informer): Promise<KubernetesListObject<KubernetesObject>> {
+  async #list (informer: Informer<R>): Promise<KubernetesListObject<KubernetesObject>> {
     const slim = this.#slim[informer.resource]
     const items: KubernetesObject[] = []
     const resourceVersion = await listAllPages(this.#o.kubeConfig, informer.path, this.#o.pageSize ?? DEFAULT_PAGE_SIZE, this.#abort.signal, (item) => {
       if (objectKey(item) === undefined) this.#malformed(informer.resource, item)
       else items.push(slim === undefined ? item as KubernetesObject : slim(item as KubernetesObject))
-    })
+    }, informer.selectors)
     // The informer adds the items in the microtask after this resolves; the next macrotask sees them.
     setImmediate(() => this.#listedOnce(informer))
     return { metadata: { resourceVersion }, items }
   }
 
-  #listedOnce (informer: Informer): void {
+  #listedOnce (informer: Informer<R>): void {
     informer.listed = true
     if (this.#informers.every((i) => i.listed)) this.#whenListed?.resolve()
   }
 
-  #malformed (resource: KubeResource, obj: unknown): void {
+  #malformed (resource: R, obj: unknown): void {
     this.#o.onError?.('malformed')
     const m = isJsonObject(obj) ? obj.metadata : undefined
     this.#o.log.warn({ resource, metadata: m }, `Kubernetes ${resource}: object left out: metadata.name: expected a name, got ${JSON.stringify(isJsonObject(m) ? m.name : m)}`)
   }
 }
 
-/** The API path of a resource's list and watch, in one namespace or (undefined) all. */
-function resourcePath (resource: KubeResource, namespace: string | undefined): string {
+/** The Kubernetes source's informers: each of its resources in each namespace given (none: all namespaces). */
+function sourceSpecs (namespaces: readonly string[] | undefined): Array<InformerSpec<KubeResource>> {
+  const each = namespaces === undefined || namespaces.length === 0 ? [undefined] : namespaces
+  return RESOURCES.flatMap((resource) => each.map((namespace) => ({ resource, namespace })))
+}
+
+/** The API path of a resource's list and watch, in one namespace or (undefined) all, or of a cluster-scoped one. */
+function resourcePath (resource: InformedResource, namespace: string | undefined): string {
   return `${API_PREFIX[resource]}${namespace === undefined ? '' : `/namespaces/${encodeURIComponent(namespace)}`}/${resource}`
 }
 

@@ -14,11 +14,11 @@ interface ListPage { items: unknown[], resourceVersion: string, continue?: strin
  * resourceVersion (where a watch starts). Raw JSON rather than client-node's typed list: the items are plain
  * objects like the watch's, and one malformed item cannot fail the whole list.
  */
-export async function listAllPages (kc: KubeConfig, path: string, pageSize: number, signal: AbortSignal, each: (item: unknown) => void): Promise<string> {
+export async function listAllPages (kc: KubeConfig, path: string, pageSize: number, signal: AbortSignal, each: (item: unknown) => void, selectors: Selectors = {}): Promise<string> {
   let resourceVersion: string
   let cont: string | undefined
   do {
-    const page = await listPage(kc, path, pageSize, cont, signal)
+    const page = await listPage(kc, path, pageSize, cont, signal, selectors)
     for (const item of page.items) each(item)
     resourceVersion = page.resourceVersion
     cont = page.continue
@@ -26,11 +26,16 @@ export async function listAllPages (kc: KubeConfig, path: string, pageSize: numb
   return resourceVersion
 }
 
+/** Which objects a list (and the watch after it) is about. */
+export interface Selectors { readonly labelSelector?: string, readonly fieldSelector?: string }
+
 /** One GET of a list, `limit` items from the `cont` token on, authenticated as the kubeconfig says. */
-async function listPage (kc: KubeConfig, path: string, limit: number, cont: string | undefined, signal: AbortSignal): Promise<ListPage> {
+async function listPage (kc: KubeConfig, path: string, limit: number, cont: string | undefined, signal: AbortSignal, selectors: Selectors): Promise<ListPage> {
   const cluster = kc.getCurrentCluster()
   if (cluster === null) throw new Error('the kubeconfig has no current cluster')
   const url = new URL(cluster.server + path)
+  if (selectors.labelSelector !== undefined) url.searchParams.set('labelSelector', selectors.labelSelector)
+  if (selectors.fieldSelector !== undefined) url.searchParams.set('fieldSelector', selectors.fieldSelector)
   url.searchParams.set('limit', String(limit))
   if (cont !== undefined) url.searchParams.set('continue', cont)
   const ctx = new RequestContext(url.toString(), HttpMethod.GET)

@@ -3,7 +3,7 @@
 import type { Logger } from 'pino'
 import type { Catalog, CatalogSource } from './catalog.ts'
 import { KubeIndex, slimPod, type KubeIndexOptions } from './kube-index.ts'
-import { KubeInformers, type KubeInformerOptions } from './kube-informer.ts'
+import { KubeInformers, type KubeInformerOptions, type KubeResource } from './kube-informer.ts'
 
 export type { AnnotatedKind } from './kube-index.ts'
 export type { KubeResource, KubeSourceErrorKind } from './kube-informer.ts'
@@ -20,7 +20,7 @@ export class KubernetesSource implements CatalogSource {
     this.#log = options.log
     this.#index = new KubeIndex(options)
     // Pods are slimmed as they arrive: the informers' cache holds every pod in the cluster (or namespaces).
-    this.#informers = new KubeInformers(options, { pods: slimPod }, (resource, obj, deleted) => this.#index.record(resource, obj, deleted))
+    this.#informers = new KubeInformers<KubeResource>(options, { pods: slimPod }, (resource, obj, deleted) => this.#index.record(resource, obj, deleted))
   }
 
   async start (catalog: Catalog): Promise<void> {

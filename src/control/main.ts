@@ -17,6 +17,7 @@ export async function runControl (flags: ReadonlyMap<string, string>): Promise<n
     ca: s.ca,
     certTtlMs: s.certTtl,
     servingNames: s.servingNames,
+    trustAnchorsConfigMap: s.trustAnchorsConfigmap,
   }, log)
   const faults = watchUnexpectedErrors(process, { log, count: (outcome) => plane.metrics.unexpectedErrors.inc({ outcome }), drain: (why) => plane.shutdown(why) })
   let failed: unknown

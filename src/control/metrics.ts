@@ -1,5 +1,5 @@
 // Prometheus metrics of the control plane (prom-client): watchers, pushes, push latency, source errors,
-// annotations without effect yet.
+// annotations without effect yet, trust-anchor writes.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import { unexpectedErrorsCounter } from '../telemetry/faults.ts'
 
@@ -78,6 +78,13 @@ export class ControlMetrics {
     name: 'remora_control_annotations_without_effect',
     help: 'Objects (kind Service or Pod) carrying a remora.dev/* annotation that has no effect in this version yet, by annotation.',
     labelNames: ['kind', 'annotation'] as const,
+    registers: [this.registry],
+  })
+
+  readonly trustAnchorWrites = new Counter({
+    name: 'remora_control_trust_anchor_writes_total',
+    help: 'Writes of the trust-anchor ConfigMap into meshed namespaces, by action (create, update: put back after an edit or a new root) and result (ok, error).',
+    labelNames: ['action', 'result'] as const,
     registers: [this.registry],
   })
 

@@ -1,5 +1,6 @@
 // `remora control`: a catalog fed by one source (Kubernetes or the mesh file), served to sidecars on
-// 15012, and — with a CA — certificates for the identities sidecars prove, on the same port over mTLS.
+// 15012, and — with a CA — certificates for the identities sidecars prove, on the same port over mTLS;
+// in Kubernetes with a CA, the CA's roots published into every meshed namespace (trust-anchors.ts).
 import type http from 'node:http'
 import { existsSync } from 'node:fs'
 import { isIP } from 'node:net'
@@ -8,7 +9,7 @@ import { join } from 'node:path'
 import type { KubeConfig } from '@kubernetes/client-node'
 import type { Logger } from 'pino'
 import { RemoraError } from '../errors.ts'
-import type { CaSetting, ControlSource } from '../config/env.ts'
+import type { ControlSource } from '../config/env.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import { spiffeId } from '../mesh/spiffe-id.ts'
 import type { CertificateAuthority } from '../identity/ca.ts'
@@ -19,7 +20,8 @@ import { DiscoveryServer, type ServingTls } from './discovery-server.ts'
 import { FileCatalogSource } from './file-source.ts'
 import { createControlAdmin } from './admin.ts'
 import { ControlMetrics } from './metrics.ts'
-import { loadCa } from './ca-store.ts'
+import { loadCa, type ControlCaSetting } from './ca-store.ts'
+import type { TrustAnchorPublisher } from './trust-anchors.ts'
 import { BootstrapTokens, TokenReviews, type IdentityProof } from './identity-proof.ts'
 import { Signer } from './signing.ts'
 
@@ -30,9 +32,11 @@ export interface ControlConfig {
   readonly adminAddr: HostPort
   readonly trustDomain: string
   readonly proxyInboundPort: number
-  readonly ca: CaSetting
+  readonly ca: ControlCaSetting
   readonly certTtlMs: number
   readonly servingNames: readonly string[]
+  /** With a CA and the Kubernetes source: the ConfigMap of the roots kept in every meshed namespace; undefined: none. */
+  readonly trustAnchorsConfigMap?: string
 }
 
 export interface ControlPlane {
@@ -57,7 +61,7 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   const tokens = new BootstrapTokens()
   const kubeConfig = config.source === 'kubernetes' && makeSource === undefined ? await loadKubeConfig() : undefined
   const source = makeSource !== undefined ? await makeSource(onError) : await defaultSource(config, kubeConfig, log, onError, tokens, metrics)
-  const ca = config.ca.kind === 'off' ? undefined : await loadCa(config.ca, config.trustDomain, log)
+  const ca = config.ca.kind === 'off' ? undefined : await loadCa(config.ca, config.trustDomain, log, kubeConfig)
   let signer: Signer | undefined
   if (ca !== undefined) {
     const proof: IdentityProof = kubeConfig !== undefined ? new TokenReviews(kubeConfig, config.trustDomain) : tokens
@@ -91,6 +95,9 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   const synced = source.start(catalog).then(() => {
     log.info({ source: source.name, services: catalog.size, revision: catalog.revision }, 'control plane synced')
   })
+  const anchors = ca !== undefined && kubeConfig !== undefined && config.trustAnchorsConfigMap !== undefined
+    ? await publishTrustAnchors(kubeConfig, config.trustAnchorsConfigMap, ca, log, metrics)
+    : undefined
   let markStopped: () => void = () => {}
   const stopped = new Promise<void>((resolve) => { markStopped = resolve })
   let stopping: Promise<void> | undefined
@@ -98,6 +105,7 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
     stopping ??= (async () => {
       log.info({ why }, 'control plane stopping; sidecars keep their tables and reconnect')
       clearTimeout(renewTimer)
+      await anchors?.stop()
       await source.stop()
       await discovery.close()
       admin.close()
@@ -108,6 +116,20 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   }
   log.info({ source: source.name, ca: config.ca.kind, ...addresses }, 'control plane listening')
   return { catalog, metrics, addresses, synced, shutdown, stopped }
+}
+
+/** Starts keeping the CA's roots in every meshed namespace; not awaited: the catalog does not wait for it. */
+async function publishTrustAnchors (kubeConfig: KubeConfig, configMap: string, ca: CertificateAuthority, log: Logger, metrics: ControlMetrics): Promise<TrustAnchorPublisher> {
+  const { TrustAnchorPublisher } = await import('./trust-anchors.ts')
+  const anchors = new TrustAnchorPublisher({
+    kubeConfig, log, configMap, rootsPem: ca.trustAnchorsPem.join(''),
+    onError: (kind) => { metrics.sourceErrors.inc({ source: 'kubernetes', kind }) },
+    onWrite: (action, result) => { metrics.trustAnchorWrites.inc({ action, result }) },
+  })
+  for (const action of ['create', 'update']) for (const result of ['ok', 'error']) metrics.trustAnchorWrites.inc({ action, result }, 0)
+  // It fails only when stopped before its first list; list and watch failures are retried (and logged) inside.
+  anchors.start().catch(() => {})
+  return anchors
 }
 
 async function servingTls (ca: CertificateAuthority, config: ControlConfig): Promise<ServingTls> {

@@ -53,9 +53,9 @@ t.test('a Service and a Pod with annotations that do nothing yet: one warning ea
 
   const warned = withoutEffect(await untilLogged(cp, (lines) => withoutEffect(lines).length >= 3))
   t.same(warned.map((l) => l.msg).sort(), [
-    'Pod shop/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)',
-    'Pod shop/web-1: annotation remora.dev/proxy-image has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)',
-    'Service shop/db: annotation remora.dev/proxy-image has no effect in this version yet (it comes with sidecar injection: remora inject and remora injector)',
+    'Pod shop/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)',
+    'Pod shop/web-1: annotation remora.dev/proxy-image has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)',
+    'Service shop/db: annotation remora.dev/proxy-image has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)',
   ])
   t.same(warned.map((l) => `${l.service ?? l.pod} ${l.annotation}`).sort(), ['shop/db remora.dev/proxy-image', 'shop/web-1 remora.dev/inject', 'shop/web-1 remora.dev/proxy-image'])
 

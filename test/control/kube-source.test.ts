@@ -233,9 +233,9 @@ t.test('annotations with no effect yet: one warning per Service or Pod and annot
   await source.start(catalog)
   await untilLogged(() => warnings().length >= 3)
   t.same(warnings(), [
-    noEffect('Pod', 'demo/web-1', 'remora.dev/inject', 'sidecar injection: remora inject and remora injector'),
-    noEffect('Service', 'demo/web', 'remora.dev/inject', 'sidecar injection: remora inject and remora injector'),
-    noEffect('Service', 'demo/web', 'remora.dev/proxy-image', 'sidecar injection: remora inject and remora injector'),
+    noEffect('Pod', 'demo/web-1', 'remora.dev/inject', 'the admission webhook, remora injector; until then run the YAML through remora inject'),
+    noEffect('Service', 'demo/web', 'remora.dev/inject', 'the admission webhook, remora injector; until then run the YAML through remora inject'),
+    noEffect('Service', 'demo/web', 'remora.dev/proxy-image', 'the admission webhook, remora injector; until then run the YAML through remora inject'),
   ], 'opaque-ports, skip-outbound-ports, default-policy and allow (they have an effect) are not warned about')
   t.same(logs.filter((l) => l.level === 40).map((l) => `${String(l.service ?? l.pod)} ${String(l.annotation)}`).sort(),
     ['demo/web remora.dev/inject', 'demo/web remora.dev/proxy-image', 'demo/web-1 remora.dev/inject'], 'object and annotation as fields too')

@@ -1,4 +1,5 @@
-// A fake Kubernetes API server for tests: Services, Pods and EndpointSlices listed and watched over the real wire protocol.
+// A fake Kubernetes API server for tests: Services, Pods, EndpointSlices, Namespaces, ConfigMaps and Secrets listed,
+// watched, read, created and replaced over the real wire protocol; TokenReviews created.
 import { randomBytes, randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import http from 'node:http'
@@ -6,9 +7,10 @@ import type { AddressInfo } from 'node:net'
 import { isDeepStrictEqual } from 'node:util'
 import { KubeConfig } from '@kubernetes/client-node'
 
-export type Kind = 'Service' | 'Pod' | 'EndpointSlice'
-export type Resource = 'services' | 'pods' | 'endpointslices'
-export type Verb = 'list' | 'watch' | 'get' | 'discovery' | 'other'
+export type Kind = 'Service' | 'Pod' | 'EndpointSlice' | 'Namespace' | 'ConfigMap' | 'Secret'
+export type Resource = 'services' | 'pods' | 'endpointslices' | 'namespaces' | 'configmaps' | 'secrets'
+/** create is a POST to a collection, update a PUT to an object (replace). */
+export type Verb = 'list' | 'watch' | 'get' | 'create' | 'update' | 'discovery' | 'other'
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR'
 
 export interface ObjectMeta {
@@ -22,7 +24,10 @@ export interface ObjectMeta {
   [field: string]: unknown
 }
 
-/** An object as stored and served. The server checks only kind, metadata.name and metadata.namespace. */
+/**
+ * An object as stored and served. apply() checks only kind, metadata.name and metadata.namespace; a create or
+ * replace through the API also checks what the real server checks first (kind, names, namespace, resourceVersion).
+ */
 export interface KubeObject {
   apiVersion?: string
   kind: Kind
@@ -55,14 +60,19 @@ export interface RequestRecord {
 
 export interface FailureMatch { verb?: Verb; resource?: Resource }
 
-interface ResourceInfo { readonly kind: Kind; readonly apiVersion: string; readonly prefix: string; readonly singular: string }
+interface ResourceInfo { readonly kind: Kind; readonly apiVersion: string; readonly prefix: string; readonly singular: string; readonly namespaced: boolean }
 
 const RESOURCES: Record<Resource, ResourceInfo> = {
-  services: { kind: 'Service', apiVersion: 'v1', prefix: '/api/v1', singular: 'service' },
-  pods: { kind: 'Pod', apiVersion: 'v1', prefix: '/api/v1', singular: 'pod' },
-  endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', prefix: '/apis/discovery.k8s.io/v1', singular: 'endpointslice' },
+  services: { kind: 'Service', apiVersion: 'v1', prefix: '/api/v1', singular: 'service', namespaced: true },
+  pods: { kind: 'Pod', apiVersion: 'v1', prefix: '/api/v1', singular: 'pod', namespaced: true },
+  endpointslices: { kind: 'EndpointSlice', apiVersion: 'discovery.k8s.io/v1', prefix: '/apis/discovery.k8s.io/v1', singular: 'endpointslice', namespaced: true },
+  namespaces: { kind: 'Namespace', apiVersion: 'v1', prefix: '/api/v1', singular: 'namespace', namespaced: false },
+  configmaps: { kind: 'ConfigMap', apiVersion: 'v1', prefix: '/api/v1', singular: 'configmap', namespaced: true },
+  secrets: { kind: 'Secret', apiVersion: 'v1', prefix: '/api/v1', singular: 'secret', namespaced: true },
 }
-const RESOURCE_OF_KIND: Record<Kind, Resource> = { Service: 'services', Pod: 'pods', EndpointSlice: 'endpointslices' }
+const RESOURCE_OF_KIND: Record<Kind, Resource> = { Service: 'services', Pod: 'pods', EndpointSlice: 'endpointslices', Namespace: 'namespaces', ConfigMap: 'configmaps', Secret: 'secrets' }
+/** What apply() takes. Secrets go in with putSecret (which base64-encodes their values) or through the API. */
+const APPLIED_KINDS: readonly Kind[] = ['Service', 'Pod', 'EndpointSlice', 'Namespace', 'ConfigMap']
 const isResource = (s: string): s is Resource => Object.hasOwn(RESOURCES, s)
 
 interface HistoryEvent {
@@ -85,14 +95,19 @@ interface Watcher {
 
 interface Route { verb: Verb; resource?: Resource; namespace?: string; name?: string; body?: unknown }
 
+/** A request parked by holdRequests(), with what serves it on release. */
+interface HeldRequest { readonly rec: RequestRecord; readonly serve: () => void }
+
 /** Thrown inside request handling; becomes a Status response. */
 class StatusError extends Error {
   readonly code: number
   readonly reason: string
-  constructor (code: number, reason: string, message: string) {
+  readonly details: Record<string, unknown> | undefined
+  constructor (code: number, reason: string, message: string, details?: Record<string, unknown>) {
     super(message)
     this.code = code
     this.reason = reason
+    this.details = details
   }
 }
 
@@ -108,6 +123,8 @@ export function status (code: number, reason: string, message: string): Record<s
 const CONTINUE_EXPIRED = 'The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.'
 
 const keyOf = (o: KubeObject): string => `${o.metadata.namespace ?? ''}/${o.metadata.name}`
+/** The store key of an object of `resource`: a cluster-scoped one (Namespace) has no namespace. */
+const keyIn = (resource: Resource, namespace: string, name: string): string => `${RESOURCES[resource].namespaced ? namespace : ''}/${name}`
 const clone = <T>(o: T): T => structuredClone(o)
 const now = (): string => new Date().toISOString().replace(/\.\d+Z$/, 'Z')
 
@@ -117,12 +134,28 @@ function content (o: KubeObject): unknown {
   return { ...o, metadata: meta }
 }
 
-/** What a protobuf round trip does: EndpointSlice `endpoints` and `ports` are not omitempty, so empty lists come back null. */
+/**
+ * What the server does to every object it stores: EndpointSlice `endpoints` and `ports` are not omitempty, so empty
+ * lists come back null (a protobuf round trip); a Namespace gets its kubernetes.io/metadata.name label, its
+ * finalizer and phase; a Secret's stringData is merged into data (base64) and its type defaults to Opaque.
+ */
 function normalize (o: KubeObject): void {
-  if (o.kind !== 'EndpointSlice') return
-  for (const field of ['endpoints', 'ports']) {
-    const v = o[field]
-    if (v === undefined || (Array.isArray(v) && v.length === 0)) o[field] = null
+  if (o.kind === 'EndpointSlice') {
+    for (const field of ['endpoints', 'ports']) {
+      const v = o[field]
+      if (v === undefined || (Array.isArray(v) && v.length === 0)) o[field] = null
+    }
+  } else if (o.kind === 'Namespace') {
+    o.metadata.labels = { ...o.metadata.labels, 'kubernetes.io/metadata.name': o.metadata.name }
+    o.spec ??= { finalizers: ['kubernetes'] }
+    o.status ??= { phase: 'Active' }
+  } else if (o.kind === 'Secret') {
+    const strings = o.stringData as Record<string, string> | undefined
+    if (strings !== undefined) {
+      o.data = { ...(o.data as Record<string, string> | undefined), ...Object.fromEntries(Object.entries(strings).map(([k, v]) => [k, Buffer.from(v).toString('base64')])) }
+      delete o.stringData
+    }
+    o.type ??= 'Opaque'
   }
 }
 
@@ -164,19 +197,37 @@ function parseFieldSelector (selector: string): (o: KubeObject) => boolean {
   return (o) => tests.every((test) => test(o))
 }
 
+/** Whether a request is one a FailureMatch (or holdRequests) names. */
+function matches (m: FailureMatch, rec: RequestRecord): boolean {
+  return (m.verb ?? rec.verb) === rec.verb && (m.resource ?? rec.resource) === rec.resource
+}
+
+/** 404 for an object that is not there, as the server words it. */
+function notFound (resource: Resource, name: string): StatusError {
+  return new StatusError(404, 'NotFound', `${resource} ${JSON.stringify(name)} not found`, { name, kind: resource })
+}
+
 function parseRv (value: string, what = 'resourceVersion'): number {
   if (!/^\d+$/.test(value)) throw new StatusError(400, 'BadRequest', `${what}: Invalid value: ${JSON.stringify(value)}: strconv.ParseUint: parsing ${JSON.stringify(value)}: invalid syntax`)
   return Number(value)
 }
 
+/** What a path names: a collection (verb list; create with POST) or one object (verb get; update with PUT). */
 function route (pathname: string): Route {
   const discovery = discoveryBody(pathname)
   if (discovery !== undefined) return { verb: 'discovery', body: discovery }
-  const m = /^(\/api\/v1|\/apis\/discovery\.k8s\.io\/v1)(?:\/namespaces\/([^/]+))?\/([a-z]+)(?:\/([^/]+))?$/.exec(pathname)
+  const m = /^(\/api\/v1|\/apis\/discovery\.k8s\.io\/v1)((?:\/[^/]+){1,4})$/.exec(pathname)
   if (m === null) return { verb: 'other' }
-  const [, prefix, namespace, resource, name] = m
+  const prefix = m[1]
+  const parts = m[2].slice(1).split('/').map((p) => decodeURIComponent(p))
+  // /namespaces/<ns>/<resource>[/<name>] is namespaced; /<resource>[/<name>] is every namespace, or cluster-scoped.
+  const [namespace, resource, name] = parts.length >= 3 && parts[0] === 'namespaces'
+    ? [parts[1], parts[2], parts[3]]
+    : parts.length <= 2 ? [undefined, parts[0], parts[1]] : [undefined, '', undefined]
   if (!isResource(resource) || RESOURCES[resource].prefix !== prefix) return { verb: 'other' }
-  if (name !== undefined && namespace === undefined) return { verb: 'other' }
+  const info = RESOURCES[resource]
+  if (!info.namespaced && namespace !== undefined) return { verb: 'other' }
+  if (info.namespaced && name !== undefined && namespace === undefined) return { verb: 'other' }
   return { verb: name === undefined ? 'list' : 'get', resource, namespace, name }
 }
 
@@ -185,7 +236,7 @@ function discoveryBody (pathname: string): unknown {
   const resources = (prefix: string, groupVersion: string): unknown => ({
     kind: 'APIResourceList', apiVersion: 'v1', groupVersion,
     resources: Object.entries(RESOURCES).filter(([, r]) => r.prefix === prefix)
-      .map(([name, r]) => ({ name, singularName: r.singular, namespaced: true, kind: r.kind, verbs: ['get', 'list', 'watch'] })),
+      .map(([name, r]) => ({ name, singularName: r.singular, namespaced: r.namespaced, kind: r.kind, verbs: ['create', 'get', 'list', 'update', 'watch'] })),
   })
   switch (pathname) {
     case '/version': return { major: '1', minor: '33', gitVersion: 'v1.33.0-remora-fake', platform: 'linux/amd64' }
@@ -206,17 +257,18 @@ export class FakeKubeApi extends EventEmitter {
   private readonly server: http.Server
   private readonly token: string
   private readonly watchTimeoutMs: number
-  private readonly stores: Record<Resource, Map<string, KubeObject>> = { services: new Map(), pods: new Map(), endpointslices: new Map() }
+  private readonly stores: Record<Resource, Map<string, KubeObject>> = { services: new Map(), pods: new Map(), endpointslices: new Map(), namespaces: new Map(), configmaps: new Map(), secrets: new Map() }
   private history: HistoryEvent[] = []
   private readonly watches = new Set<Watcher>()
   private readonly failures: Array<{ count: number; code: number; match: FailureMatch }> = []
   private held: Array<() => void> | undefined
+  private heldMatch: FailureMatch | undefined
+  private heldRequestQueue: HeldRequest[] = []
   private readonly bookmarkTimer: NodeJS.Timeout | undefined
   private rv = 1
   private compactedRv = 1
 
   readonly #tokens = new Map<string, { username: string, audiences: string[] }>()
-  readonly #secrets = new Map<string, Record<string, string>>()
 
   private constructor (server: http.Server, opts: FakeKubeApiOptions) {
     super()
@@ -250,11 +302,20 @@ export class FakeKubeApi extends EventEmitter {
   /** Like apply, for deliberately malformed objects: nothing beyond kind, metadata.name and metadata.namespace is checked. */
   applyRaw (input: object): KubeObject {
     const obj = clone(input) as KubeObject
-    if (typeof obj.kind !== 'string' || !Object.hasOwn(RESOURCE_OF_KIND, obj.kind)) throw new Error(`kind must be Service, Pod or EndpointSlice, got ${String(obj.kind)}`)
+    if (typeof obj.kind !== 'string' || !APPLIED_KINDS.includes(obj.kind)) throw new Error(`kind must be ${APPLIED_KINDS.join(', ')}, got ${String(obj.kind)} (a Secret: putSecret)`)
     if (typeof obj.metadata?.name !== 'string' || obj.metadata.name === '') throw new Error('metadata.name is required')
+    return this.write(obj)
+  }
+
+  /**
+   * Stores `obj` (kind and name checked by the caller) as the server does: defaults, a new resourceVersion, the
+   * uid and creationTimestamp kept from the object it replaces; an update that changes nothing is a no-op.
+   */
+  private write (obj: KubeObject): KubeObject {
     const resource = RESOURCE_OF_KIND[obj.kind]
     obj.apiVersion = RESOURCES[resource].apiVersion
-    obj.metadata.namespace ??= 'default'
+    if (RESOURCES[resource].namespaced) obj.metadata.namespace ??= 'default'
+    else delete obj.metadata.namespace
     normalize(obj)
     const store = this.store(resource)
     const prev = store.get(keyOf(obj))
@@ -266,10 +327,10 @@ export class FakeKubeApi extends EventEmitter {
     return clone(obj)
   }
 
-  /** Delete (DELETED carries the last state with the new resourceVersion); returns it, or undefined if absent. */
+  /** Delete (DELETED carries the last state with the new resourceVersion); returns it, or undefined if absent. For a Namespace, `namespace` is ignored. */
   remove (kind: Kind, namespace: string, name: string): KubeObject | undefined {
     const resource = RESOURCE_OF_KIND[kind]
-    const prev = this.store(resource).get(`${namespace}/${name}`)
+    const prev = this.store(resource).get(keyIn(resource, namespace, name))
     if (prev === undefined) return undefined
     const rv = ++this.rv
     const object = clone(prev)
@@ -279,9 +340,17 @@ export class FakeKubeApi extends EventEmitter {
     return clone(object)
   }
 
+  /** An object as stored, or undefined. For a Namespace, `namespace` is ignored. */
   get (kind: Kind, namespace: string, name: string): KubeObject | undefined {
-    const o = this.store(RESOURCE_OF_KIND[kind]).get(`${namespace}/${name}`)
+    const resource = RESOURCE_OF_KIND[kind]
+    const o = this.store(resource).get(keyIn(resource, namespace, name))
     return o === undefined ? undefined : clone(o)
+  }
+
+  /** Every stored object of a kind (in one namespace, or all), sorted by namespace and name. */
+  all (kind: Kind, namespace?: string): KubeObject[] {
+    return [...this.store(RESOURCE_OF_KIND[kind]).values()].filter((o) => namespace === undefined || o.metadata.namespace === namespace)
+      .sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1)).map(clone)
   }
 
   /** Forget all history, like an etcd compaction: watches and lists from any older resourceVersion now get 410 Expired. */
@@ -322,6 +391,24 @@ export class FakeKubeApi extends EventEmitter {
   /** Number of watch requests parked by holdWatches(). */
   heldWatches (): number { return this.held?.length ?? 0 }
 
+  /**
+   * Park the requests that match (not watches: see holdWatches), already authenticated and recorded with status 0,
+   * until releaseRequests(), which serves them in arrival order against the state of that moment. For races: two
+   * clients' creates of one object, held until both arrived, then one wins (201) and the other gets 409.
+   */
+  holdRequests (match: FailureMatch): void { this.heldMatch = match }
+
+  releaseRequests (): void {
+    const held = this.heldRequestQueue
+    this.heldMatch = undefined
+    this.heldRequestQueue = []
+    for (const r of held) r.serve()
+    if (held.length > 0) this.activity()
+  }
+
+  /** Number of requests parked by holdRequests(). */
+  heldRequests (): number { return this.heldRequestQueue.length }
+
   /** Answer the next `n` matching requests with a Status of `code` (e.g. 500, 503, 429). */
   fail (n: number, code = 503, match: FailureMatch = {}): void {
     this.failures.push({ count: n, code, match })
@@ -359,6 +446,8 @@ export class FakeKubeApi extends EventEmitter {
   async close (): Promise<void> {
     clearInterval(this.bookmarkTimer)
     this.held = undefined
+    this.heldMatch = undefined
+    this.heldRequestQueue = []
     this.dropWatches()
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()))
     this.server.closeAllConnections()
@@ -415,26 +504,33 @@ export class FakeKubeApi extends EventEmitter {
     return token
   }
 
-  /** A Secret readable at /api/v1/namespaces/<ns>/secrets/<name> (values are base64-encoded as served). */
-  putSecret (namespace: string, name: string, data: Record<string, string>): void {
-    this.#secrets.set(`${namespace}/${name}`, Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')])))
+  /**
+   * A Secret (type Opaque unless told), as if created: readable at /api/v1/namespaces/<ns>/secrets/<name>, where its
+   * values are base64-encoded as served. Replaces one of that name. Returns it as stored.
+   */
+  putSecret (namespace: string, name: string, data: Record<string, string>, opts: { labels?: Record<string, string>; type?: string } = {}): KubeObject {
+    return this.write({
+      kind: 'Secret',
+      metadata: { name, namespace, ...(opts.labels && { labels: opts.labels }) },
+      type: opts.type ?? 'Opaque',
+      data: Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
+    })
   }
 
-  /** TokenReview (authentication.k8s.io/v1, create) and Secret get: the two non-watch calls the control plane makes. */
+  /** A Secret's values, decoded; undefined if there is no such Secret. */
+  secretData (namespace: string, name: string): Record<string, string> | undefined {
+    const secret = this.get('Secret', namespace, name)
+    if (secret === undefined) return undefined
+    const data = (secret.data ?? {}) as Record<string, string>
+    return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]))
+  }
+
+  /** TokenReview (authentication.k8s.io/v1, create): checks the tokens issueToken gave out. */
   private special (req: http.IncomingMessage, res: http.ServerResponse, pathname: string): boolean {
-    const secret = /^\/api\/v1\/namespaces\/([^/]+)\/secrets\/([^/]+)$/.exec(pathname)
-    const review = pathname === '/apis/authentication.k8s.io/v1/tokenreviews'
-    if (secret === null && !review) return false
+    if (pathname !== '/apis/authentication.k8s.io/v1/tokenreviews') return false
     const rec: RequestRecord = { method: req.method ?? 'GET', url: req.url ?? '/', query: {}, verb: 'other', status: 0 }
     this.requests.push(rec)
     if (req.headers.authorization !== `Bearer ${this.token}`) { req.resume(); this.reply(res, rec, 401, status(401, 'Unauthorized', 'Unauthorized')); return true }
-    if (secret !== null) {
-      req.resume()
-      const data = this.#secrets.get(`${secret[1]}/${secret[2]}`)
-      if (data === undefined) this.reply(res, rec, 404, status(404, 'NotFound', `secrets "${secret[2]}" not found`))
-      else this.reply(res, rec, 200, { kind: 'Secret', apiVersion: 'v1', metadata: { name: secret[2], namespace: secret[1] }, type: 'Opaque', data })
-      return true
-    }
     let body = ''
     req.setEncoding('utf8')
     req.on('data', (c: string) => { body += c })
@@ -465,30 +561,53 @@ export class FakeKubeApi extends EventEmitter {
     if (this.special(req, res, url.pathname)) return
     const query = Object.fromEntries(url.searchParams)
     const r = route(url.pathname)
-    const watch = r.verb === 'list' && (query.watch === 'true' || query.watch === '1')
-    const rec: RequestRecord = { method: req.method ?? 'GET', url: req.url ?? '/', query, verb: watch ? 'watch' : r.verb, resource: r.resource, namespace: r.namespace, name: r.name, status: 0 }
+    const method = req.method ?? 'GET'
+    const verb: Verb = r.verb === 'list' && method === 'GET' && (query.watch === 'true' || query.watch === '1')
+      ? 'watch'
+      : r.verb === 'list' && method === 'POST' ? 'create' : r.verb === 'get' && method === 'PUT' ? 'update' : r.verb
+    const rec: RequestRecord = { method, url: req.url ?? '/', query, verb, resource: r.resource, namespace: r.namespace, name: r.name, status: 0 }
     this.requests.push(rec)
-    req.resume()
-    try {
-      this.serve(req, res, rec, r, query)
-    } catch (err) {
-      if (!(err instanceof StatusError)) throw err
-      this.reply(res, rec, err.code, status(err.code, err.reason, err.message))
+    if (verb !== 'create' && verb !== 'update') {
+      req.resume()
+      this.serve(req, res, rec, r, query, undefined)
+      return
     }
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (c: string) => { body += c })
+    req.on('end', () => this.serve(req, res, rec, r, query, body))
+  }
+
+  /** Authenticates, parks the request if holdRequests() says so, else serves it now; a StatusError thrown becomes a Status response. */
+  private serve (req: http.IncomingMessage, res: http.ServerResponse, rec: RequestRecord, r: Route, query: Record<string, string>, body: string | undefined): void {
+    const answer = (): void => {
+      try {
+        this.serveNow(req, res, rec, r, query, body)
+      } catch (err) {
+        if (!(err instanceof StatusError)) throw err
+        this.reply(res, rec, err.code, { ...status(err.code, err.reason, err.message), ...(err.details !== undefined && { details: err.details }) })
+      }
+    }
+    const match = this.heldMatch
+    if (req.headers.authorization === `Bearer ${this.token}` && rec.verb !== 'watch' && match !== undefined && matches(match, rec)) {
+      this.heldRequestQueue.push({ rec, serve: answer })
+    } else answer()
     this.activity()
   }
 
-  private serve (req: http.IncomingMessage, res: http.ServerResponse, rec: RequestRecord, r: Route, query: Record<string, string>): void {
+  private serveNow (req: http.IncomingMessage, res: http.ServerResponse, rec: RequestRecord, r: Route, query: Record<string, string>, body: string | undefined): void {
     if (req.headers.authorization !== `Bearer ${this.token}`) throw new StatusError(401, 'Unauthorized', 'Unauthorized')
-    const failure = this.failures.find((f) => f.count > 0 && (f.match.verb ?? rec.verb) === rec.verb && (f.match.resource ?? rec.resource) === rec.resource)
+    const failure = this.failures.find((f) => f.count > 0 && matches(f.match, rec))
     if (failure !== undefined) {
       failure.count--
       throw new StatusError(failure.code, REASONS[failure.code] ?? 'InternalError', `injected failure (${failure.code})`)
     }
     if (r.verb === 'discovery') return this.reply(res, rec, 200, r.body)
     if (r.resource === undefined) throw new StatusError(404, 'NotFound', 'the server could not find the requested resource')
+    if (rec.verb === 'create') return this.create(res, rec, r.resource, r.namespace, body ?? '')
+    if (rec.verb === 'update') return this.update(res, rec, r.resource, r.namespace ?? '', r.name as string, body ?? '')
     if (req.method !== 'GET') throw new StatusError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (${req.method})`)
-    if (rec.verb === 'get') return this.getOne(res, rec, r.resource, r.namespace as string, r.name as string)
+    if (rec.verb === 'get') return this.getOne(res, rec, r.resource, r.namespace ?? '', r.name as string)
     const filter = this.filter(r.namespace, query)
     if (rec.verb === 'watch') return this.watch(res, rec, r.resource, filter, query)
     this.list(res, rec, r.resource, filter, query)
@@ -500,12 +619,73 @@ export class FakeKubeApi extends EventEmitter {
   }
 
   private getOne (res: http.ServerResponse, rec: RequestRecord, resource: Resource, namespace: string, name: string): void {
-    const o = this.store(resource).get(`${namespace}/${name}`)
-    if (o === undefined) {
-      const body = { ...status(404, 'NotFound', `${resource} ${JSON.stringify(name)} not found`), details: { name, kind: resource } }
-      return this.reply(res, rec, 404, body)
-    }
+    const o = this.store(resource).get(keyIn(resource, namespace, name))
+    if (o === undefined) throw notFound(resource, name)
     this.reply(res, rec, 200, o)
+  }
+
+  /** POST to a collection: 201 and the object as stored; 409 AlreadyExists if one of that name is there. */
+  private create (res: http.ServerResponse, rec: RequestRecord, resource: Resource, namespace: string | undefined, body: string): void {
+    const info = RESOURCES[resource]
+    if (info.namespaced && namespace === undefined) throw new StatusError(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource (POST)')
+    const obj = this.objectIn(body, resource, namespace)
+    const name = obj.metadata.name
+    if (typeof name !== 'string' || name === '') {
+      throw new StatusError(422, 'Invalid', `${info.kind} "" is invalid: metadata.name: Required value: name or generateName is required`)
+    }
+    if (namespace !== undefined) {
+      const ns = this.store('namespaces').get(`/${namespace}`)
+      if (ns === undefined) throw notFound('namespaces', namespace)
+      if (ns.metadata.deletionTimestamp !== undefined || (ns.status as { phase?: string } | undefined)?.phase === 'Terminating') {
+        throw new StatusError(403, 'Forbidden', `${resource} "${name}" is forbidden: unable to create new content in namespace ${namespace} because it is being terminated`)
+      }
+    }
+    if (this.store(resource).has(keyIn(resource, namespace ?? '', name))) {
+      throw new StatusError(409, 'AlreadyExists', `${resource} "${name}" already exists`, { name, kind: resource })
+    }
+    for (const field of ['resourceVersion', 'uid', 'creationTimestamp']) delete obj.metadata[field]
+    this.reply(res, rec, 201, this.write(obj))
+  }
+
+  /**
+   * PUT to an object (replace): 200 and the object as stored. 404 if it is not there (no create on update, as for
+   * ConfigMaps and Secrets); 409 Conflict if the body carries a resourceVersion that is no longer the object's.
+   * Without one, the update is unconditional (allowed for these resources).
+   */
+  private update (res: http.ServerResponse, rec: RequestRecord, resource: Resource, namespace: string, name: string, body: string): void {
+    const obj = this.objectIn(body, resource, RESOURCES[resource].namespaced ? namespace : undefined)
+    if (obj.metadata.name !== name) throw new StatusError(400, 'BadRequest', `the name of the object (${String(obj.metadata.name)}) does not match the name on the URL (${name})`)
+    const prev = this.store(resource).get(keyIn(resource, namespace, name))
+    if (prev === undefined) throw notFound(resource, name)
+    const rv = obj.metadata.resourceVersion
+    if (rv !== undefined && rv !== '') {
+      parseRv(rv, 'metadata.resourceVersion')
+      if (rv !== prev.metadata.resourceVersion) {
+        throw new StatusError(409, 'Conflict', `Operation cannot be fulfilled on ${resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`, { name, kind: resource })
+      }
+    }
+    // The status of a Namespace (and its finalizers) change only through their subresources.
+    if (resource === 'namespaces') Object.assign(obj, { spec: prev.spec, status: prev.status })
+    this.reply(res, rec, 200, this.write(obj))
+  }
+
+  /** The object in a create or replace body, its kind, apiVersion and namespace checked against the URL's. */
+  private objectIn (body: string, resource: Resource, namespace: string | undefined): KubeObject {
+    const info = RESOURCES[resource]
+    let obj: unknown
+    try { obj = JSON.parse(body) } catch { throw new StatusError(400, 'BadRequest', 'the body of the request was in an unknown format') }
+    if (obj === null || typeof obj !== 'object' || Array.isArray(obj)) throw new StatusError(400, 'BadRequest', 'the body of the request is not an object')
+    const o = obj as Partial<KubeObject>
+    if (o.kind !== undefined && o.kind !== info.kind) throw new StatusError(400, 'BadRequest', `${String(o.kind)} in version "${String(o.apiVersion)}" cannot be handled as a ${info.kind}`)
+    if (o.apiVersion !== undefined && o.apiVersion !== info.apiVersion) throw new StatusError(400, 'BadRequest', `the API version in the data (${String(o.apiVersion)}) does not match the expected API version (${info.apiVersion})`)
+    const metadata = (o.metadata !== null && typeof o.metadata === 'object' ? o.metadata : {}) as ObjectMeta
+    if (namespace !== undefined) {
+      if (metadata.namespace !== undefined && metadata.namespace !== '' && metadata.namespace !== namespace) {
+        throw new StatusError(400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request')
+      }
+      metadata.namespace = namespace
+    }
+    return { ...o, kind: info.kind, metadata }
   }
 
   private filter (namespace: string | undefined, query: Record<string, string>): (o: KubeObject) => boolean {
@@ -685,4 +865,14 @@ export function pod (namespace: string, name: string, opts: { serviceAccountName
     spec: { serviceAccountName: opts.serviceAccountName ?? 'default', nodeName: opts.nodeName ?? 'node-1', containers: [{ name: 'app', image: 'app:latest' }] },
     status: { phase: opts.phase ?? 'Running', podIP: ip, podIPs: [{ ip }] },
   }
+}
+
+/** A Namespace (the server adds its kubernetes.io/metadata.name label, finalizer and phase when stored). */
+export function namespace (name: string, opts: { labels?: Record<string, string>; annotations?: Record<string, string> } = {}): KubeObject {
+  return { apiVersion: 'v1', kind: 'Namespace', metadata: { name, ...(opts.labels && { labels: opts.labels }), ...(opts.annotations && { annotations: opts.annotations }) } }
+}
+
+/** A ConfigMap with string data. */
+export function configMap (namespace: string, name: string, data: Record<string, string>, opts: { labels?: Record<string, string> } = {}): KubeObject {
+  return { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, namespace, ...(opts.labels && { labels: opts.labels }) }, data }
 }
