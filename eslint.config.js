@@ -10,7 +10,7 @@ import tseslint from 'typescript-eslint'
  */
 export const LAYERS = [
   ['cli.ts'],
-  ['proxy', 'control', 'demo', 'init'],
+  ['proxy', 'control', 'demo', 'init', 'inject'],
   ['admin'],
   ['inbound', 'outbound'],
   ['http'],

@@ -1,12 +1,12 @@
 // `remora <role>`: one entry point for every role of the one image (see docs/DESIGN.md).
-import { ControlSettings, InitSettings, ProxySettings, settingsHelp } from './config/env.ts'
+import { ControlSettings, InitSettings, InjectSettings, ProxySettings, settingsHelp } from './config/env.ts'
 import { RemoraError } from './errors.ts'
 
 const ROLES: Record<string, string> = {
   proxy: 'the sidecar (data plane): outbound 15001, inbound 15006, admin 15000',
   control: 'the control plane: endpoint discovery on 15012 from Kubernetes or the mesh file, admin 15014',
   init: 'install the traffic-interception rules with iptables (an init container, as root with NET_ADMIN)',
-  inject: 'offline: add the sidecar to Kubernetes YAML (not in this version yet)',
+  inject: 'offline: add the sidecar to Kubernetes YAML (a file or stdin) and write it to stdout',
   injector: 'the mutating admission webhook (not in this version yet)',
   demo: 'a whole mesh on this machine from deploy/local/ (what `npm start` runs)',
 }
@@ -83,6 +83,36 @@ example:
 `
 }
 
+function injectUsage (): string {
+  return `usage: remora inject [--file <path> | -] [options] > injected.yaml
+
+Reads Kubernetes YAML (several documents, kind: List, Deployment, StatefulSet, DaemonSet, ReplicaSet,
+ReplicationController, Job, CronJob, Pod) from a file or stdin and writes it to stdout with the sidecar
+added to every pod template: remora-init (the interception rules, NET_ADMIN and NET_RAW only) first
+among the init containers, then remora-proxy as a native sidecar (Kubernetes 1.29 or later), the app
+containers' httpGet and tcpSocket probes sent through the sidecar's admin port (/app-health/...).
+Anything else passes through byte for byte; comments and key order are kept. Injecting twice changes
+nothing. A workload left alone (remora.dev/inject: disabled, hostNetwork: true, already injected) is
+named on stderr; an invalid remora.dev/* annotation stops it, naming the object and the annotation,
+and nothing is written (exit 2).
+
+  --file <path>      the YAML to read; - or no --file: stdin
+
+options (flag, environment variable, meaning):
+${settingsHelp(InjectSettings)}
+
+Per pod, remora.dev/proxy-image, remora.dev/proxy-cpu-request, remora.dev/proxy-memory-request and
+remora.dev/proxy-memory-limit on the pod template override those four settings; every other
+remora.dev/<option> of \`remora proxy --help\` and \`remora init --help\` is checked here and read by the
+sidecar and remora init at run time. The namespace's remora.dev/inject is the webhook's concern
+(remora injector); offline, give it with --namespace-annotations.
+
+examples:
+  remora inject --file k8s/app.yaml | kubectl apply -f -
+  kubectl get deploy web -o yaml | remora inject --otlp-endpoint http://jaeger-collector.remora-system.svc:4318 | kubectl apply -f -
+`
+}
+
 /** Takes the value-less switches (e.g. --dry-run) out of the arguments; the rest go to parseFlags. */
 export function takeSwitches (args: readonly string[], names: readonly string[]): { switches: Set<string>, rest: string[] } {
   const switches = new Set(args.filter((a) => names.includes(a)))
@@ -129,6 +159,12 @@ async function main (argv: readonly string[]): Promise<number> {
       const { runInit } = await import('./init/main.ts')
       return runInit(parseFlags(options), { dryRun: switches.has('--dry-run'), cleanup: switches.has('--cleanup') })
     }
+    case 'inject': {
+      if (help) { process.stdout.write(injectUsage()); return 0 }
+      const { switches, rest: options } = takeSwitches(rest, ['-'])
+      const { runInject } = await import('./inject/main.ts')
+      return runInject(parseFlags(options), switches.has('-'))
+    }
     case 'demo': {
       const { runDemo, demoUsage } = await import('./demo/main.ts')
       if (help) { process.stdout.write(demoUsage()); return 0 }
@@ -136,7 +172,7 @@ async function main (argv: readonly string[]): Promise<number> {
     }
     default:
       if (role in ROLES) {
-        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, control, init, demo`)
+        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, control, init, inject, demo`)
       }
       throw new RemoraError('REMORA_ROLE_UNKNOWN', `unknown role "${role}"; run remora --help for the list`)
   }

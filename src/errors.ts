@@ -110,6 +110,14 @@ export type RemoraErrorCode =
   | 'REMORA_INIT_PERMISSION'
   | 'REMORA_INIT_RULE_REFUSED'
   | 'REMORA_INIT_IPTABLES'
+  /** remora inject: the input cannot be read (file or stdin). */
+  | 'REMORA_INJECT_READ'
+  /** remora inject: the input is not YAML (file, line, column). */
+  | 'REMORA_INJECT_YAML'
+  /** remora inject: a remora.dev/* annotation is unknown, misplaced or has an invalid value (object, annotation). */
+  | 'REMORA_INJECT_ANNOTATION'
+  /** remora inject: a workload the sidecar cannot be added to as written (object, container, field). */
+  | 'REMORA_INJECT_OBJECT'
 
 export class RemoraError extends Error {
   readonly code: RemoraErrorCode

@@ -7,6 +7,9 @@ import { parseHostPort, parsePort } from '../parse/host-port.ts'
 import { parseDuration } from '../parse/duration.ts'
 import { parsePortList, portsOf, type PortRange } from '../parse/port-list.ts'
 import { parseCidrList, type Cidr } from '../parse/cidr.ts'
+import { parseAppProbes, type AppProbes } from '../parse/app-probes.ts'
+import { checkTrustDomain } from '../mesh/spiffe-id.ts'
+import { parseQuantity } from '../parse/quantity.ts'
 import { readAnnotationsFile, type Annotations } from './annotations.ts'
 
 export interface Setting<T> {
@@ -80,6 +83,7 @@ export const ProxySettings = Object.freeze({
   podNamespace: optional<string>({ env: 'REMORA_POD_NAMESPACE', help: "This pod's namespace (downward API, metadata.namespace); the traces' service.namespace and k8s.namespace.name. Default: the mesh file workload's namespace, else REMORA_IDENTITY's.", parse: text }),
   nodeName: optional<string>({ env: 'REMORA_NODE_NAME', help: "The node the pod runs on (downward API, spec.nodeName); the traces' k8s.node.name.", parse: text }),
   discoveryIdle: defaulted<number>({ env: 'REMORA_DISCOVERY_IDLE', default: '10m', help: 'A watched authority no request has used for this long is dropped from the table (watched again on next use).', parse: parseDuration }),
+  appProbes: optional<AppProbes>({ env: 'REMORA_APP_PROBES', help: 'The app\'s httpGet/tcpSocket probes, which the injector rewrote to GET /app-health/<container>/<kind> on the admin port (strict mTLS would refuse kubelet on the app port), as JSON: {"<container>/<liveness|readiness|startup>": {"port": 8080, "path": "/healthz", "scheme": "HTTP", "headers": [{"name": "x", "value": "y"}]} or {"port": 8080, "tcp": true}}. Set by the injector.', parse: parseAppProbes, annotation: false }),
 })
 
 export type CaSetting = { readonly kind: 'off' } | { readonly kind: 'dev' | 'files', readonly dir: string } | { readonly kind: 'secret', readonly namespace: string, readonly name: string }
@@ -103,7 +107,26 @@ export const ControlSettings = Object.freeze({
   meshFile: optional<string>({ env: 'REMORA_MESH_FILE', help: 'With the file source: the mesh YAML file whose services are served. Reloaded on change.', parse: text }),
   discoveryAddr: defaulted<HostPort>({ env: 'REMORA_DISCOVERY_ADDR', default: '0.0.0.0:15012', help: 'Discovery API (HTTP/2) that sidecars watch.', parse: parseHostPort }),
   adminAddr: defaulted<HostPort>({ env: 'REMORA_ADMIN_ADDR', default: '0.0.0.0:15014', help: 'Admin server of the control plane: /live /ready /metrics; /catalog.json from loopback only.', parse: parseHostPort }),
-  ca: defaulted<CaSetting>({ env: 'REMORA_CA', default: 'off', help: 'Certificate authority: off (plaintext discovery, no certificates), dev:<dir> (load, or create on first start, a development CA in dir), files:<dir> (root.pem, issuer.pem, issuer-key.pem) or secret:<namespace>/<name> (a Kubernetes Secret with those keys).', parse: parseCaSetting }),
+  ca: defaulted<CaSetting | { readonly kind: 'secret-or-create', readonly namespace: string, readonly name: string }>({
+    env: 'REMORA_CA',
+    default: 'off',
+    help: 'Certificate authority: off (plaintext discovery, no certificates), dev:<dir> (load, or create on first start, a development CA in dir), files:<dir> (root.pem, issuer.pem, issuer-key.pem), secret:<namespace>/<name> (a Kubernetes Secret with those keys, or the ca.crt, tls.crt, tls.key of a cert-manager Certificate; only read), or secret-or-create:<namespace>/<name> (that Secret, created once with a new CA when absent).',
+    // secret-or-create: is read here, not in parseCaSetting: the kind only the control plane knows.
+    parse: (raw: string) => {
+      const m = /^\s*secret-or-create:(.*)$/s.exec(raw)
+      if (m === null) {
+        try {
+          return parseCaSetting(raw)
+        } catch (err) {
+          throw new Error((err as Error).message.replace('files:<dir> or secret:<namespace>/<name>', 'files:<dir>, secret:<namespace>/<name> or secret-or-create:<namespace>/<name>'), { cause: err })
+        }
+      }
+      const s = /^([a-z0-9-]+)\/([a-z0-9.-]+)$/.exec(m[1].trim())
+      if (s === null) throw new Error(`secret-or-create: needs <namespace>/<name>, got "${m[1]}"`)
+      return Object.freeze({ kind: 'secret-or-create' as const, namespace: s[1], name: s[2] })
+    },
+  }),
+  trustAnchorsConfigmap: defaulted<string | undefined>({ env: 'REMORA_TRUST_ANCHORS_CONFIGMAP', default: 'remora-trust-anchors', help: "With a CA and the Kubernetes source: the ConfigMap (key root.pem, the CA's roots) the control plane keeps in every namespace labelled or annotated remora.dev/inject=enabled, for the injected sidecars to mount; off: publish none.", parse: (raw: string) => { const v = raw.trim(); if (v === 'off') return undefined; if (v.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(v)) throw new Error(`expected a ConfigMap name (lower-case letters, digits, "-", ".") or off, got "${raw}"`); return v } }),
   certTtl: defaulted<number>({ env: 'REMORA_CERT_TTL', default: '24h', help: 'Lifetime of the workload certificates the CA signs (sidecars renew at 70 %).', parse: parseDuration }),
   servingNames: defaulted<readonly string[]>({ env: 'REMORA_SERVING_NAMES', default: 'localhost,127.0.0.1,remora-control.remora-system.svc,remora-control.remora-system.svc.cluster.local', help: 'DNS names and IPs in the certificate the discovery port serves (sidecars check REMORA_CONTROL_ADDR against it).', parse: (raw: string) => Object.freeze(raw.split(',').map((n) => n.trim()).filter((n) => n !== '')) }),
   trustDomain: defaulted<string>({ env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: 'SPIFFE trust domain of the identities in the table (Kubernetes source).', parse: text }),
@@ -197,4 +220,55 @@ export const InitSettings = Object.freeze({
   iptables: defaulted<typeof IPTABLES_BACKENDS[number]>({ env: 'REMORA_IPTABLES', default: 'auto', help: 'iptables backend: nft, legacy, or auto (the one already holding rules, else nft when it works, else legacy).', parse: oneOf(...IPTABLES_BACKENDS) }),
   ipv6: defaulted<typeof IPV6_MODES[number]>({ env: 'REMORA_IPV6', default: 'auto', help: 'IPv6 rules too: on, off, or auto (when the kernel has IPv6 and ip6tables nat works).', parse: oneOf(...IPV6_MODES) }),
   annotationsFile: optional<string>({ env: 'REMORA_ANNOTATIONS_FILE', help: 'Downward-API file of the pod annotations; remora.dev/<option> there sets an option (flags and env win).', parse: text, annotation: false }),
+})
+
+/** An HTTP(S) URL, as OTLP/HTTP endpoints are written. */
+function httpUrl (raw: string): string {
+  const v = raw.trim()
+  let url: URL
+  try { url = new URL(v) } catch { throw new Error(`expected an http:// or https:// URL such as http://jaeger-collector.remora-system.svc:4318, got "${raw}"`) }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`expected an http:// or https:// URL, got "${raw}"`)
+  return v
+}
+
+/** A container image reference: no spaces, not empty (the registry checks the rest). */
+function imageRef (raw: string): string {
+  const v = raw.trim()
+  if (v === '' || /\s/.test(v)) throw new Error(`expected a container image such as ghcr.io/remora-mesh/remora:0.1.0, got "${raw}"`)
+  return v
+}
+
+/** A Kubernetes object name (RFC 1123 subdomain), e.g. a ConfigMap's. */
+function objectName (raw: string): string {
+  const v = raw.trim()
+  if (v.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(v)) throw new Error(`expected a Kubernetes object name (lower-case letters, digits, "-", "."), got "${raw}"`)
+  return v
+}
+
+/** `key=value,key=value` (annotations as kubectl annotate takes them); a key without "=" is an error. */
+function keyValues (raw: string): Readonly<Record<string, string>> {
+  const out: Record<string, string> = {}
+  for (const entry of raw.split(',').map((e) => e.trim()).filter((e) => e !== '')) {
+    const eq = entry.indexOf('=')
+    if (eq <= 0) throw new Error(`expected key=value pairs separated by commas (remora.dev/inject=disabled), got "${entry}"`)
+    out[entry.slice(0, eq).trim()] = entry.slice(eq + 1).trim()
+  }
+  return Object.freeze(out)
+}
+
+/**
+ * `remora inject` (and the injector after it): what every injected pod gets, mesh-wide. A setting that is not
+ * `annotation: false` may be overridden per pod by its annotation (annotationOf: REMORA_PROXY_IMAGE ↔
+ * remora.dev/proxy-image); there the annotation wins, since it is the more specific.
+ */
+export const InjectSettings = Object.freeze({
+  proxyImage: defaulted<string>({ env: 'REMORA_PROXY_IMAGE', default: 'ghcr.io/remora-mesh/remora:0.1.0', help: 'Image of the injected remora-init and remora-proxy containers.', parse: imageRef }),
+  controlAddr: defaulted<string>({ env: 'REMORA_CONTROL_ADDR', default: 'remora-control.remora-system.svc:15012', help: 'The control plane as the injected sidecars reach it, host:port (their REMORA_CONTROL_ADDR).', parse: (raw: string) => { parseHostPort(raw); return raw.trim() }, annotation: false }),
+  otlpEndpoint: optional<string>({ env: 'REMORA_OTLP_ENDPOINT', help: "OTLP/HTTP collector the injected sidecars export traces to (their OTEL_EXPORTER_OTLP_ENDPOINT), e.g. http://jaeger-collector.remora-system.svc:4318. Default: none, no traces exported.", parse: httpUrl, annotation: false }),
+  trustDomain: defaulted<string>({ env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: "SPIFFE trust domain of the injected sidecars' identities (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).", parse: (raw: string) => checkTrustDomain(raw.trim()), annotation: false }),
+  trustAnchorsConfigMap: defaulted<string>({ env: 'REMORA_TRUST_ANCHORS_CONFIGMAP', default: 'remora-trust-anchors', help: "ConfigMap, in each meshed namespace, whose root.pem is the mesh's trust anchor (mounted into every sidecar).", parse: objectName, annotation: false }),
+  proxyCpuRequest: defaulted<string>({ env: 'REMORA_PROXY_CPU_REQUEST', default: '50m', help: "The sidecar's CPU request (a Kubernetes quantity).", parse: parseQuantity }),
+  proxyMemoryRequest: defaulted<string>({ env: 'REMORA_PROXY_MEMORY_REQUEST', default: '64Mi', help: "The sidecar's memory request.", parse: parseQuantity }),
+  proxyMemoryLimit: defaulted<string>({ env: 'REMORA_PROXY_MEMORY_LIMIT', default: '256Mi', help: "The sidecar's memory limit.", parse: parseQuantity }),
+  namespaceAnnotations: optional<Readonly<Record<string, string>>>({ env: 'REMORA_NAMESPACE_ANNOTATIONS', help: 'Offline, there is no Namespace object: its annotations as key=value,… (only remora.dev/inject counts; a workload\'s own wins).', parse: keyValues, annotation: false }),
 })

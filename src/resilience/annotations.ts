@@ -63,8 +63,8 @@ export const POLICY_ANNOTATIONS: Readonly<Record<string, { help: string, apply: 
  * Pods) warns once that they have no effect, so nothing is silently ignored.
  */
 export const ANNOTATIONS_WITHOUT_EFFECT: Readonly<Record<string, string>> = Object.freeze({
-  'remora.dev/inject': 'sidecar injection: remora inject and remora injector',
-  'remora.dev/proxy-image': 'sidecar injection: remora inject and remora injector',
+  'remora.dev/inject': 'the admission webhook, remora injector; until then run the YAML through remora inject',
+  'remora.dev/proxy-image': 'the admission webhook, remora injector; until then run the YAML through remora inject',
 })
 
 /**
