@@ -85,7 +85,7 @@ t.test('TCP metrics: connections opened and closed, bytes each way, how long the
 })
 
 t.test('the Grafana dashboard is valid JSON and queries only metrics remora exports', async (t) => {
-  const dashboard = JSON.parse(readFileSync(`${ROOT}deploy/grafana/remora-dashboard.json`, 'utf8')) as { panels: Array<{ id: number, title: string, targets: Array<{ expr: string }> }> }
+  const dashboard = JSON.parse(readFileSync(`${ROOT}k8s/addons/grafana/remora-dashboard.json`, 'utf8')) as { panels: Array<{ id: number, title: string, targets: Array<{ expr: string }> }> }
   const app = await startApp(t, (_req, res) => res.end('x'))
   const mesh = await startMesh(t, {
     workloads: { client: { appPorts: [1] }, web: { appPorts: [app.port] } },

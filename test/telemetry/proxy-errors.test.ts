@@ -16,7 +16,7 @@ import { samples, scrapeMetrics, type MetricFamily } from '../harness/metrics.ts
 
 /** The label matchers of the dashboard's success-rate numerator, applied as Prometheus would. */
 function successRateSays (): (labels: Record<string, string>) => boolean {
-  const dashboard = JSON.parse(readFileSync(`${ROOT}deploy/grafana/remora-dashboard.json`, 'utf8')) as { panels: Array<{ title: string, targets: Array<{ expr: string }> }> }
+  const dashboard = JSON.parse(readFileSync(`${ROOT}k8s/addons/grafana/remora-dashboard.json`, 'utf8')) as { panels: Array<{ title: string, targets: Array<{ expr: string }> }> }
   const panel = dashboard.panels.find((p) => p.title.startsWith('Success rate'))
   const numerator = panel?.targets[0].expr.split(' / ')[0] ?? ''
   const matchers = [...numerator.matchAll(/(\w+)(=~|!~|!=|=)"([^"]*)"/g)].filter(([, name]) => name === 'status' || name === 'grpc_status')
