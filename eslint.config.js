@@ -10,7 +10,8 @@ import tseslint from 'typescript-eslint'
  */
 export const LAYERS = [
   ['cli.ts'],
-  ['proxy', 'control', 'demo', 'init', 'inject'],
+  ['proxy', 'control', 'demo', 'init', 'inject', 'injector', 'check'],
+  ['injection'],
   ['admin'],
   ['inbound', 'outbound'],
   ['http'],

@@ -7,8 +7,9 @@ const ROLES: Record<string, string> = {
   control: 'the control plane: endpoint discovery on 15012 from Kubernetes or the mesh file, admin 15014',
   init: 'install the traffic-interception rules with iptables (an init container, as root with NET_ADMIN)',
   inject: 'offline: add the sidecar to Kubernetes YAML (a file or stdin) and write it to stdout',
-  injector: 'the mutating admission webhook (not in this version yet)',
+  injector: 'the mutating admission webhook on 15017, with a certificate from files (cert-manager); remora control serves it too',
   demo: 'a whole mesh on this machine from deploy/local/ (what `npm start` runs)',
+  check: 'is the cluster ready for remora (--pre), is remora healthy, are the meshed pods (--proxy): √ ‼ ×',
 }
 
 function usage (): string {
@@ -52,6 +53,11 @@ each sidecar's certificate for the identity it proves, and every hop is mutual T
 
 options (flag, environment variable, meaning):
 ${settingsHelp(ControlSettings)}
+
+With a CA and the Kubernetes source it also serves the admission webhook (--injector-addr) that adds
+the sidecar to pods created in namespaces labelled remora.dev/inject=enabled, with remora inject's
+mesh-wide settings (flag, environment variable, meaning):
+${settingsHelp(Object.fromEntries(Object.entries(InjectSettings).filter(([k, v]) => k !== 'namespaceAnnotations' && !Object.values(ControlSettings).some((c) => c.env === v.env))))}
 
 examples:
   remora control                                   # in a cluster, or with KUBECONFIG
@@ -105,7 +111,7 @@ Per pod, remora.dev/proxy-image, remora.dev/proxy-cpu-request, remora.dev/proxy-
 remora.dev/proxy-memory-limit on the pod template override those four settings; every other
 remora.dev/<option> of \`remora proxy --help\` and \`remora init --help\` is checked here and read by the
 sidecar and remora init at run time. The namespace's remora.dev/inject is the webhook's concern
-(remora injector); offline, give it with --namespace-annotations.
+(remora control or remora injector, at admission); offline, give it with --namespace-annotations.
 
 examples:
   remora inject --file k8s/app.yaml | kubectl apply -f -
@@ -165,6 +171,17 @@ async function main (argv: readonly string[]): Promise<number> {
       const { runInject } = await import('./inject/main.ts')
       return runInject(parseFlags(options), switches.has('-'))
     }
+    case 'injector': {
+      const { runInjector, injectorUsage } = await import('./injector/main.ts')
+      if (help) { process.stdout.write(injectorUsage()); return 0 }
+      return runInjector(parseFlags(rest))
+    }
+    case 'check': {
+      const { runCheck, checkUsage } = await import('./check/main.ts')
+      if (help) { process.stdout.write(checkUsage()); return 0 }
+      const { switches, rest: options } = takeSwitches(rest, ['--pre', '--proxy'])
+      return runCheck(parseFlags(options), { pre: switches.has('--pre'), proxy: switches.has('--proxy') })
+    }
     case 'demo': {
       const { runDemo, demoUsage } = await import('./demo/main.ts')
       if (help) { process.stdout.write(demoUsage()); return 0 }
@@ -172,7 +189,7 @@ async function main (argv: readonly string[]): Promise<number> {
     }
     default:
       if (role in ROLES) {
-        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, control, init, inject, demo`)
+        throw new RemoraError('REMORA_ROLE_UNAVAILABLE', `role "${role}" is not in this version yet; roles that work now: proxy, control, init, inject, injector, demo`)
       }
       throw new RemoraError('REMORA_ROLE_UNKNOWN', `unknown role "${role}"; run remora --help for the list`)
   }

@@ -118,6 +118,8 @@ export type RemoraErrorCode =
   | 'REMORA_INJECT_ANNOTATION'
   /** remora inject: a workload the sidecar cannot be added to as written (object, container, field). */
   | 'REMORA_INJECT_OBJECT'
+  /** remora check: options that do not go together (--pre with --proxy, --pod without --namespace). */
+  | 'REMORA_CHECK_USAGE'
 
 export class RemoraError extends Error {
   readonly code: RemoraErrorCode

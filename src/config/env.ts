@@ -131,6 +131,8 @@ export const ControlSettings = Object.freeze({
   servingNames: defaulted<readonly string[]>({ env: 'REMORA_SERVING_NAMES', default: 'localhost,127.0.0.1,remora-control.remora-system.svc,remora-control.remora-system.svc.cluster.local', help: 'DNS names and IPs in the certificate the discovery port serves (sidecars check REMORA_CONTROL_ADDR against it).', parse: (raw: string) => Object.freeze(raw.split(',').map((n) => n.trim()).filter((n) => n !== '')) }),
   trustDomain: defaulted<string>({ env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: 'SPIFFE trust domain of the identities in the table (Kubernetes source).', parse: text }),
   proxyInboundPort: defaulted<number>({ env: 'REMORA_PROXY_INBOUND_PORT', default: '15006', help: "Port of every pod's sidecar inbound listener (Kubernetes source).", parse: parsePort }),
+  injectorAddr: defaulted<HostPort | undefined>({ env: 'REMORA_INJECTOR_ADDR', default: '0.0.0.0:15017', help: "With a CA and the Kubernetes source: the admission webhook (HTTPS) that adds the sidecar to pods created in namespaces labelled remora.dev/inject=enabled, with a certificate from the CA, renewed; the MutatingWebhookConfiguration remora-injector gets the CA's root as its caBundle. Mesh-wide settings as remora inject's (REMORA_PROXY_IMAGE, REMORA_CONTROL_ADDR, REMORA_OTLP_ENDPOINT, …). off: none (remora injector serves it instead).", parse: (raw: string) => raw.trim() === 'off' ? undefined : parseHostPort(raw) }),
+  injectorNames: defaulted<readonly string[]>({ env: 'REMORA_INJECTOR_NAMES', default: 'remora-injector.remora-system.svc,remora-injector.remora-system.svc.cluster.local', help: "DNS names in the admission webhook's certificate: the Service the MutatingWebhookConfiguration calls.", parse: (raw: string) => Object.freeze(raw.split(',').map((n) => n.trim()).filter((n) => n !== '')) }),
   logLevel: defaulted<LogLevel>({ env: 'REMORA_LOG_LEVEL', default: 'info', help: `Log level: ${LOG_LEVELS.join(', ')}.`, parse: oneOf(...LOG_LEVELS) }),
 })
 
@@ -271,4 +273,17 @@ export const InjectSettings = Object.freeze({
   proxyMemoryRequest: defaulted<string>({ env: 'REMORA_PROXY_MEMORY_REQUEST', default: '64Mi', help: "The sidecar's memory request.", parse: parseQuantity }),
   proxyMemoryLimit: defaulted<string>({ env: 'REMORA_PROXY_MEMORY_LIMIT', default: '256Mi', help: "The sidecar's memory limit.", parse: parseQuantity }),
   namespaceAnnotations: optional<Readonly<Record<string, string>>>({ env: 'REMORA_NAMESPACE_ANNOTATIONS', help: 'Offline, there is no Namespace object: its annotations as key=value,… (only remora.dev/inject counts; a workload\'s own wins).', parse: keyValues, annotation: false }),
+})
+
+/** `remora check`: which cluster, which install and which pods it looks at, and how it reports. */
+export const CheckSettings = Object.freeze({
+  kubeconfig: optional<string>({ env: 'REMORA_KUBECONFIG', help: 'The kubeconfig file (its current context). Default: KUBECONFIG, ~/.kube/config, or the in-cluster service account, as kubectl.', parse: text, annotation: false }),
+  namespace: optional<string>({ env: 'REMORA_NAMESPACE', help: 'With --proxy: the namespace whose pods are checked. Default: every namespace.', parse: objectName, annotation: false }),
+  pod: optional<string>({ env: 'REMORA_POD', help: 'With --proxy and --namespace: only this pod.', parse: objectName, annotation: false }),
+  output: defaulted<'text' | 'json'>({ env: 'REMORA_OUTPUT', default: 'text', help: 'text (a line per check: √ passed, ‼ warning, × failed) or json.', parse: oneOf('text', 'json'), annotation: false }),
+  controlNamespace: defaulted<string>({ env: 'REMORA_CONTROL_NAMESPACE', default: 'remora-system', help: 'The namespace remora is installed in.', parse: objectName, annotation: false }),
+  caSecret: defaulted<string>({ env: 'REMORA_CA_SECRET', default: 'remora-ca', help: "The control plane's CA Secret, in that namespace.", parse: objectName, annotation: false }),
+  trustDomain: defaulted<string>({ env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: "The mesh's SPIFFE trust domain (the CA's certificates may name no other).", parse: (raw: string) => checkTrustDomain(raw.trim()), annotation: false }),
+  webhookUrl: optional<string>({ env: 'REMORA_WEBHOOK_URL', help: "The injector through a port-forward, e.g. https://127.0.0.1:15017: its serving certificate is verified against the webhook's caBundle. Default: not checked (it is reachable only inside the cluster).", parse: httpUrl, annotation: false }),
+  timeout: defaulted<number>({ env: 'REMORA_TIMEOUT', default: '10s', help: 'How long each request to the API server may take.', parse: parseDuration, annotation: false }),
 })

@@ -8,8 +8,8 @@ import { objectKey } from './kube-objects.ts'
 
 /** What the Kubernetes source watches. */
 export type KubeResource = 'services' | 'endpointslices' | 'pods'
-/** Everything the control plane watches: the source's resources, and the trust-anchor publisher's. */
-export type InformedResource = KubeResource | 'namespaces' | 'configmaps'
+/** Everything the control plane watches: the source's resources, the trust-anchor publisher's, the caBundle keeper's. */
+export type InformedResource = KubeResource | 'namespaces' | 'configmaps' | 'mutatingwebhookconfigurations'
 /** What onError counts: a failed list or watch of a resource, or a malformed object. */
 export type KubeSourceErrorKind = InformedResource | 'malformed'
 /** What the source keeps of an object of some resource: the rest is never read, so need not stay in memory. */
@@ -39,7 +39,7 @@ export interface KubeInformerOptions {
 }
 
 const RESOURCES = ['services', 'endpointslices', 'pods'] as const
-const API_PREFIX: Record<InformedResource, string> = { services: '/api/v1', endpointslices: '/apis/discovery.k8s.io/v1', pods: '/api/v1', namespaces: '/api/v1', configmaps: '/api/v1' }
+const API_PREFIX: Record<InformedResource, string> = { services: '/api/v1', endpointslices: '/apis/discovery.k8s.io/v1', pods: '/api/v1', namespaces: '/api/v1', configmaps: '/api/v1', mutatingwebhookconfigurations: '/apis/admissionregistration.k8s.io/v1' }
 const DEFAULT_BACKOFF = { baseMs: 500, maxMs: 30_000 }
 const DEFAULT_PAGE_SIZE = 500
 const REWATCH_MAX_DELAY_MS = 250

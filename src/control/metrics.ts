@@ -76,7 +76,7 @@ export class ControlMetrics {
    */
   readonly annotationsWithoutEffect = new Gauge({
     name: 'remora_control_annotations_without_effect',
-    help: 'Objects (kind Service or Pod) carrying a remora.dev/* annotation that has no effect in this version yet, by annotation.',
+    help: 'Objects (kind Service or Pod) carrying a remora.dev/* annotation that has no effect on the control plane (it is read at injection), by annotation.',
     labelNames: ['kind', 'annotation'] as const,
     registers: [this.registry],
   })
@@ -85,6 +85,13 @@ export class ControlMetrics {
     name: 'remora_control_trust_anchor_writes_total',
     help: 'Writes of the trust-anchor ConfigMap into meshed namespaces, by action (create, update: put back after an edit or a new root) and result (ok, error).',
     labelNames: ['action', 'result'] as const,
+    registers: [this.registry],
+  })
+
+  readonly admissionReviews = new Counter({
+    name: 'remora_control_admission_reviews_total',
+    help: 'AdmissionReviews the admission webhook answered, by outcome: injected, skipped (remora.dev/inject disabled, already injected, hostNetwork), refused (an invalid remora.dev/* annotation), not-a-pod, malformed.',
+    labelNames: ['outcome'] as const,
     registers: [this.registry],
   })
 

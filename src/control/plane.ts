@@ -1,6 +1,7 @@
 // `remora control`: a catalog fed by one source (Kubernetes or the mesh file), served to sidecars on
 // 15012, and — with a CA — certificates for the identities sidecars prove, on the same port over mTLS;
-// in Kubernetes with a CA, the CA's roots published into every meshed namespace (trust-anchors.ts).
+// in Kubernetes with a CA, the CA's roots published into every meshed namespace (trust-anchors.ts) and the
+// admission webhook that injects the sidecar served (injector.ts).
 import type http from 'node:http'
 import { existsSync } from 'node:fs'
 import { isIP } from 'node:net'
@@ -24,6 +25,8 @@ import { loadCa, type ControlCaSetting } from './ca-store.ts'
 import type { TrustAnchorPublisher } from './trust-anchors.ts'
 import { BootstrapTokens, TokenReviews, type IdentityProof } from './identity-proof.ts'
 import { Signer } from './signing.ts'
+import type { MeshWide } from '../injection/pod.ts'
+import type { ControlInjector } from './injector.ts'
 
 export interface ControlConfig {
   readonly source: ControlSource
@@ -37,12 +40,14 @@ export interface ControlConfig {
   readonly servingNames: readonly string[]
   /** With a CA and the Kubernetes source: the ConfigMap of the roots kept in every meshed namespace; undefined: none. */
   readonly trustAnchorsConfigMap?: string
+  /** With a CA and the Kubernetes source: the admission webhook (injector.ts); undefined: none. */
+  readonly injector?: { readonly addr: HostPort, readonly dnsNames: readonly string[], readonly mesh: MeshWide }
 }
 
 export interface ControlPlane {
   readonly catalog: Catalog
   readonly metrics: ControlMetrics
-  readonly addresses: { readonly discovery: HostPort, readonly admin: HostPort }
+  readonly addresses: { readonly discovery: HostPort, readonly admin: HostPort, readonly injector?: HostPort }
   /** Settles when the source's first full view is in the catalog. */
   readonly synced: Promise<void>
   shutdown (why: string): Promise<void>
@@ -88,9 +93,13 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
   const admin = createControlAdmin(catalog, metrics, () => catalog.synced
     ? { ready: true, why: `ready: ${catalog.size} services from ${source.name}, revision ${catalog.revision}` }
     : { ready: false, why: `waiting for the first full view from ${source.name}` })
+  const injector = ca !== undefined && kubeConfig !== undefined && config.injector !== undefined
+    ? await startInjector(ca, kubeConfig, config, log, metrics)
+    : undefined
   const addresses = {
     discovery: await discovery.listen(config.discoveryAddr),
     admin: await listen(admin, config.adminAddr),
+    ...(injector !== undefined && { injector: injector.address }),
   }
   const synced = source.start(catalog).then(() => {
     log.info({ source: source.name, services: catalog.size, revision: catalog.revision }, 'control plane synced')
@@ -106,6 +115,7 @@ export async function startControl (config: ControlConfig, log: Logger, makeSour
       log.info({ why }, 'control plane stopping; sidecars keep their tables and reconnect')
       clearTimeout(renewTimer)
       await anchors?.stop()
+      await injector?.stop()
       await source.stop()
       await discovery.close()
       admin.close()
@@ -130,6 +140,18 @@ async function publishTrustAnchors (kubeConfig: KubeConfig, configMap: string, c
   // It fails only when stopped before its first list; list and watch failures are retried (and logged) inside.
   anchors.start().catch(() => {})
   return anchors
+}
+
+async function startInjector (ca: CertificateAuthority, kubeConfig: KubeConfig, config: ControlConfig, log: Logger, metrics: ControlMetrics): Promise<ControlInjector> {
+  const { startControlInjector } = await import('./injector.ts')
+  const settings = config.injector as NonNullable<ControlConfig['injector']>
+  for (const outcome of ['injected', 'skipped', 'refused', 'not-a-pod', 'malformed']) metrics.admissionReviews.inc({ outcome }, 0)
+  return startControlInjector({
+    ca, kubeConfig, log, addr: settings.addr, dnsNames: settings.dnsNames, mesh: settings.mesh,
+    identity: spiffeId(config.trustDomain, CONTROL_NAMESPACE, CONTROL_SERVICE_ACCOUNT),
+    onReview: (outcome) => { metrics.admissionReviews.inc({ outcome }) },
+    onError: (kind) => { metrics.sourceErrors.inc({ source: 'kubernetes', kind }) },
+  })
 }
 
 async function servingTls (ca: CertificateAuthority, config: ControlConfig): Promise<ServingTls> {

@@ -1,8 +1,8 @@
 // `remora inject`: Kubernetes YAML from a file or stdin, written to stdout with the sidecar added.
 import { readFileSync } from 'node:fs'
 import { buffer } from 'node:stream/consumers'
-import { flagOf, InjectSettings, readSettings, type Environment } from '../config/env.ts'
-import { quantityValue } from '../parse/quantity.ts'
+import { InjectSettings, readSettings, type Environment } from '../config/env.ts'
+import { checkMeshWide } from '../injection/mesh-wide.ts'
 import { RemoraError } from '../errors.ts'
 import { injectYaml } from './yaml.ts'
 
@@ -44,9 +44,7 @@ export async function runInject (
   const rest = new Map(flags)
   rest.delete(FILE_FLAG)
   const { namespaceAnnotations, ...mesh } = readSettings(InjectSettings, env, rest)
-  if (quantityValue(mesh.proxyMemoryRequest) > quantityValue(mesh.proxyMemoryLimit)) {
-    throw new RemoraError('REMORA_CONFIG_FLAG', `the sidecar's memory request ${mesh.proxyMemoryRequest} (${flagOf(InjectSettings.proxyMemoryRequest)}) is above its limit ${mesh.proxyMemoryLimit} (${flagOf(InjectSettings.proxyMemoryLimit)})`)
-  }
+  checkMeshWide(mesh)
   const { source, yaml } = await readInput(file, io)
   const result = injectYaml(yaml, { source, mesh, namespaceAnnotations })
   for (const w of result.warnings) io.stderr.write(`remora inject: ${w}\n`)

@@ -3,8 +3,8 @@
 // order stay. A document nothing was added to is copied byte for byte.
 import { Composer, isAlias, isMap, isNode, isPair, isScalar, isSeq, LineCounter, Parser, type Document, type Node, type YAMLMap, type YAMLSeq } from 'yaml'
 import { RemoraError, type RemoraErrorCode } from '../errors.ts'
-import { INJECT_ANNOTATION, injectPod, type MeshWide, type OuterAnnotations } from './pod.ts'
-import { diff, segmentsOf, type PatchOp } from './patch.ts'
+import { INJECT_ANNOTATION, injectPod, type MeshWide, type OuterAnnotations } from '../injection/pod.ts'
+import { diff, segmentsOf, type PatchOp } from '../injection/patch.ts'
 
 export interface InjectYamlOptions {
   /** Names the input in messages: a file name, or `<stdin>`. */

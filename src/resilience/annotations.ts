@@ -58,13 +58,13 @@ export const POLICY_ANNOTATIONS: Readonly<Record<string, { help: string, apply: 
 })
 
 /**
- * remora.dev/* annotations that are recognised but do nothing in this version yet, and the feature
- * each comes with. They are not errors: whoever reads them (the control plane, for Services and
- * Pods) warns once that they have no effect, so nothing is silently ignored.
+ * remora.dev/* annotations that are recognised but do nothing where the control plane sees them (on
+ * Services and running Pods), and where they do take effect: injection reads them when a pod is
+ * created. They are not errors: the control plane warns once per object, so nothing is silently ignored.
  */
 export const ANNOTATIONS_WITHOUT_EFFECT: Readonly<Record<string, string>> = Object.freeze({
-  'remora.dev/inject': 'the admission webhook, remora injector; until then run the YAML through remora inject',
-  'remora.dev/proxy-image': 'the admission webhook, remora injector; until then run the YAML through remora inject',
+  'remora.dev/inject': 'it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template, or label the namespace',
+  'remora.dev/proxy-image': 'it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template',
 })
 
 /**
@@ -91,7 +91,7 @@ export function annotationsWithoutEffect (annotations: Readonly<Record<string, u
   const out: AnnotationWarning[] = []
   for (const key of Object.keys(annotations)) {
     if (!Object.hasOwn(ANNOTATIONS_WITHOUT_EFFECT, key)) continue
-    out.push({ annotation: key, message: `${object}: annotation ${key} has no effect in this version yet (it comes with ${ANNOTATIONS_WITHOUT_EFFECT[key]})` })
+    out.push({ annotation: key, message: `${object}: annotation ${key} has no effect on the control plane (${ANNOTATIONS_WITHOUT_EFFECT[key]})` })
   }
   return out
 }

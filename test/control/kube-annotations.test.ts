@@ -36,7 +36,7 @@ function untilLogged (cp: ControlProcess, predicate: (lines: LogLine[]) => boole
   })
 }
 
-const withoutEffect = (lines: LogLine[]): LogLine[] => lines.filter((l) => l.level === 'warn' && / has no effect in this version yet /.test(l.msg))
+const withoutEffect = (lines: LogLine[]): LogLine[] => lines.filter((l) => l.level === 'warn' && / has no effect on the control plane /.test(l.msg))
 
 t.test('a Service and a Pod with annotations that do nothing yet: one warning each, counted; an update says nothing new', async (t) => {
   const kube = await FakeKubeApi.start()
@@ -53,9 +53,9 @@ t.test('a Service and a Pod with annotations that do nothing yet: one warning ea
 
   const warned = withoutEffect(await untilLogged(cp, (lines) => withoutEffect(lines).length >= 3))
   t.same(warned.map((l) => l.msg).sort(), [
-    'Pod shop/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)',
-    'Pod shop/web-1: annotation remora.dev/proxy-image has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)',
-    'Service shop/db: annotation remora.dev/proxy-image has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)',
+    'Pod shop/web-1: annotation remora.dev/inject has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template, or label the namespace)',
+    'Pod shop/web-1: annotation remora.dev/proxy-image has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template)',
+    'Service shop/db: annotation remora.dev/proxy-image has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template)',
   ])
   t.same(warned.map((l) => `${l.service ?? l.pod} ${l.annotation}`).sort(), ['shop/db remora.dev/proxy-image', 'shop/web-1 remora.dev/inject', 'shop/web-1 remora.dev/proxy-image'])
 

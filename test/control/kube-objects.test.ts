@@ -200,11 +200,11 @@ t.test('annotations with no effect yet: warnings naming Service or Pod and the a
   const r = convert(svc('demo', 'web', { annotations: { 'remora.dev/proxy-image': 'remora:next', 'remora.dev/opaque-ports': '5432', 'remora.dev/protocol': 'grpc', 'remora.dev/timeout': '2s' } }), [])
   t.same(r.problems, [])
   t.equal(r.services[0].policy.requestTimeoutMs, 2000)
-  t.same(r.warnings, [{ annotation: 'remora.dev/proxy-image', message: 'Service demo/web: annotation remora.dev/proxy-image has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)' }],
+  t.same(r.warnings, [{ annotation: 'remora.dev/proxy-image', message: 'Service demo/web: annotation remora.dev/proxy-image has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template)' }],
     'opaque-ports has an effect now: no warning')
   const p = { ...pod('demo', 'web-1'), metadata: { name: 'web-1', namespace: 'demo', annotations: { 'remora.dev/inject': 'enabled', 'remora.dev/skip-inbound-ports': '9090', 'remora.dev/skip-outbound-ports': '3306', 'remora.dev/opaque-ports': '5432', 'remora.dev/allow': '8080=ns:demo', 'example.com/x': 'y' } } }
   t.same(podAnnotationsRead(p), { 'remora.dev/inject': 'enabled' }, 'a pod keeps only what the control plane reads (the skip and opaque ports are for remora init and the sidecar)')
-  t.same(podAnnotationWarnings(p), [{ annotation: 'remora.dev/inject', message: 'Pod demo/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)' }])
+  t.same(podAnnotationWarnings(p), [{ annotation: 'remora.dev/inject', message: 'Pod demo/web-1: annotation remora.dev/inject has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template, or label the namespace)' }])
   const interception = { ...pod('demo', 'web-3'), metadata: { name: 'web-3', namespace: 'demo', annotations: { 'remora.dev/skip-inbound-ports': '9090', 'remora.dev/skip-outbound-ports': '3306' } } }
   t.equal(podAnnotationsRead(interception), undefined)
   t.same(podAnnotationWarnings(interception), [], 'skip-inbound-ports and skip-outbound-ports have an effect now: no warning')

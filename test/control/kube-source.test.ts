@@ -66,7 +66,7 @@ function until (catalog: Catalog, predicate: () => boolean, ms = 5000): Promise<
 /** A pod with annotations (the harness's pod() has none). */
 const annotatedPod = (p: ReturnType<typeof pod>, annotations: Record<string, string>): ReturnType<typeof pod> => ({ ...p, metadata: { ...p.metadata, annotations } })
 const noEffect = (kind: string, key: string, annotation: string, comesWith: string): string =>
-  `${kind} ${key}: annotation ${annotation} has no effect in this version yet (it comes with ${comesWith})`
+  `${kind} ${key}: annotation ${annotation} has no effect on the control plane (${comesWith})`
 
 const hosts = (catalog: Catalog, key = 'web.demo:80'): string[] | undefined => catalog.lookup(key)?.service.endpoints.map((e) => e.address.host)
 
@@ -233,9 +233,9 @@ t.test('annotations with no effect yet: one warning per Service or Pod and annot
   await source.start(catalog)
   await untilLogged(() => warnings().length >= 3)
   t.same(warnings(), [
-    noEffect('Pod', 'demo/web-1', 'remora.dev/inject', 'the admission webhook, remora injector; until then run the YAML through remora inject'),
-    noEffect('Service', 'demo/web', 'remora.dev/inject', 'the admission webhook, remora injector; until then run the YAML through remora inject'),
-    noEffect('Service', 'demo/web', 'remora.dev/proxy-image', 'the admission webhook, remora injector; until then run the YAML through remora inject'),
+    noEffect('Pod', 'demo/web-1', 'remora.dev/inject', 'it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template, or label the namespace'),
+    noEffect('Service', 'demo/web', 'remora.dev/inject', 'it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template, or label the namespace'),
+    noEffect('Service', 'demo/web', 'remora.dev/proxy-image', 'it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template'),
   ], 'opaque-ports, skip-outbound-ports, default-policy and allow (they have an effect) are not warned about')
   t.same(logs.filter((l) => l.level === 40).map((l) => `${String(l.service ?? l.pod)} ${String(l.annotation)}`).sort(),
     ['demo/web remora.dev/inject', 'demo/web remora.dev/proxy-image', 'demo/web-1 remora.dev/inject'], 'object and annotation as fields too')

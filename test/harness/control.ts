@@ -27,7 +27,8 @@ export class ControlProcess {
     if (this.adminPort === 0) this.adminPort = await freePort()
     this.output = ''
     this.proc = spawn(process.execPath, [CLI, 'control', '--discovery-addr', this.address, '--admin-addr', `127.0.0.1:${this.adminPort}`, ...this.args], {
-      env: { ...process.env, REMORA_LOG_LEVEL: 'info', ...this.env },
+      // The admission webhook (Kubernetes source with a CA) on a port of its own, not 15017: tests run side by side.
+      env: { ...process.env, REMORA_LOG_LEVEL: 'info', REMORA_INJECTOR_ADDR: '127.0.0.1:0', ...this.env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })

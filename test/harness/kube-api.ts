@@ -1,5 +1,6 @@
-// A fake Kubernetes API server for tests: Services, Pods, EndpointSlices, Namespaces, ConfigMaps and Secrets listed,
-// watched, read, created and replaced over the real wire protocol; TokenReviews created.
+// A fake Kubernetes API server for tests: Services, Pods, EndpointSlices, Namespaces, ConfigMaps, Secrets, Deployments
+// and MutatingWebhookConfigurations listed, watched, read, created and replaced over the real wire protocol; TokenReviews
+// and SelfSubjectAccessReviews created; /version configurable; pods' proxy subresource forwarded where a test says.
 import { randomBytes, randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import http from 'node:http'
@@ -7,10 +8,10 @@ import type { AddressInfo } from 'node:net'
 import { isDeepStrictEqual } from 'node:util'
 import { KubeConfig } from '@kubernetes/client-node'
 
-export type Kind = 'Service' | 'Pod' | 'EndpointSlice' | 'Namespace' | 'ConfigMap' | 'Secret'
-export type Resource = 'services' | 'pods' | 'endpointslices' | 'namespaces' | 'configmaps' | 'secrets'
-/** create is a POST to a collection, update a PUT to an object (replace). */
-export type Verb = 'list' | 'watch' | 'get' | 'create' | 'update' | 'discovery' | 'other'
+export type Kind = 'Service' | 'Pod' | 'EndpointSlice' | 'Namespace' | 'ConfigMap' | 'Secret' | 'Deployment' | 'MutatingWebhookConfiguration'
+export type Resource = 'services' | 'pods' | 'endpointslices' | 'namespaces' | 'configmaps' | 'secrets' | 'deployments' | 'mutatingwebhookconfigurations'
+/** create is a POST to a collection, update a PUT to an object (replace), patch a PATCH to an object. */
+export type Verb = 'list' | 'watch' | 'get' | 'create' | 'update' | 'patch' | 'discovery' | 'other'
 export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR'
 
 export interface ObjectMeta {
@@ -60,6 +61,12 @@ export interface RequestRecord {
 
 export interface FailureMatch { verb?: Verb; resource?: Resource }
 
+/** What /version answers (the real server's fields). */
+export interface VersionInfo { major: string; minor: string; gitVersion: string; [field: string]: string }
+
+/** A SelfSubjectAccessReview's spec.resourceAttributes, as client-node sends them. */
+export interface AccessAttributes { verb?: string; group?: string; resource?: string; subresource?: string; namespace?: string; name?: string }
+
 interface ResourceInfo { readonly kind: Kind; readonly apiVersion: string; readonly prefix: string; readonly singular: string; readonly namespaced: boolean }
 
 const RESOURCES: Record<Resource, ResourceInfo> = {
@@ -69,10 +76,12 @@ const RESOURCES: Record<Resource, ResourceInfo> = {
   namespaces: { kind: 'Namespace', apiVersion: 'v1', prefix: '/api/v1', singular: 'namespace', namespaced: false },
   configmaps: { kind: 'ConfigMap', apiVersion: 'v1', prefix: '/api/v1', singular: 'configmap', namespaced: true },
   secrets: { kind: 'Secret', apiVersion: 'v1', prefix: '/api/v1', singular: 'secret', namespaced: true },
+  deployments: { kind: 'Deployment', apiVersion: 'apps/v1', prefix: '/apis/apps/v1', singular: 'deployment', namespaced: true },
+  mutatingwebhookconfigurations: { kind: 'MutatingWebhookConfiguration', apiVersion: 'admissionregistration.k8s.io/v1', prefix: '/apis/admissionregistration.k8s.io/v1', singular: 'mutatingwebhookconfiguration', namespaced: false },
 }
-const RESOURCE_OF_KIND: Record<Kind, Resource> = { Service: 'services', Pod: 'pods', EndpointSlice: 'endpointslices', Namespace: 'namespaces', ConfigMap: 'configmaps', Secret: 'secrets' }
+const RESOURCE_OF_KIND: Record<Kind, Resource> = { Service: 'services', Pod: 'pods', EndpointSlice: 'endpointslices', Namespace: 'namespaces', ConfigMap: 'configmaps', Secret: 'secrets', Deployment: 'deployments', MutatingWebhookConfiguration: 'mutatingwebhookconfigurations' }
 /** What apply() takes. Secrets go in with putSecret (which base64-encodes their values) or through the API. */
-const APPLIED_KINDS: readonly Kind[] = ['Service', 'Pod', 'EndpointSlice', 'Namespace', 'ConfigMap']
+const APPLIED_KINDS: readonly Kind[] = ['Service', 'Pod', 'EndpointSlice', 'Namespace', 'ConfigMap', 'Deployment', 'MutatingWebhookConfiguration']
 const isResource = (s: string): s is Resource => Object.hasOwn(RESOURCES, s)
 
 interface HistoryEvent {
@@ -197,6 +206,80 @@ function parseFieldSelector (selector: string): (o: KubeObject) => boolean {
   return (o) => tests.every((test) => test(o))
 }
 
+/** RFC 7386: members of `patch` set (null deletes) recursively; anything else replaces. */
+function mergePatch (target: unknown, patch: unknown): unknown {
+  if (patch === null || typeof patch !== 'object' || Array.isArray(patch)) return patch
+  const out: Record<string, unknown> = target !== null && typeof target === 'object' && !Array.isArray(target) ? target as Record<string, unknown> : {}
+  for (const [k, v] of Object.entries(patch)) {
+    if (v === null) delete out[k]
+    else out[k] = mergePatch(out[k], v)
+  }
+  return out
+}
+
+/** RFC 6902 on `doc` (changed in place; returned): a failing operation is a 422, as the real server answers. */
+function jsonPatch (doc: unknown, ops: unknown[]): unknown {
+  const fail = (message: string): never => { throw new StatusError(422, 'Invalid', message) }
+  const segments = (path: unknown): string[] => {
+    if (typeof path !== 'string' || (path !== '' && !path.startsWith('/'))) return fail(`invalid JSON Pointer ${JSON.stringify(path)}`)
+    return path === '' ? [] : path.slice(1).split('/').map((s) => s.replace(/~1/g, '/').replace(/~0/g, '~'))
+  }
+  const parentOf = (root: unknown, segs: string[], path: string): { parent: Record<string, unknown> | unknown[], key: string } => {
+    let node = root
+    for (const s of segs.slice(0, -1)) {
+      node = Array.isArray(node) ? node[Number(s)] : node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[s] : undefined
+      if (node === undefined || node === null || typeof node !== 'object') return fail(`doc is missing path: ${path}`)
+    }
+    return { parent: node as Record<string, unknown> | unknown[], key: segs[segs.length - 1] }
+  }
+  const get = (root: unknown, path: string): unknown => {
+    let node = root
+    for (const s of segments(path)) {
+      node = Array.isArray(node) ? node[Number(s)] : node !== null && typeof node === 'object' && Object.hasOwn(node, s) ? (node as Record<string, unknown>)[s] : undefined
+      if (node === undefined) return fail(`doc is missing path: ${path}`)
+    }
+    return node
+  }
+  const remove = (root: unknown, path: string): unknown => {
+    const { parent, key } = parentOf(root, segments(path), path)
+    if (Array.isArray(parent)) {
+      const i = Number(key)
+      if (!Number.isInteger(i) || i < 0 || i >= parent.length) return fail(`Unable to remove nonexistent key: ${key}: missing value`)
+      return parent.splice(i, 1)[0]
+    }
+    if (!Object.hasOwn(parent, key)) return fail(`Unable to remove nonexistent key: ${key}: missing value`)
+    const old = parent[key]
+    delete parent[key]
+    return old
+  }
+  const add = (root: unknown, path: string, value: unknown): unknown => {
+    const segs = segments(path)
+    if (segs.length === 0) return clone(value)
+    const { parent, key } = parentOf(root, segs, path)
+    if (Array.isArray(parent)) {
+      const i = key === '-' ? parent.length : Number(key)
+      if (!Number.isInteger(i) || i < 0 || i > parent.length) return fail(`add operation does not apply: doc is missing path: ${path}`)
+      parent.splice(i, 0, clone(value))
+    } else parent[key] = clone(value)
+    return root
+  }
+  let root = doc
+  for (const raw of ops) {
+    const op = (raw ?? {}) as { op?: unknown, path?: unknown, from?: unknown, value?: unknown }
+    const path = typeof op.path === 'string' ? op.path : fail('operation has no path')
+    switch (op.op) {
+      case 'add': root = add(root, path, op.value); break
+      case 'remove': remove(root, path); break
+      case 'replace': get(root, path); if (path === '') root = clone(op.value); else { remove(root, path); root = add(root, path, op.value) } break
+      case 'test': if (!isDeepStrictEqual(get(root, path), op.value)) fail(`testing value ${path} failed: test failed`); break
+      case 'copy': root = add(root, path, get(root, String(op.from))); break
+      case 'move': { const v = remove(root, String(op.from)); root = add(root, path, v); break }
+      default: fail(`Unexpected kind: ${String(op.op)}`)
+    }
+  }
+  return root
+}
+
 /** Whether a request is one a FailureMatch (or holdRequests) names. */
 function matches (m: FailureMatch, rec: RequestRecord): boolean {
   return (m.verb ?? rec.verb) === rec.verb && (m.resource ?? rec.resource) === rec.resource
@@ -216,7 +299,7 @@ function parseRv (value: string, what = 'resourceVersion'): number {
 function route (pathname: string): Route {
   const discovery = discoveryBody(pathname)
   if (discovery !== undefined) return { verb: 'discovery', body: discovery }
-  const m = /^(\/api\/v1|\/apis\/discovery\.k8s\.io\/v1)((?:\/[^/]+){1,4})$/.exec(pathname)
+  const m = /^(\/api\/v1|\/apis\/[^/]+\/v1)((?:\/[^/]+){1,4})$/.exec(pathname)
   if (m === null) return { verb: 'other' }
   const prefix = m[1]
   const parts = m[2].slice(1).split('/').map((p) => decodeURIComponent(p))
@@ -231,20 +314,25 @@ function route (pathname: string): Route {
   return { verb: name === undefined ? 'list' : 'get', resource, namespace, name }
 }
 
+/** The API groups served (besides the core group), each at v1. */
+const GROUPS = [...new Set(Object.values(RESOURCES).map((r) => r.apiVersion).filter((v) => v.includes('/')).map((v) => v.split('/')[0]))]
+
 function discoveryBody (pathname: string): unknown {
-  const group = { name: 'discovery.k8s.io', versions: [{ groupVersion: 'discovery.k8s.io/v1', version: 'v1' }], preferredVersion: { groupVersion: 'discovery.k8s.io/v1', version: 'v1' } }
+  const groupOf = (name: string): Record<string, unknown> => ({ name, versions: [{ groupVersion: `${name}/v1`, version: 'v1' }], preferredVersion: { groupVersion: `${name}/v1`, version: 'v1' } })
   const resources = (prefix: string, groupVersion: string): unknown => ({
     kind: 'APIResourceList', apiVersion: 'v1', groupVersion,
     resources: Object.entries(RESOURCES).filter(([, r]) => r.prefix === prefix)
-      .map(([name, r]) => ({ name, singularName: r.singular, namespaced: r.namespaced, kind: r.kind, verbs: ['create', 'get', 'list', 'update', 'watch'] })),
+      .map(([name, r]) => ({ name, singularName: r.singular, namespaced: r.namespaced, kind: r.kind, verbs: ['create', 'get', 'list', 'patch', 'update', 'watch'] })),
   })
+  const groupPath = /^\/apis\/([^/]+)(\/v1)?$/.exec(pathname)
+  if (groupPath !== null && GROUPS.includes(groupPath[1])) {
+    return groupPath[2] === undefined ? { kind: 'APIGroup', apiVersion: 'v1', ...groupOf(groupPath[1]) } : resources(`/apis/${groupPath[1]}/v1`, `${groupPath[1]}/v1`)
+  }
   switch (pathname) {
     case '/version': return { major: '1', minor: '33', gitVersion: 'v1.33.0-remora-fake', platform: 'linux/amd64' }
     case '/api': return { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [] }
-    case '/apis': return { kind: 'APIGroupList', apiVersion: 'v1', groups: [group] }
-    case '/apis/discovery.k8s.io': return { kind: 'APIGroup', apiVersion: 'v1', ...group }
+    case '/apis': return { kind: 'APIGroupList', apiVersion: 'v1', groups: GROUPS.map(groupOf) }
     case '/api/v1': return resources('/api/v1', 'v1')
-    case '/apis/discovery.k8s.io/v1': return resources('/apis/discovery.k8s.io/v1', 'discovery.k8s.io/v1')
     default: return undefined
   }
 }
@@ -257,7 +345,7 @@ export class FakeKubeApi extends EventEmitter {
   private readonly server: http.Server
   private readonly token: string
   private readonly watchTimeoutMs: number
-  private readonly stores: Record<Resource, Map<string, KubeObject>> = { services: new Map(), pods: new Map(), endpointslices: new Map(), namespaces: new Map(), configmaps: new Map(), secrets: new Map() }
+  private readonly stores: Record<Resource, Map<string, KubeObject>> = { services: new Map(), pods: new Map(), endpointslices: new Map(), namespaces: new Map(), configmaps: new Map(), secrets: new Map(), deployments: new Map(), mutatingwebhookconfigurations: new Map() }
   private history: HistoryEvent[] = []
   private readonly watches = new Set<Watcher>()
   private readonly failures: Array<{ count: number; code: number; match: FailureMatch }> = []
@@ -269,6 +357,13 @@ export class FakeKubeApi extends EventEmitter {
   private compactedRv = 1
 
   readonly #tokens = new Map<string, { username: string, audiences: string[] }>()
+  #version: VersionInfo = { major: '1', minor: '33', gitVersion: 'v1.33.0-remora-fake', gitCommit: '0000000000000000000000000000000000000000', gitTreeState: 'clean', buildDate: '2025-04-23T00:00:00Z', goVersion: 'go1.24.2', compiler: 'gc', platform: 'linux/amd64' }
+  /** SelfSubjectAccessReviews matching one of these are denied; every other one is allowed. */
+  readonly #denied: AccessAttributes[] = []
+  /** Every SelfSubjectAccessReview's attributes, in arrival order. */
+  readonly accessReviews: AccessAttributes[] = []
+  /** `namespace/name:port` → the base URL the pods/proxy subresource forwards to. */
+  readonly #podProxies = new Map<string, string>()
 
   private constructor (server: http.Server, opts: FakeKubeApiOptions) {
     super()
@@ -525,6 +620,68 @@ export class FakeKubeApi extends EventEmitter {
     return Object.fromEntries(Object.entries(data).map(([k, v]) => [k, Buffer.from(v, 'base64').toString('utf8')]))
   }
 
+  /** What /version answers from now on: `major`.`minor` (e.g. '1', '28'), gitVersion v<major>.<minor>.0 unless given. */
+  setVersion (major: string, minor: string, gitVersion = `v${major}.${minor.replace(/\D+$/, '')}.0`): void {
+    this.#version = { ...this.#version, major, minor, gitVersion }
+  }
+
+  /** SelfSubjectAccessReviews whose attributes match every field given here are answered allowed: false. */
+  denyAccess (rule: AccessAttributes): void { this.#denied.push(rule) }
+
+  /**
+   * GET /api/v1/namespaces/<ns>/pods/<name>:<port>/proxy/<path> (the pods/proxy subresource) is forwarded to
+   * `target` + /<path>, as the real server forwards it to the pod's IP; without a target it answers 503 as the
+   * real server does when it cannot dial the pod.
+   */
+  proxyPod (namespace: string, name: string, port: number, target: string): void { this.#podProxies.set(`${namespace}/${name}:${port}`, target) }
+
+  /** SelfSubjectAccessReview (authorization.k8s.io/v1, create), and the pods/proxy subresource. */
+  private reviewOrPodProxy (req: http.IncomingMessage, res: http.ServerResponse, pathname: string): boolean {
+    const proxy = /^\/api\/v1\/namespaces\/([^/]+)\/pods\/([^/:]+)(?::(\d+))?\/proxy(\/.*)?$/.exec(pathname)
+    if (pathname !== '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews' && proxy === null) return false
+    const rec: RequestRecord = { method: req.method ?? 'GET', url: req.url ?? '/', query: {}, verb: 'other', status: 0 }
+    this.requests.push(rec)
+    if (req.headers.authorization !== `Bearer ${this.token}`) { req.resume(); this.reply(res, rec, 401, status(401, 'Unauthorized', 'Unauthorized')); return true }
+    if (proxy !== null) {
+      req.resume()
+      const [, ns, name, port = '80', path = '/'] = proxy
+      const pod = this.store('pods').get(`${ns}/${name}`)
+      if (pod === undefined) { this.reply(res, rec, 404, status(404, 'NotFound', `pods "${name}" not found`)); return true }
+      const target = this.#podProxies.get(`${ns}/${name}:${port}`)
+      const ip = (pod.status as { podIP?: string } | undefined)?.podIP ?? ''
+      const unreachable = (): void => this.reply(res, rec, 503, status(503, 'ServiceUnavailable', `error trying to reach service: dial tcp ${ip}:${port}: connect: connection refused`))
+      if (target === undefined) { unreachable(); return true }
+      fetch(new URL(path.slice(1) + (req.url?.includes('?') === true ? req.url.slice(req.url.indexOf('?')) : ''), target.endsWith('/') ? target : target + '/'))
+        .then(async (r) => {
+          rec.status = r.status
+          res.writeHead(r.status, { 'Content-Type': r.headers.get('content-type') ?? 'text/plain' }).end(Buffer.from(await r.arrayBuffer()))
+        }, unreachable)
+        .finally(() => this.activity())
+      return true
+    }
+    let body = ''
+    req.setEncoding('utf8')
+    req.on('data', (c: string) => { body += c })
+    req.on('end', () => {
+      if (req.method !== 'POST') return this.reply(res, rec, 405, status(405, 'MethodNotAllowed', 'selfsubjectaccessreviews can only be created'))
+      let review: { spec?: { resourceAttributes?: AccessAttributes } }
+      try { review = JSON.parse(body) as typeof review } catch { return this.reply(res, rec, 400, status(400, 'BadRequest', 'body is not JSON')) }
+      const attrs = review.spec?.resourceAttributes
+      if (attrs === undefined) return this.reply(res, rec, 422, status(422, 'Invalid', 'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.resourceAttributes: Invalid value: "null": exactly one of nonResourceAttributes or resourceAttributes must be specified'))
+      this.accessReviews.push(attrs)
+      const denied = this.#denied.some((rule) => Object.entries(rule).every(([k, v]) => (attrs as Record<string, unknown>)[k] === v))
+      this.reply(res, rec, 201, {
+        kind: 'SelfSubjectAccessReview',
+        apiVersion: 'authorization.k8s.io/v1',
+        metadata: { creationTimestamp: null },
+        spec: review.spec,
+        status: denied ? { allowed: false } : { allowed: true, reason: 'RBAC: allowed by ClusterRoleBinding "cluster-admin" of ClusterRole "cluster-admin" to User "fake-user"' },
+      })
+      this.activity()
+    })
+    return true
+  }
+
   /** TokenReview (authentication.k8s.io/v1, create): checks the tokens issueToken gave out. */
   private special (req: http.IncomingMessage, res: http.ServerResponse, pathname: string): boolean {
     if (pathname !== '/apis/authentication.k8s.io/v1/tokenreviews') return false
@@ -558,16 +715,16 @@ export class FakeKubeApi extends EventEmitter {
 
   private handle (req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://fake')
-    if (this.special(req, res, url.pathname)) return
+    if (this.special(req, res, url.pathname) || this.reviewOrPodProxy(req, res, url.pathname)) return
     const query = Object.fromEntries(url.searchParams)
     const r = route(url.pathname)
     const method = req.method ?? 'GET'
     const verb: Verb = r.verb === 'list' && method === 'GET' && (query.watch === 'true' || query.watch === '1')
       ? 'watch'
-      : r.verb === 'list' && method === 'POST' ? 'create' : r.verb === 'get' && method === 'PUT' ? 'update' : r.verb
+      : r.verb === 'list' && method === 'POST' ? 'create' : r.verb === 'get' && method === 'PUT' ? 'update' : r.verb === 'get' && method === 'PATCH' ? 'patch' : r.verb
     const rec: RequestRecord = { method, url: req.url ?? '/', query, verb, resource: r.resource, namespace: r.namespace, name: r.name, status: 0 }
     this.requests.push(rec)
-    if (verb !== 'create' && verb !== 'update') {
+    if (verb !== 'create' && verb !== 'update' && verb !== 'patch') {
       req.resume()
       this.serve(req, res, rec, r, query, undefined)
       return
@@ -602,10 +759,11 @@ export class FakeKubeApi extends EventEmitter {
       failure.count--
       throw new StatusError(failure.code, REASONS[failure.code] ?? 'InternalError', `injected failure (${failure.code})`)
     }
-    if (r.verb === 'discovery') return this.reply(res, rec, 200, r.body)
+    if (r.verb === 'discovery') return this.reply(res, rec, 200, rec.url.split('?')[0] === '/version' ? this.#version : r.body)
     if (r.resource === undefined) throw new StatusError(404, 'NotFound', 'the server could not find the requested resource')
     if (rec.verb === 'create') return this.create(res, rec, r.resource, r.namespace, body ?? '')
     if (rec.verb === 'update') return this.update(res, rec, r.resource, r.namespace ?? '', r.name as string, body ?? '')
+    if (rec.verb === 'patch') return this.patch(res, rec, r.resource, r.namespace ?? '', r.name as string, body ?? '', req.headers['content-type'] ?? '')
     if (req.method !== 'GET') throw new StatusError(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (${req.method})`)
     if (rec.verb === 'get') return this.getOne(res, rec, r.resource, r.namespace ?? '', r.name as string)
     const filter = this.filter(r.namespace, query)
@@ -666,6 +824,38 @@ export class FakeKubeApi extends EventEmitter {
     }
     // The status of a Namespace (and its finalizers) change only through their subresources.
     if (resource === 'namespaces') Object.assign(obj, { spec: prev.spec, status: prev.status })
+    this.reply(res, rec, 200, this.write(obj))
+  }
+
+  /**
+   * PATCH to an object: a JSON Patch (application/json-patch+json, RFC 6902: add, remove, replace, test, copy, move)
+   * or a JSON merge patch (application/merge-patch+json, RFC 7386); 200 and the object as stored. As the real server:
+   * 404 if absent, 400 for a body that does not parse, 422 when an operation fails (a `test` that does not hold, a
+   * path that is not there), 409 when the patched object carries a resourceVersion that is no longer the object's.
+   * Strategic merge and server-side apply patches are not spoken here: 415.
+   */
+  private patch (res: http.ServerResponse, rec: RequestRecord, resource: Resource, namespace: string, name: string, body: string, contentType: string): void {
+    const prev = this.store(resource).get(keyIn(resource, namespace, name))
+    const type = contentType.split(';')[0].trim()
+    if (type !== 'application/json-patch+json' && type !== 'application/merge-patch+json') {
+      throw new StatusError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (the stand-in speaks no ${type})`)
+    }
+    if (prev === undefined) throw notFound(resource, name)
+    let doc: unknown
+    try { doc = JSON.parse(body) } catch { throw new StatusError(400, 'BadRequest', 'the body of the request was in an unknown format') }
+    let patched: unknown
+    if (type === 'application/merge-patch+json') patched = mergePatch(clone(prev), doc)
+    else {
+      if (!Array.isArray(doc)) throw new StatusError(400, 'BadRequest', 'json: cannot unmarshal object into Go value of type jsonpatch.Patch')
+      patched = jsonPatch(clone(prev), doc)
+    }
+    const obj = patched as KubeObject
+    if (obj === null || typeof obj !== 'object' || typeof obj.metadata !== 'object' || obj.metadata === null) throw new StatusError(422, 'Invalid', 'the patched object has no metadata')
+    if (obj.metadata.name !== name || obj.kind !== prev.kind || obj.apiVersion !== prev.apiVersion) throw new StatusError(422, 'Invalid', `${RESOURCES[resource].kind} ${JSON.stringify(name)} is invalid: the patch may not change kind, apiVersion or metadata.name`)
+    const rv = obj.metadata.resourceVersion
+    if (rv !== undefined && rv !== prev.metadata.resourceVersion) {
+      throw new StatusError(409, 'Conflict', `Operation cannot be fulfilled on ${resource} "${name}": the object has been modified; please apply your changes to the latest version and try again`, { name, kind: resource })
+    }
     this.reply(res, rec, 200, this.write(obj))
   }
 

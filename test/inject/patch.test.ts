@@ -2,8 +2,8 @@
 // an injection needs (inserted and appended items, replaced fields), so the webhook can answer with it.
 import t from 'tap'
 import { readSettings, InjectSettings } from '../../src/config/env.ts'
-import { injectPod } from '../../src/inject/pod.ts'
-import { applyPatch, diff, pointer, segmentsOf } from '../../src/inject/patch.ts'
+import { injectPod } from '../../src/injection/pod.ts'
+import { applyPatch, diff, pointer, segmentsOf } from '../../src/injection/patch.ts'
 
 t.test('pointers escape ~ and /', async (t) => {
   t.equal(pointer(['metadata', 'annotations', 'remora.dev/inject', 0, 'a~b']), '/metadata/annotations/remora.dev~1inject/0/a~0b')

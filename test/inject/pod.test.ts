@@ -4,7 +4,7 @@ import t from 'tap'
 import type { V1Container, V1PodSpec } from '@kubernetes/client-node'
 import { InjectSettings, ProxySettings, readSettings } from '../../src/config/env.ts'
 import { RemoraError } from '../../src/errors.ts'
-import { injectPod, KNOWN_POD_ANNOTATIONS, type MeshWide, type PodInjection } from '../../src/inject/pod.ts'
+import { injectPod, KNOWN_POD_ANNOTATIONS, type MeshWide, type PodInjection } from '../../src/injection/pod.ts'
 import { parseAppProbes } from '../../src/parse/app-probes.ts'
 
 const { namespaceAnnotations: _ns, ...MESH } = readSettings(InjectSettings, {}, new Map())

@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs'
 import { parseAllDocuments } from 'yaml'
 import { InjectSettings, readSettings } from '../../src/config/env.ts'
 import { RemoraError } from '../../src/errors.ts'
-import { injectPod } from '../../src/inject/pod.ts'
+import { injectPod } from '../../src/injection/pod.ts'
 import { injectYaml, type InjectYamlOptions } from '../../src/inject/yaml.ts'
 import { SCHEMA_KUBERNETES_VERSION, validateStrict } from '../harness/k8s-schema.ts'
 

@@ -68,15 +68,15 @@ t.test('annotations that do nothing yet are warnings, apart from errors, each na
   ], 'errors: a pod annotation put on a Service says where it belongs; a misspelt key is not known')
   t.equal(servicePolicy(policy).requestTimeoutMs, 2000, 'the policy still applies')
   t.same(warnings, [
-    { annotation: 'remora.dev/inject', message: 'Service demo/web: annotation remora.dev/inject has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)' },
-    { annotation: 'remora.dev/proxy-image', message: 'Service demo/web: annotation remora.dev/proxy-image has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)' },
+    { annotation: 'remora.dev/inject', message: 'Service demo/web: annotation remora.dev/inject has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template, or label the namespace)' },
+    { annotation: 'remora.dev/proxy-image', message: 'Service demo/web: annotation remora.dev/proxy-image has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template)' },
   ], 'protocol, opaque-ports, default-policy and allow have effects: no warning')
   t.same(policyFromAnnotations({ 'remora.dev/timeout': '2s' }, 'demo/web').warnings, [], 'none without them')
 })
 
 t.test('annotationsWithoutEffect names any object, whatever the value, and only remora.dev/ keys of its own', async (t) => {
   t.same(annotationsWithoutEffect({ 'remora.dev/inject': 'disabled', constructor: 'x', 'example.com/opaque-ports': '1' }, 'Pod demo/web-1'), [
-    { annotation: 'remora.dev/inject', message: 'Pod demo/web-1: annotation remora.dev/inject has no effect in this version yet (it comes with the admission webhook, remora injector; until then run the YAML through remora inject)' },
+    { annotation: 'remora.dev/inject', message: 'Pod demo/web-1: annotation remora.dev/inject has no effect on the control plane (it is read once, when a pod is created: by the admission webhook (remora control, remora injector) or by remora inject; put it on the pod template, or label the namespace)' },
   ])
   t.same(Object.keys(ANNOTATIONS_WITHOUT_EFFECT).sort(), ['remora.dev/inject', 'remora.dev/proxy-image'], 'opaque-ports and the skip lists have effects now (proxy and remora init)')
 })
