@@ -16,6 +16,19 @@ COPY scripts/bundle.ts ./scripts/
 COPY src ./src
 RUN node scripts/bundle.ts --layer /out
 
+# The k8s/demo apps (web, greeter, worker: deploy/local/apps), not part of the mesh image:
+#   docker build --target demo -t ghcr.io/remora-mesh/remora-demo:0.1.0 .
+# They run from their TypeScript sources (Node 24 strips the types) with the lock file's packages
+# (@grpc/grpc-js, @grpc/proto-loader, amqplib are dev dependencies of remora itself).
+FROM node:24-bookworm-slim AS demo
+WORKDIR /opt/remora
+COPY package.json package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund && npm cache clean --force
+COPY deploy/local/apps ./deploy/local/apps
+USER 2102:2102
+ENTRYPOINT ["node"]
+CMD ["/opt/remora/deploy/local/apps/web.ts"]
+
 FROM node:24-bookworm-slim
 LABEL org.opencontainers.image.title="remora" \
       org.opencontainers.image.description="A service-mesh sidecar proxy in TypeScript: proxy, control plane, init and inject in one image" \
@@ -41,7 +54,7 @@ COPY --from=build /out /opt/remora
 # the user: runAsUser: 0 on the init container).
 USER 2102:2102
 
-# outbound, inbound, admin (see docs/DESIGN.md)
-EXPOSE 15001 15006 15000 15012 15014
+# outbound, inbound, admin; the control plane's discovery, admin and admission webhook (see docs/DESIGN.md)
+EXPOSE 15001 15006 15000 15012 15014 15017
 ENTRYPOINT ["node", "/opt/remora/dist/cli.js"]
 CMD ["proxy"]

@@ -192,8 +192,11 @@ function inContext (ignore: string, path: string): boolean {
 t.test('the Dockerfile lints clean and its stages build and copy this layer', async (t) => {
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
   t.same(validate(dockerfile), [], 'dockerfile-utils: no errors, no warnings')
-  const [build, runtime, ...more] = stages(dockerfile)
-  t.same(more, [], 'two stages')
+  const [build, demo, runtime, ...more] = stages(dockerfile)
+  t.same(more, [], 'three stages: build, the demo apps, and the image (last: the default target)')
+  t.match(demo.from, /^FROM node:24-[\w.-]+ AS demo$/, 'the k8s/demo apps have a stage of their own')
+  t.ok(demo.lines.includes('COPY deploy/local/apps ./deploy/local/apps') && inContext(readFileSync(join(ROOT, '.dockerignore'), 'utf8'), 'deploy/local/apps/worker.ts'), 'the demo stage copies the apps, which are in the context')
+  t.ok(demo.lines.includes('USER 2102:2102'), 'the demo apps do not run as root')
   t.match(build.from, /^FROM node:24-[\w.-]+ AS build$/)
   t.match(runtime.from, /^FROM node:24-[\w.-]+$/, 'an official Node 24 base')
   t.ok(build.lines.includes('RUN node scripts/bundle.ts --layer /out'), 'the build stage assembles the layer as this test did')

@@ -192,6 +192,6 @@ t.test('the image runs Node 24 as UID 2102 and exposes the sidecar and control-p
   const dockerfile = readFileSync(join(ROOT, 'Dockerfile'), 'utf8')
   t.match(dockerfile, /^FROM node:24[-\w.]*$/m)
   t.match(dockerfile, /^USER 2102:2102$/m)
-  t.match(dockerfile, /^EXPOSE 15001 15006 15000 15012 15014$/m)
+  t.match(dockerfile, /^EXPOSE 15001 15006 15000 15012 15014 15017$/m)
   t.match(dockerfile, /^ENTRYPOINT \["node", "\/opt\/remora\/dist\/cli\.js"\]$/m)
 })
