@@ -272,6 +272,7 @@ export const InjectSettings = Object.freeze({
   proxyCpuRequest: defaulted<string>({ env: 'REMORA_PROXY_CPU_REQUEST', default: '50m', help: "The sidecar's CPU request (a Kubernetes quantity).", parse: parseQuantity }),
   proxyMemoryRequest: defaulted<string>({ env: 'REMORA_PROXY_MEMORY_REQUEST', default: '64Mi', help: "The sidecar's memory request.", parse: parseQuantity }),
   proxyMemoryLimit: defaulted<string>({ env: 'REMORA_PROXY_MEMORY_LIMIT', default: '256Mi', help: "The sidecar's memory limit.", parse: parseQuantity }),
+  sidecarMode: defaulted<'native' | 'container'>({ env: 'REMORA_SIDECAR_MODE', default: 'native', help: 'native: the proxy is an init container with restartPolicy Always (Kubernetes 1.29+: starts before the app, stops after it, Jobs complete). container: for older clusters, the first app container, holding the others until it is ready (postStart); Jobs then need the app to POST 127.0.0.1:15000/shutdown when done.', parse: oneOf('native', 'container'), annotation: false }),
   namespaceAnnotations: optional<Readonly<Record<string, string>>>({ env: 'REMORA_NAMESPACE_ANNOTATIONS', help: 'Offline, there is no Namespace object: its annotations as key=value,… (only remora.dev/inject counts; a workload\'s own wins).', parse: keyValues, annotation: false }),
 })
 

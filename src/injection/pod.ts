@@ -328,12 +328,15 @@ function proxyContainer ({ mesh, overrides, serviceAccount, appPorts, probes, wo
     ...mesh.otlpEndpoint !== undefined ? [{ name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: mesh.otlpEndpoint }] : [],
     { name: 'OTEL_SERVICE_NAME', value: workload },
   ]
+  const native = mesh.sidecarMode === 'native'
   return {
     name: PROXY_CONTAINER,
     image: overrides.image,
     args: ['proxy'],
     // A native sidecar (Kubernetes 1.29+): started before the app containers, stopped after them.
-    restartPolicy: 'Always',
+    ...native ? { restartPolicy: 'Always' } : {},
+    // Older clusters: the first container; kubelet starts the next only when postStart returns, i.e. once /ready answers.
+    ...native ? {} : { lifecycle: { postStart: { exec: { command: ['node', '-e', WAIT_FOR_READY] } } } },
     ports: [
       { name: 'remora-inbound', containerPort: PORTS.inbound, protocol: 'TCP' },
       { name: 'remora-admin', containerPort: PORTS.admin, protocol: 'TCP' },
@@ -352,7 +355,7 @@ function proxyContainer ({ mesh, overrides, serviceAccount, appPorts, probes, wo
       capabilities: { drop: ['ALL'] },
       seccompProfile: { type: 'RuntimeDefault' },
     },
-    // The app containers start only once this passes: their first requests find the proxy ready.
+    // The app containers start only once this passes (native), or the postStart hook returns (container): their first requests find the proxy ready.
     startupProbe: { ...admin('/ready'), periodSeconds: 1, failureThreshold: 120 },
     readinessProbe: { ...admin('/ready'), periodSeconds: 2 },
     livenessProbe: admin('/live'),
@@ -363,6 +366,9 @@ function proxyContainer ({ mesh, overrides, serviceAccount, appPorts, probes, wo
     ],
   }
 }
+
+/** The postStart hook of a proxy that is a plain container: wait (up to 2 min) until /ready answers 200. */
+const WAIT_FOR_READY = `const until = Date.now() + 120000; (function ask () { fetch('http://127.0.0.1:${PORTS.admin}/ready').then((r) => { if (r.status === 200) process.exit(0); throw new Error() }).catch(() => { if (Date.now() > until) process.exit(1); setTimeout(ask, 200) }) })()`
 
 function volumes (mesh: MeshWide): V1Volume[] {
   const { podinfo, trust, token } = VOLUMES
@@ -479,7 +485,12 @@ export function injectPod (pod: PodInput, mesh: MeshWide, target: InjectTarget):
     probes,
     workload: target.workload,
   })
-  spec.initContainers = [initContainer(overrides.image), proxy, ...userInit]
+  if (mesh.sidecarMode === 'native') {
+    spec.initContainers = [initContainer(overrides.image), proxy, ...userInit]
+  } else {
+    spec.initContainers = [initContainer(overrides.image), ...userInit]
+    spec.containers = [proxy, ...containers]
+  }
   spec.volumes = [...userVolumes, ...ours]
   return { injected: true, spec }
 }

@@ -6,6 +6,7 @@ import { InjectSettings, ProxySettings, readSettings } from '../../src/config/en
 import { RemoraError } from '../../src/errors.ts'
 import { injectPod, KNOWN_POD_ANNOTATIONS, type MeshWide, type PodInjection } from '../../src/injection/pod.ts'
 import { parseAppProbes } from '../../src/parse/app-probes.ts'
+import { validateStrict } from '../harness/k8s-schema.ts'
 
 const { namespaceAnnotations: _ns, ...MESH } = readSettings(InjectSettings, {}, new Map())
 const TARGET = { object: 'Deployment shop/web', workload: 'web' }
@@ -289,4 +290,20 @@ t.test('what the injector would collide with is refused, not overwritten', async
   t.match(name.message, /a container is already named remora-init/)
   const none = thrown(() => injectPod({ spec: { volumes: [] } }, MESH, TARGET))
   t.match(none.message, /^Deployment shop\/web: the pod has no containers$/)
+})
+
+t.test('REMORA_SIDECAR_MODE=container (clusters before 1.29): the proxy is the first container and holds the app until it is ready', async (t) => {
+  const mesh: MeshWide = { ...MESH, sidecarMode: 'container' }
+  const spec = injected(injectPod(webPod(), mesh, TARGET))
+  t.same(spec.initContainers?.map((c) => c.name), ['remora-init'], 'only remora init runs before the app')
+  t.same(spec.containers.map((c) => c.name), ['remora-proxy', 'web', 'worker'], 'the proxy first: kubelet starts containers in order')
+  const proxy = spec.containers[0]
+  t.equal(proxy.restartPolicy, undefined, 'a plain container (restartPolicy on a container needs 1.29)')
+  const hook = proxy.lifecycle?.postStart?.exec?.command ?? []
+  t.equal(hook[0], 'node')
+  t.match(hook[2], /127\.0\.0\.1:15000\/ready/, 'postStart waits for /ready, so the next container starts once the proxy is ready')
+  t.same(spec.containers[1].readinessProbe?.httpGet, { path: '/app-health/web/readiness', port: 15000 }, 'probes are rewritten as in native mode')
+  t.same(validateStrict({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web', namespace: 'demo' }, spec }), [], 'a valid pod')
+  const again = injectPod({ metadata: {}, spec: spec as unknown as Record<string, unknown> }, mesh, TARGET)
+  t.equal(again.injected, false, 'injecting it again changes nothing')
 })
