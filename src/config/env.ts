@@ -84,6 +84,13 @@ export const ProxySettings = Object.freeze({
   nodeName: optional<string>({ env: 'REMORA_NODE_NAME', help: "The node the pod runs on (downward API, spec.nodeName); the traces' k8s.node.name.", parse: text }),
   discoveryIdle: defaulted<number>({ env: 'REMORA_DISCOVERY_IDLE', default: '10m', help: 'A watched authority no request has used for this long is dropped from the table (watched again on next use).', parse: parseDuration }),
   appProbes: optional<AppProbes>({ env: 'REMORA_APP_PROBES', help: 'The app\'s httpGet/tcpSocket probes, which the injector rewrote to GET /app-health/<container>/<kind> on the admin port (strict mTLS would refuse kubelet on the app port), as JSON: {"<container>/<liveness|readiness|startup>": {"port": 8080, "path": "/healthz", "scheme": "HTTP", "headers": [{"name": "x", "value": "y"}]} or {"port": 8080, "tcp": true}}. Set by the injector.', parse: parseAppProbes, annotation: false }),
+  upgrades: defaulted<readonly string[]>({ env: 'REMORA_UPGRADES', default: 'websocket', help: 'HTTP/1.1 Upgrade protocols passed to the app, comma-separated (e.g. websocket,connect-udp). Any other upgrade, h2c always (it cannot be enabled), and an upgrade request with a body go on as plain requests without Upgrade; an empty value allows none.', parse: parseUpgrades }),
+  downstreamIdleTimeout: defaulted<number>({ env: 'REMORA_DOWNSTREAM_IDLE_TIMEOUT', default: '1h', help: 'An HTTP/2 client connection (app, non-meshed client or peer sidecar) with no stream open for this long is sent GOAWAY and closed (0s = never). Longer than the 10 minutes after which a sidecar closes its own idle connections to peers, so a peer closes first.', parse: parseDuration }),
+  drainTimeout: defaulted<number>({ env: 'REMORA_DRAIN_TIMEOUT', default: '5s', help: 'An HTTP/2 client connection still open this long after the sidecar sent it GOAWAY for being idle, or after it left a PING unanswered, is destroyed.', parse: parseDuration }),
+  downstreamPingInterval: defaulted<number>({ env: 'REMORA_DOWNSTREAM_PING_INTERVAL', default: '1m', help: 'An HTTP/2 client connection with no frame either way for this long is sent a PING; without an answer within REMORA_DRAIN_TIMEOUT it is closed (a client gone without a FIN, or a connection HTTP/2 already refused with GOAWAY); 0s = never.', parse: parseDuration }),
+  maxConcurrentStreams: defaulted<number>({ env: 'REMORA_MAX_CONCURRENT_STREAMS', default: '250', help: 'Concurrent HTTP/2 streams one connection from the app (outbound) or a non-meshed client (inbound h2c) may have open; beyond it streams are refused with REFUSED_STREAM (safe to retry).', parse: positiveInteger }),
+  peerMaxConcurrentStreams: defaulted<number>({ env: 'REMORA_PEER_MAX_CONCURRENT_STREAMS', default: '2000', help: 'Concurrent HTTP/2 streams one peer sidecar\'s mTLS connection may have open (a peer carries all its requests to this pod on one connection); beyond it REFUSED_STREAM.', parse: positiveInteger }),
+  requestHeadersTimeout: defaulted<number>({ env: 'REMORA_REQUEST_HEADERS_TIMEOUT', default: '10s', help: 'An HTTP/1.1 request whose header has not fully arrived this long after its first byte (on a new or a kept-alive connection) is answered 408 and its connection closed, counted as remora_downstream_timeouts_total{kind="headers"} (0s = never). An idle kept-alive connection is not affected.', parse: parseDuration }),
 })
 
 export type CaSetting = { readonly kind: 'off' } | { readonly kind: 'dev' | 'files', readonly dir: string } | { readonly kind: 'secret', readonly namespace: string, readonly name: string }
@@ -225,12 +232,28 @@ export const InitSettings = Object.freeze({
 })
 
 /** An HTTP(S) URL, as OTLP/HTTP endpoints are written. */
+function positiveInteger (raw: string): number {
+  const v = Number(raw.trim())
+  if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) throw new Error(`expected a whole number from 1 to 2147483647, got "${raw}"`)
+  return v
+}
+
 function httpUrl (raw: string): string {
   const v = raw.trim()
   let url: URL
   try { url = new URL(v) } catch { throw new Error(`expected an http:// or https:// URL such as http://jaeger-collector.remora-system.svc:4318, got "${raw}"`) }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error(`expected an http:// or https:// URL, got "${raw}"`)
   return v
+}
+
+/** Upgrade protocol names (tokens, lower-cased); h2c would take the connection out of the proxy's sight. */
+function parseUpgrades (raw: string): readonly string[] {
+  const names = raw.split(',').map((n) => n.trim().toLowerCase()).filter((n) => n !== '')
+  for (const n of names) {
+    if (!/^[!#$%&'*+.^_`|~0-9a-z-]+(\/[!#$%&'*+.^_`|~0-9a-z-]+)?$/.test(n)) throw new Error(`expected upgrade protocol names such as websocket, got "${n}"`)
+    if (n === 'h2c') throw new Error('h2c upgrades are never passed on: the HTTP/2 connection inside would bypass access logs, authorization and metrics')
+  }
+  return Object.freeze(names)
 }
 
 /** A container image reference: no spaces, not empty (the registry checks the rest). */

@@ -42,6 +42,18 @@ export interface ProxyConfig {
   readonly tcpIdleTimeout: number
   /** The app's probes kubelet reaches through the admin port, GET /app-health/<container>/<kind> (none when unset). */
   readonly appProbes: AppProbes
+  /** HTTP/1.1 Upgrade protocols passed to the app (lower-case); others go on as plain requests. */
+  readonly upgrades: readonly string[]
+  /** How long an HTTP/1.1 request's header may take to arrive, from its first byte (0: no limit). */
+  readonly requestHeadersTimeout: number
+  /** Limits on every HTTP/2 client connection: streams, idle and drain timeouts, PING probe (transport/h2-server.ts). */
+  readonly h2Downstream: {
+    readonly idleTimeout: number
+    readonly drainTimeout: number
+    readonly pingInterval: number
+    readonly maxConcurrentStreams: number
+    readonly peerMaxConcurrentStreams: number
+  }
 }
 
 export interface Placement {
@@ -110,6 +122,15 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     detectTimeout: s.detectTimeout,
     tcpIdleTimeout: s.tcpIdleTimeout,
     appProbes: s.appProbes ?? NO_APP_PROBES,
+    upgrades: s.upgrades,
+    requestHeadersTimeout: s.requestHeadersTimeout,
+    h2Downstream: {
+      idleTimeout: s.downstreamIdleTimeout,
+      drainTimeout: s.drainTimeout,
+      pingInterval: s.downstreamPingInterval,
+      maxConcurrentStreams: s.maxConcurrentStreams,
+      peerMaxConcurrentStreams: s.peerMaxConcurrentStreams,
+    },
   }
   return { config: deepFreeze(config), mesh }
 }

@@ -2,7 +2,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2'
 import type { Readable } from 'node:stream'
-import { forwardable, isGrpc, type Headers } from './headers.ts'
+import { forwardable, isGrpc, withoutUnderscores, type Headers } from './headers.ts'
 import type { AccessRecord, Direction } from '../telemetry/access-log.ts'
 import type { ResponseSink } from './response-sink.ts'
 
@@ -29,14 +29,14 @@ export interface Exchange {
   readonly peerIdentity?: string
 }
 
-/** An HTTP/1.1 request on either listener; mesh headers from the caller are dropped. */
+/** An HTTP/1.1 request on either listener; mesh headers and names with underscores from the caller are dropped. */
 export function fromHttp1 (req: IncomingMessage, authority: string, path: string, record: AccessRecord, upgrade: string | undefined): Exchange {
   return {
     method: req.method ?? 'GET',
     path,
     authority,
     origProto: 'HTTP/1.1',
-    headers: forwardable(req.headers, true),
+    headers: withoutUnderscores(forwardable(req.headers, true)),
     body: upgrade === undefined && hasBody(req) ? req : null,
     upgrade,
     grpc: isGrpc(req.headers),
@@ -45,14 +45,14 @@ export function fromHttp1 (req: IncomingMessage, authority: string, path: string
   }
 }
 
-/** An h2 stream on either listener; `headers` are the ones to forward (already cleaned). */
+/** An h2 stream on either listener; `headers` are the ones to forward (already cleaned; names with underscores are dropped here). */
 export function fromHttp2 (stream: ServerHttp2Stream, raw: IncomingHttpHeaders, headers: Headers, authority: string, origProto: OrigProto, record: AccessRecord, upgrade?: string, peerIdentity?: string): Exchange {
   return {
     method: raw[':method'] ?? 'GET',
     path: raw[':path'] ?? '/',
     authority,
     origProto,
-    headers,
+    headers: withoutUnderscores(headers),
     body: stream.endAfterHeaders ? null : stream,
     upgrade,
     grpc: isGrpc(raw),

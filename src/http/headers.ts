@@ -55,6 +55,17 @@ export function forwardable (incoming: IncomingHttpHeaders | Headers | OutgoingH
   return out
 }
 
+/**
+ * A request's headers without those whose name has an underscore, dropped as nginx does
+ * (underscores_in_headers off): apps behind CGI-style gateways (PHP, WSGI, Rack, many frameworks)
+ * read `X_Auth_User` as `X-Auth-User` and `Transfer_Encoding` as `Transfer-Encoding`, so one
+ * would pass as a header the mesh never saw. Responses keep theirs.
+ */
+export function withoutUnderscores (headers: Headers): Headers {
+  if (!Object.keys(headers).some((name) => name.includes('_'))) return headers
+  return Object.fromEntries(Object.entries(headers).filter(([name]) => !name.includes('_')))
+}
+
 export function first (value: string | string[] | number | undefined): string | undefined {
   if (value === undefined) return undefined
   return Array.isArray(value) ? value[0] : String(value)

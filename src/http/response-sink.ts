@@ -193,6 +193,9 @@ export class H2Sink implements ResponseSink {
   }
 }
 
+/** Bytes a caller may send ahead of the 101 (kept for the tunnel); beyond them its socket is paused. */
+const HOLD_LIMIT = 64 * 1024
+
 /** The caller's raw socket after an HTTP/1.1 Upgrade request: we write the status line ourselves. */
 export class RawSocketSink implements ResponseSink {
   readonly #socket: Duplex
@@ -200,9 +203,38 @@ export class RawSocketSink implements ResponseSink {
   status = 0
   /** An upgraded connection carries no gRPC. */
   readonly grpcStatus = undefined
+  /** Gives back what `hold` read, for the tunnel; undefined when nothing is held. */
+  #release: (() => void) | undefined
   constructor (socket: Duplex) { this.#socket = socket }
   get headersSent (): boolean { return this.#sent }
   get body (): Writable { return this.#socket }
+
+  /**
+   * An upgrade request waits for the app's answer. A paused socket never shows that the caller hung
+   * up (its end is seen only by reading), and the request and the socket stayed open for ever; so
+   * it is read meanwhile, up to HOLD_LIMIT bytes kept for the tunnel, and a caller gone before it
+   * was answered is closed (the request ends as cancelled, the upstream attempt with it).
+   */
+  hold (head: Buffer): void {
+    const socket = this.#socket
+    const kept: Buffer[] = head.length > 0 ? [head] : []
+    let size = head.length
+    const onData = (chunk: Buffer): void => {
+      kept.push(chunk)
+      size += chunk.length
+      if (size >= HOLD_LIMIT) socket.pause()
+    }
+    const onEnd = (): void => { if (!this.#sent) socket.destroy() }
+    socket.on('data', onData)
+    socket.once('end', onEnd)
+    this.#release = () => {
+      socket.off('data', onData)
+      socket.off('end', onEnd)
+      socket.pause()
+      if (kept.length > 0) socket.unshift(Buffer.concat(kept))
+    }
+    if (size >= HOLD_LIMIT) socket.pause()
+  }
 
   respond (status: number, headers: Headers, endStream: boolean): void {
     this.#sent = true
@@ -229,6 +261,7 @@ export class RawSocketSink implements ResponseSink {
     delete rest[MeshHeader.upgrade]
     delete rest[MeshHeader.upgradeStatus]
     delete rest.upgrade
+    this.#release?.()
     this.#socket.write(statusLine(101, { connection: 'Upgrade', upgrade: upgrade ?? 'websocket', ...rest }))
     splice(this.#socket, tunnel)
   }

@@ -9,26 +9,40 @@ import { statusLine } from '../http/status-line.ts'
 import type { InboundContext } from './context.ts'
 import { fromHttp1 } from '../http/exchange.ts'
 import { routeInbound } from './route.ts'
+import { acceptsUpgrade } from '../http/upgrades.ts'
+import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
+import { afterFaultyFraming, faultyFraming } from '../http/h1-framing.ts'
+import { refuse } from '../http/refuse.ts'
 
 export function createInboundHttp1 (ctx: InboundContext): http.Server {
-  const server = http.createServer({ keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => handle(ctx, req, new H1Sink(res, ctx), undefined))
+  const server = http.createServer({ keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
+  startHeadersTimeout(server)
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (!afterFaultyFraming(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res))
+  })
+  // Only the upgrades a user enabled, never h2c nor one with a body (http/upgrades.ts); any other
+  // request with Upgrade is a plain one. (Set on the server: @types/node knows it as an option only.)
+  Object.assign(server, { shouldUpgradeCallback: (req: IncomingMessage) => acceptsUpgrade(req, ctx.config.upgrades) })
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.pause()
-    if (head.length > 0) socket.unshift(head)
-    handle(ctx, req, new RawSocketSink(socket), String(req.headers.upgrade))
+    if (afterFaultyFraming(req)) { socket.end(() => socket.destroy()); return }
+    const sink = new RawSocketSink(socket)
+    sink.hold(head)
+    handle(ctx, req, sink, String(req.headers.upgrade), faultyFraming(req))
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (isHeadersTimeout(err)) { headersTimedOut(socket, ctx.metrics, 'inbound'); return }
     if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }
     socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-length': '0', connection: 'close' }))
   })
   return server
 }
 
-function handle (ctx: InboundContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined): void {
+function handle (ctx: InboundContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined, faulty: string | undefined): void {
   const method = req.method ?? 'GET'
   const authority = req.headers.host ?? ''
   const path = req.url ?? '/'
   const record = ctx.begin('inbound', method, authority, path, 'HTTP/1.1', sink)
-  routeInbound(ctx, fromHttp1(req, authority, path, record, upgrade), ctx.destinations.of(req.socket)?.port, sink)
+  const ex = fromHttp1(req, authority, path, record, upgrade)
+  if (faulty !== undefined) { refuse(ex, sink, ProxyErrors.malformedRequest, faulty); return }
+  routeInbound(ctx, ex, ctx.destinations.of(req.socket)?.port, sink)
 }

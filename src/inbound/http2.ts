@@ -6,7 +6,7 @@ import { first, forwardable, isGrpc, MeshHeader } from '../http/headers.ts'
 import { H2Sink, respondError } from '../http/response-sink.ts'
 import { fromHttp2 } from '../http/exchange.ts'
 import type { InboundContext } from './context.ts'
-import { H2_SETTINGS } from '../transport/h2-sessions.ts'
+import { createDownstreamH2Server } from '../transport/h2-server.ts'
 import { routeInbound } from './route.ts'
 import tls, { type TLSSocket } from 'node:tls'
 import { TCP_ALPN } from '../transport/tcp-header.ts'
@@ -15,9 +15,11 @@ import type { Credentials } from '../identity/workload-identity.ts'
 import { spiffeIdOf } from '../identity/svid.ts'
 import { tlsReason } from '../transport/tls-errors.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
+import { upgradeAllowed } from '../http/upgrades.ts'
 
 export function createInboundHttp2 (ctx: InboundContext): http2.Http2Server {
-  const server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
+  // Without mTLS, peer sidecars connect here too (one connection each carries all their requests): the peer limit.
+  const server = createDownstreamH2Server(ctx, 'inbound', ctx.config.mtls === undefined)
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => onStream(ctx, stream, headers, undefined))
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'inbound h2 session error'))
   return server
@@ -29,7 +31,7 @@ export function createInboundHttp2 (ctx: InboundContext): http2.Http2Server {
  * streams); ALPN remora-tcp/1 is opaque TCP (inbound/tcp.ts).
  */
 export function createInboundMtls (ctx: InboundContext, creds: Credentials): { tls: tls.Server, h2: http2.Http2Server } {
-  const h2 = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
+  const h2 = createDownstreamH2Server(ctx, 'inbound', true)
   const server = tls.createServer({ ...serverTls(creds), allowHalfOpen: true })
   const peers = new WeakMap<http2.Http2Session, string>()
   server.on('secureConnection', (socket: TLSSocket) => {
@@ -76,10 +78,16 @@ function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: Inco
     const method = headers[':method'] ?? 'GET'
     const path = headers[':path'] ?? '/'
     const authority = headers[':authority'] ?? first(headers.host) ?? ''
-    const origProto = headers[MeshHeader.origProto] === 'HTTP/1.1' ? 'HTTP/1.1' : 'HTTP/2'
+    const rawPort = first(headers[MeshHeader.targetPort])
+    // Mesh headers beyond the port (attempt, original protocol, upgrade) count only from a peer
+    // sidecar: with mTLS on, a stream over mTLS; with it off nothing tells a sidecar from a client,
+    // so a stream that names the target port (as every sidecar's does) is taken for one. The target
+    // port itself routes any stream, as a redirected client's destination would; authorization
+    // still decides whether the caller may reach that port. Every other remora-* header is dropped.
+    const peer = ctx.config.mtls === undefined ? rawPort !== undefined : peerIdentity !== undefined
+    const origProto = peer && headers[MeshHeader.origProto] === 'HTTP/1.1' ? 'HTTP/1.1' : 'HTTP/2'
     const record = ctx.begin('inbound', method, authority, path, origProto, sink)
     const grpc = isGrpc(headers)
-    const rawPort = first(headers[MeshHeader.targetPort])
     // A peer names the app port; a redirected non-meshed client was going to it.
     const port = rawPort === undefined ? ctx.destinations.of(stream.session?.socket)?.port : Number(rawPort)
     if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
@@ -90,8 +98,10 @@ function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: Inco
     }
     const forwarded = forwardable(headers, true)
     // The one mesh header the app may see: which attempt this is, when the caller's sidecar retries.
-    const attempt = first(headers[MeshHeader.attempt])
+    const attempt = peer ? first(headers[MeshHeader.attempt]) : undefined
     if (attempt !== undefined) forwarded[MeshHeader.attempt] = attempt
-    routeInbound(ctx, fromHttp2(stream, headers, forwarded, authority, origProto, record, first(headers[MeshHeader.upgrade]), peerIdentity), port, sink)
+    // An upgrade the peer's sidecar carried, if it is one this sidecar allows too.
+    const upgrade = peer ? first(headers[MeshHeader.upgrade]) : undefined
+    routeInbound(ctx, fromHttp2(stream, headers, forwarded, authority, origProto, record, upgradeAllowed(upgrade, ctx.config.upgrades) ? upgrade : undefined, peerIdentity), port, sink)
   }
 }

@@ -13,18 +13,27 @@ import { refuse } from '../http/refuse.ts'
 import type { Socket } from 'node:net'
 import type { Destination } from '../transport/destinations.ts'
 import { carryOutbound } from './tcp.ts'
+import { acceptsUpgrade } from '../http/upgrades.ts'
+import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
+import { afterFaultyFraming, faultyFraming } from '../http/h1-framing.ts'
 
 export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
-  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, headersTimeout: 60_000, requestTimeout: 0 })
+  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
+  startHeadersTimeout(server)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    handle(ctx, req, new H1Sink(res, ctx), undefined)
+    if (!afterFaultyFraming(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res))
   })
+  // Only the upgrades a user enabled, never h2c nor one with a body (http/upgrades.ts); any other
+  // request with Upgrade is a plain one. (Set on the server: @types/node knows it as an option only.)
+  Object.assign(server, { shouldUpgradeCallback: (req: IncomingMessage) => acceptsUpgrade(req, ctx.config.upgrades) })
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.pause()
-    if (head.length > 0) socket.unshift(head)
-    handle(ctx, req, new RawSocketSink(socket), String(req.headers.upgrade))
+    if (afterFaultyFraming(req)) { socket.end(() => socket.destroy()); return }
+    const sink = new RawSocketSink(socket)
+    sink.hold(head)
+    handle(ctx, req, sink, String(req.headers.upgrade), faultyFraming(req))
   })
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (afterFaultyFraming(req)) { socket.end(() => socket.destroy()); return }
     socket.pause()
     // A tunnel is one request on the record: refused ones say why, open ones log when they close.
     const authority = req.url ?? ''
@@ -50,6 +59,7 @@ export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
     })
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (isHeadersTimeout(err)) { headersTimedOut(socket, ctx.metrics, 'outbound'); return }
     if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }
     const body = `${ProxyErrors.malformedRequest.reason}: ${err.code ?? err.message}\n${ProxyErrors.malformedRequest.hint}\n`
     socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
@@ -57,7 +67,7 @@ export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
   return server
 }
 
-function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined): void {
+function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink, upgrade: string | undefined, faulty: string | undefined): void {
   const url = req.url ?? '/'
   let authority: string | undefined
   let path = url
@@ -82,6 +92,8 @@ function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink,
     req.resume()
     return
   }
+  const ex = fromHttp1(req, authority, path, record, upgrade)
+  if (faulty !== undefined) { refuse(ex, sink, ProxyErrors.malformedRequest, faulty); return }
   const dest = ctx.destinations.of(req.socket)
-  routeOutbound(ctx, fromHttp1(req, authority, path, record, upgrade), sink, dest?.via === 'redirect' ? dest.authority : undefined)
+  routeOutbound(ctx, ex, sink, dest?.via === 'redirect' ? dest.authority : undefined)
 }

@@ -5,11 +5,11 @@ import { forwardable, isGrpc } from '../http/headers.ts'
 import { fromHttp2 } from '../http/exchange.ts'
 import { H2Sink, respondError } from '../http/response-sink.ts'
 import type { OutboundContext } from './context.ts'
-import { H2_SETTINGS } from '../transport/h2-sessions.ts'
+import { createDownstreamH2Server } from '../transport/h2-server.ts'
 import { routeOutbound } from './route.ts'
 
 export function createOutboundHttp2 (ctx: OutboundContext): http2.Http2Server {
-  const server = http2.createServer({ settings: H2_SETTINGS, maxSessionMemory: 64 })
+  const server = createDownstreamH2Server(ctx, 'outbound')
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const sink = new H2Sink(stream)
     const method = headers[':method'] ?? 'GET'

@@ -177,6 +177,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly downstreamTimeouts = new Counter({
+    name: 'remora_downstream_timeouts_total',
+    help: 'Client connections ended by a timer, by listener and kind (h2-idle: no stream open for REMORA_DOWNSTREAM_IDLE_TIMEOUT; h2-drain: still open REMORA_DRAIN_TIMEOUT after GOAWAY; h2-ping: a PING unanswered, e.g. after HTTP/2 refused the connection; headers: an HTTP/1.1 request header not complete within REMORA_REQUEST_HEADERS_TIMEOUT).',
+    labelNames: ['direction', 'kind'] as const,
+    registers: [this.registry],
+  })
+
   readonly ejections = new Counter({
     name: 'remora_endpoint_ejections_total',
     help: 'Endpoints taken out of rotation by failure accrual.',

@@ -3,8 +3,11 @@
 import type { Socket } from 'node:net'
 import { TCP_MAGIC } from './tcp-header.ts'
 
-/** `unknown`: bytes of no protocol we speak; `timeout`: no byte in time (a server-speaks-first protocol?). */
-export type Detected = 'h2' | 'http1' | 'tls' | 'remora-tcp' | 'unknown' | 'timeout'
+/**
+ * `unknown`: bytes of no protocol we speak; `timeout`: no byte in time (a server-speaks-first protocol?);
+ * `h2-invalid`: `PRI ` that is no HTTP/2 preface (RFC 9113 §3.4: a connection error; PRI is no HTTP/1.1 method).
+ */
+export type Detected = 'h2' | 'http1' | 'tls' | 'remora-tcp' | 'unknown' | 'timeout' | 'h2-invalid'
 
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
 /** A method token as node's HTTP/1.1 parser knows them (UNSUBSCRIBE has 11 letters, M-SEARCH a hyphen). */
@@ -27,6 +30,7 @@ export function classifyBytes (buf: Buffer): Detected | undefined {
   const text = buf.subarray(0, 64).toString('latin1')
   const head = text.slice(LEADING_EMPTY_LINES.exec(text)?.[0].length ?? 0)
   if (head === '' && buf.length < 64) return undefined
+  if (head.startsWith('PRI ')) return 'h2-invalid'
   if (METHOD.test(head)) return 'http1'
   if (head.length <= MAX_METHOD && METHOD_SO_FAR.test(head)) return undefined
   return 'unknown'

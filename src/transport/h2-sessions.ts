@@ -15,7 +15,7 @@ export const H2_SETTINGS: http2.Settings = Object.freeze({
   maxHeaderListSize: 256 * 1024,
 })
 export const SESSION_WINDOW = 16 * 1024 * 1024
-/** A connection with no streams and no frames for this long is closed (Envoy's idle_timeout idea). */
+/** A connection with no stream open for this long is closed (Envoy's idle_timeout). */
 export const CONNECTION_IDLE_MS = 10 * 60_000
 
 /** TLS's server check for a peer sidecar: its certificate must carry the SPIFFE ID the table names. */
@@ -67,10 +67,23 @@ export class H2Sessions {
       clearTimeout(timer)
       session.setLocalWindowSize(SESSION_WINDOW)
     })
-    session.setTimeout(CONNECTION_IDLE_MS, () => { forget(); session.close() })
+    // Idle = no stream open (Envoy's idle_timeout), not "no frame": a peer's keepalive PINGs must not
+    // keep an unused connection open (the inbound side PINGs quiet connections, transport/h2-server.ts).
+    let open = 0
+    let idle: NodeJS.Timeout | undefined
+    const armIdle = (): void => { idle = setTimeout(() => { forget(); session.close() }, CONNECTION_IDLE_MS).unref() }
+    const request = session.request.bind(session)
+    session.request = (...args: Parameters<ClientHttp2Session['request']>) => {
+      const stream = request(...args)
+      open++
+      clearTimeout(idle)
+      stream.once('close', () => { if (--open === 0 && !session.closed) armIdle() })
+      return stream
+    }
+    armIdle()
     // After GOAWAY, streams already accepted finish on this session; new ones go to a new one.
     session.once('goaway', () => forget())
-    session.once('close', () => { clearTimeout(timer); forget() })
+    session.once('close', () => { clearTimeout(timer); clearTimeout(idle); forget() })
     session.on('error', (err: NodeJS.ErrnoException) => {
       const reason = tlsReason(err)
       if (reason !== undefined) this.#onTlsFailure(reason)

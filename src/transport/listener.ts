@@ -125,6 +125,11 @@ export class SniffingListener {
         this.#opaque(socket, { kind: 'tls', sni: sniOf(head) }, dest)
         return
       case 'remora-tcp': this.#opaque(socket, { kind: 'remora-tcp' }, dest); return
+      case 'h2-invalid':
+        // A connection error (RFC 9113 §3.4) that needs no GOAWAY: the peer speaks no HTTP/2.
+        this.#log.debug({ listener: this.name }, 'connection closed: an invalid HTTP/2 preface')
+        socket.destroy()
+        return
       case 'timeout': {
         const port = dest?.port ?? 0
         this.#metrics?.detectTimeouts.inc({ direction: this.name, port: String(port) })

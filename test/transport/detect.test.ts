@@ -30,10 +30,11 @@ t.test('the HTTP/2 preface: only the whole 24 bytes say h2', async (t) => {
   }
 })
 
-t.test('a preface that goes wrong is not h2', async (t) => {
-  // It still starts like a request line (method PRI): the HTTP/1.1 server gets it and answers it.
-  t.equal(classifyBytes(bytes('PRI * HTTP/1.1\r\n\r\n')), 'http1')
-  t.equal(classifyBytes(bytes('PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n')), 'http1')
+t.test('a preface that goes wrong is not h2, nor an HTTP/1.1 request line: it is closed', async (t) => {
+  // PRI is reserved for the HTTP/2 preface (RFC 9113 §3.4): anything else starting with it is a broken preface.
+  t.equal(classifyBytes(bytes('PRI * HTTP/1.1\r\n\r\n')), 'h2-invalid')
+  t.equal(classifyBytes(bytes('PRI * HTTP/2.0\r\n\r\nXX\r\n\r\n')), 'h2-invalid')
+  t.equal(classifyBytes(bytes('\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')), 'h2-invalid', 'after an empty line it is no preface either')
   t.equal(classifyBytes(bytes('PRX')), undefined, 'upper-case letters only: may still become a method')
 })
 
