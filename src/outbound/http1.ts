@@ -40,11 +40,12 @@ export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
     const sink = new RawSocketSink(socket)
     const record = ctx.begin('outbound', 'CONNECT', authority, authority, 'HTTP/1.1', sink)
     const ex = fromHttp1(req, authority, authority, record, undefined)
-    if (!/^[^\s/]+:\d+$/.test(authority)) {
-      refuse(ex, sink, ProxyErrors.malformedRequest, `CONNECT needs host:port, got "${authority}"`)
+    const port = Number(/:(\d{1,5})$/.exec(authority)?.[1] ?? 0)
+    if (!/^[^\s/]+:\d+$/.test(authority) || port < 1 || port > 65535) {
+      refuse(ex, sink, ProxyErrors.malformedRequest, `CONNECT needs host:port with a port 1-65535, got "${authority}"`)
       return
     }
-    const dest: Destination = { authority, port: Number(/:(\d+)$/.exec(authority)?.[1]), via: 'connect' }
+    const dest: Destination = { authority, port, via: 'connect' }
     const open = (how: 'detect' | 'opaque'): void => {
       if (socket.destroyed) return
       sink.established()

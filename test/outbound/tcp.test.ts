@@ -173,3 +173,21 @@ t.test('opaque TCP is authorized by the caller\'s identity, as HTTP is: a caller
   t.match(db.logs().find((l) => l.proto === 'TCP' && String(l.error).startsWith('forbidden')), { peer: 'spiffe://cluster.local/ns/test/sa/client', error: /may not call port/ }, 'the called sidecar logs who was refused and why')
   t.equal(await metric(db.adminUrl, 'remora_authorization_denied_total', { port: String(app) }), 1, 'and counts the denial')
 })
+
+t.test('CONNECT to a port beyond 65535 is refused as malformed, and the sidecar lives on (found by test/fuzz.test.ts)', async (t) => {
+  const app = await startServerFirst(t)
+  const mesh = await startMesh(t, spec(app, app))
+  const client = mesh.sidecar('client')
+  for (const target of ['web:65536', 'web:0', 'web:99999999']) {
+    const refused = await connect(client, target)
+    t.equal('status' in refused ? refused.status : 200, 400, `CONNECT ${target}: 400`)
+    t.equal('headers' in refused ? refused.headers['remora-proxy-error'] : undefined, 'malformed request', 'with the reason')
+  }
+  const opened = await connect(client, 'db:3306')
+  t.ok('socket' in opened, 'the sidecar still opens tunnels')
+  if ('socket' in opened) {
+    t.equal(await readUntil(opened.socket, '\n'), '220 ready\n')
+    opened.socket.destroy()
+  }
+  t.notOk(client.logs().some((l) => l.level === 'fatal' || l.why === 'unexpected error'), 'no fatal error, no unexpected-error drain')
+})
