@@ -53,6 +53,8 @@ export interface ProxyConfig {
     readonly pingInterval: number
     readonly maxConcurrentStreams: number
     readonly peerMaxConcurrentStreams: number
+    /** Streams a client connection may cancel per 10 s (and over half its streams) before it is closed (a peer's: 10x). */
+    readonly maxStreamResets: number
   }
 }
 
@@ -130,6 +132,7 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
       pingInterval: s.downstreamPingInterval,
       maxConcurrentStreams: s.maxConcurrentStreams,
       peerMaxConcurrentStreams: s.peerMaxConcurrentStreams,
+      maxStreamResets: s.maxStreamResets,
     },
   }
   return { config: deepFreeze(config), mesh }

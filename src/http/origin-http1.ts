@@ -70,7 +70,9 @@ export class Http1Origins {
     const abort = new AbortController()
     const record = ex.record
     let done = false
-    sink.onClose((completed) => { if (!completed) abort.abort() })
+    // Complete, but the caller cut its upload: the app must not take the rest for a whole body.
+    const upload = ex.body === null ? undefined : relayed(ex.body)
+    sink.onClose((completed) => { if (!completed || (upload !== undefined && !upload.writableEnded)) abort.abort() })
     if (ex.body !== null) {
       countBytes(ex.body, (n) => { record.bytesIn += n })
       // undici writes no request trailers (nor does HTTP/1.1 allow them without chunked encoding
@@ -93,7 +95,7 @@ export class Http1Origins {
       path: ex.path,
       headers: { ...headers, host: ex.authority },
       // undici destroys a body stream when done with it; the caller's stream must outlive that.
-      body: ex.body === null ? undefined : relayed(ex.body),
+      body: upload,
       signal: abort.signal,
     }).then(({ statusCode, headers: raw, body, trailers }) => {
       // The grpc-status the caller is sent, here or in the trailers, is recorded by the sink.

@@ -101,7 +101,8 @@ export function relayOverH2 (
   let sinkGone = false
   sink.onClose((completed) => {
     sinkGone = true
-    if (!completed && !up.closed) cancel.abort()
+    // A complete answer whose caller cut its upload: the rest of the body will not come either.
+    if ((!completed || !up.writableEnded) && !up.closed) cancel.abort()
   })
 
   up.on('response', (raw, flags) => {

@@ -144,6 +144,11 @@ export class H2Sink implements ResponseSink {
   readonly #stream: ServerHttp2Stream
   #trailers: Headers | undefined
   #sent = false
+  /**
+   * END_STREAM went to the caller after the whole body: node asks for trailers only once nghttp2
+   * writes the last DATA frame (past flow control), and a headers-only answer carries it itself.
+   */
+  #ended = false
   status = 0
   grpcStatus: string | undefined
   constructor (stream: ServerHttp2Stream) {
@@ -162,9 +167,13 @@ export class H2Sink implements ResponseSink {
     this.grpcStatus = grpcStatusIn(headers, this.grpcStatus)
     this.#sent = true
     this.#stream.respond({ ...headers, ':status': status }, { endStream, waitForTrailers: !endStream })
-    if (!endStream) {
+    if (endStream) this.#ended = true
+    else {
       // An empty trailers block becomes an empty DATA frame with END_STREAM (node does this itself).
-      this.#stream.once('wantTrailers', () => this.#stream.sendTrailers(this.#trailers ?? {}))
+      this.#stream.once('wantTrailers', () => {
+        this.#stream.sendTrailers(this.#trailers ?? {})
+        this.#ended = true
+      })
     }
   }
 
@@ -189,7 +198,9 @@ export class H2Sink implements ResponseSink {
 
   readonly #closers = new CloseWaiters()
   onClose (listener: (completed: boolean) => void): void {
-    this.#closers.add(this.#stream, () => this.#stream.rstCode === h2c.NGHTTP2_NO_ERROR && this.#stream.writableFinished, listener)
+    // A caller that had the whole answer may still reset its side (RST_STREAM CANCEL to stop an
+    // upload the app no longer reads): that answer was complete, not a 'stream reset'.
+    this.#closers.add(this.#stream, () => this.#ended || (this.#stream.rstCode === h2c.NGHTTP2_NO_ERROR && this.#stream.writableFinished), listener)
   }
 }
 

@@ -184,6 +184,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly h2ResetFloods = new Counter({
+    name: 'remora_h2_reset_floods_total',
+    help: 'HTTP/2 client connections closed with GOAWAY ENHANCE_YOUR_CALM for cancelling more streams than REMORA_MAX_STREAM_RESETS in 10 s (rapid reset).',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  })
+
   readonly ejections = new Counter({
     name: 'remora_endpoint_ejections_total',
     help: 'Endpoints taken out of rotation by failure accrual.',

@@ -16,13 +16,33 @@ export interface H2ServerLimits {
   readonly drainTimeoutMs: number
   /** A connection with no frame either way for this long is sent a PING (0: never). */
   readonly pingIntervalMs: number
+  /**
+   * Streams the client may cancel (RST_STREAM CANCEL before a response) per RESET_WINDOW_MS; one
+   * more, when they are also over half of its streams in that window, and the connection is sent
+   * GOAWAY ENHANCE_YOUR_CALM and closed (rapid reset, CVE-2023-44487).
+   */
+  readonly maxStreamResets: number
 }
+
+/** The window of maxStreamResets. */
+export const RESET_WINDOW_MS = 10_000
 
 /** Why a downstream connection was ended by a timer: no stream for the idle timeout, drain after GOAWAY, PING unanswered. */
 export type H2TimeoutKind = 'h2-idle' | 'h2-drain' | 'h2-ping'
 
 export function h2ServerOptions (limits: H2ServerLimits): http2.ServerOptions {
-  return { settings: { ...H2_SETTINGS, maxConcurrentStreams: limits.maxConcurrentStreams }, maxSessionMemory: 64 }
+  return {
+    settings: { ...H2_SETTINGS, maxConcurrentStreams: limits.maxConcurrentStreams },
+    maxSessionMemory: 64,
+    // Streams refused (beyond the limit) and invalid frames a connection may cause before node ends it.
+    maxSessionRejectedStreams: 100,
+    maxSessionInvalidFrames: 100,
+    // nghttp2's own rapid-reset limit (node's defaults: 1000 at once, 33/s) only as a backstop:
+    // above the sidecar's budget, which closes the connection itself (nghttp2's GOAWAY leaves the
+    // socket to the PING probe) and counts it.
+    streamResetBurst: 4 * limits.maxStreamResets + 1000,
+    streamResetRate: Math.max(33, Math.ceil(4 * limits.maxStreamResets * 1000 / RESET_WINDOW_MS)),
+  }
 }
 
 /**
@@ -31,7 +51,7 @@ export function h2ServerOptions (limits: H2ServerLimits): http2.ServerOptions {
  * JavaScript, and the socket stays open: such a connection never answers a PING again, so the
  * PING probe is what finds it (and a peer that vanished without a FIN).
  */
-export function guardH2Sessions (server: http2.Http2Server, limits: H2ServerLimits, onTimeout: (kind: H2TimeoutKind) => void): void {
+export function guardH2Sessions (server: http2.Http2Server, limits: H2ServerLimits, onTimeout: (kind: H2TimeoutKind) => void, onResetFlood: () => void = () => {}): void {
   server.on('session', (session: http2.ServerHttp2Session) => {
     let open = 0
     let idle: NodeJS.Timeout | undefined
@@ -56,10 +76,35 @@ export function guardH2Sessions (server: http2.Http2Server, limits: H2ServerLimi
         startDrain()
       }, limits.idleTimeoutMs).unref()
     }
+    // Streams opened and cancelled in the current window. A busy client that cancels a few percent
+    // of many streams (gRPC deadlines) is no flood: only cancels beyond the budget that are also
+    // most of its streams are (as Envoy's premature-reset check).
+    let streams = 0
+    let resets = 0
+    let windowStart = 0
+    const window = (): void => {
+      const now = Date.now()
+      if (now - windowStart >= RESET_WINDOW_MS) { windowStart = now; streams = 0; resets = 0 }
+    }
+    const cancelled = (stream: http2.ServerHttp2Stream): void => {
+      if (stream.rstCode !== http2.constants.NGHTTP2_CANCEL || stream.headersSent || session.destroyed) return
+      window()
+      if (++resets <= limits.maxStreamResets || resets * 2 <= streams) return
+      onResetFlood()
+      // destroy(undefined, code) would send NO_ERROR (undefined takes destroy's default, NO_ERROR,
+      // as the code) and destroy(code) emits an 'error'; so the GOAWAY first, then the socket.
+      session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
+      session.destroy()
+    }
     session.on('stream', (stream: http2.ServerHttp2Stream) => {
+      window()
+      streams++
       open++
       clearTimeout(idle)
-      stream.once('close', () => { if (--open === 0 && !session.closed) armIdle() })
+      stream.once('close', () => {
+        cancelled(stream)
+        if (--open === 0 && !session.closed) armIdle()
+      })
     })
     armIdle()
     if (limits.pingIntervalMs > 0) {
@@ -86,8 +131,10 @@ export function createDownstreamH2Server (ctx: { readonly config: ProxyConfig, r
     idleTimeoutMs: c.idleTimeout,
     drainTimeoutMs: c.drainTimeout,
     pingIntervalMs: c.pingInterval,
+    // A peer sidecar carries the cancellations of all its clients on one connection.
+    maxStreamResets: peer ? 10 * c.maxStreamResets : c.maxStreamResets,
   }
   const server = http2.createServer(h2ServerOptions(limits))
-  guardH2Sessions(server, limits, (kind) => ctx.metrics.downstreamTimeouts.inc({ direction, kind }))
+  guardH2Sessions(server, limits, (kind) => ctx.metrics.downstreamTimeouts.inc({ direction, kind }), () => ctx.metrics.h2ResetFloods.inc({ direction }))
   return server
 }
