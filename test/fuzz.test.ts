@@ -12,6 +12,7 @@ import http from 'node:http'
 import net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { eventually, pairSpec, startMesh } from './harness/mesh.ts'
+import { frame, hpack, PREFACE } from './harness/h2-frames.ts'
 import { startApp } from './harness/http.ts'
 import { metric } from './harness/metrics.ts'
 
@@ -194,33 +195,6 @@ function generateH1 (listener: Listener): Case {
 }
 
 // Generated HTTP/2: a preface, SETTINGS, then frames, some of them malformed.
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
-function frame (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
-  const head = Buffer.alloc(9)
-  head.writeUIntBE(payload.length, 0, 3)
-  head[3] = type
-  head[4] = flags
-  head.writeUInt32BE(stream >>> 0, 5)
-  return Buffer.concat([head, payload])
-}
-/** HPACK integer with an N-bit prefix. */
-function hpackInt (value: number, prefixBits: number, first: number): number[] {
-  const max = (1 << prefixBits) - 1
-  if (value < max) return [first | value]
-  const out = [first | max]
-  let v = value - max
-  while (v >= 128) { out.push((v & 0x7f) | 0x80); v = Math.floor(v / 128) }
-  out.push(v)
-  return out
-}
-/** HPACK literal header fields without indexing, new names, no Huffman. */
-function hpack (headers: Array<[string, string]>): Buffer {
-  return Buffer.concat(headers.map(([n, v]) => {
-    const name = Buffer.from(n, 'latin1')
-    const value = Buffer.from(v, 'latin1')
-    return Buffer.concat([Buffer.from([0]), Buffer.from(hpackInt(name.length, 7, 0)), name, Buffer.from(hpackInt(value.length, 7, 0)), value])
-  }))
-}
 const u32 = (n: number): Buffer => { const b = Buffer.alloc(4); b.writeUInt32BE(n >>> 0); return b }
 const setting = (id: number, v: number): Buffer => { const b = Buffer.alloc(6); b.writeUInt16BE(id); b.writeUInt32BE(v >>> 0, 2); return b }
 

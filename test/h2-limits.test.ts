@@ -9,18 +9,8 @@ import net from 'node:net'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { startMesh, freePort, pairSpec } from './harness/mesh.ts'
+import { frame, hpack, PREFACE } from './harness/h2-frames.ts'
 
-const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
-const frame = (type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer => {
-  const head = Buffer.alloc(9)
-  head.writeUIntBE(payload.length, 0, 3)
-  head[3] = type
-  head[4] = flags
-  head.writeUInt32BE(stream, 5)
-  return Buffer.concat([head, payload])
-}
-/** HPACK literal header fields without indexing, new names: no Huffman, no table. */
-const hpack = (headers: Array<[string, string]>): Buffer => Buffer.concat(headers.map(([n, v]) => Buffer.concat([Buffer.from([0, n.length]), Buffer.from(n), Buffer.from([v.length]), Buffer.from(v)])))
 
 interface Frame { type: number, flags: number, stream: number, payload: Buffer }
 
