@@ -92,9 +92,12 @@ export function guardH2Sessions (server: http2.Http2Server, limits: H2ServerLimi
       if (++resets <= limits.maxStreamResets || resets * 2 <= streams) return
       onResetFlood()
       // destroy(undefined, code) would send NO_ERROR (undefined takes destroy's default, NO_ERROR,
-      // as the code) and destroy(code) emits an 'error'; so the GOAWAY first, then the socket.
+      // as the code) and destroy(code) emits an 'error'; and a destroy right after goaway() can drop
+      // the GOAWAY before nghttp2 writes it. So: the GOAWAY, then a close that flushes it and ends the
+      // session once its (cancelled) streams are gone, and the drain timer as the backstop.
       session.goaway(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM)
-      session.destroy()
+      session.close()
+      startDrain()
     }
     session.on('stream', (stream: http2.ServerHttp2Stream) => {
       window()
