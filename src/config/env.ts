@@ -8,7 +8,7 @@ import { parseDuration } from '../parse/duration.ts'
 import { parsePortList, portsOf, type PortRange } from '../parse/port-list.ts'
 import { parseCidrList, type Cidr } from '../parse/cidr.ts'
 import { parseAppProbes, type AppProbes } from '../parse/app-probes.ts'
-import { checkTrustDomain } from '../mesh/spiffe-id.ts'
+import { checkTrustDomain, isObjectName } from '../mesh/spiffe-id.ts'
 import { parseQuantity } from '../parse/quantity.ts'
 import { readAnnotationsFile, type Annotations } from './annotations.ts'
 
@@ -134,7 +134,7 @@ export const ControlSettings = Object.freeze({
       return Object.freeze({ kind: 'secret-or-create' as const, namespace: s[1], name: s[2] })
     },
   }),
-  trustAnchorsConfigmap: defaulted<string | undefined>({ env: 'REMORA_TRUST_ANCHORS_CONFIGMAP', default: 'remora-trust-anchors', help: "With a CA and the Kubernetes source: the ConfigMap (key root.pem, the CA's roots) the control plane keeps in every namespace labelled or annotated remora.dev/inject=enabled, for the injected sidecars to mount; off: publish none.", parse: (raw: string) => { const v = raw.trim(); if (v === 'off') return undefined; if (v.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(v)) throw new Error(`expected a ConfigMap name (lower-case letters, digits, "-", ".") or off, got "${raw}"`); return v } }),
+  trustAnchorsConfigmap: defaulted<string | undefined>({ env: 'REMORA_TRUST_ANCHORS_CONFIGMAP', default: 'remora-trust-anchors', help: "With a CA and the Kubernetes source: the ConfigMap (key root.pem, the CA's roots) the control plane keeps in every namespace labelled or annotated remora.dev/inject=enabled, for the injected sidecars to mount; off: publish none.", parse: (raw: string) => { const v = raw.trim(); if (v === 'off') return undefined; if (!isObjectName(v)) throw new Error(`expected a ConfigMap name (lower-case letters, digits, "-", ".") or off, got "${raw}"`); return v } }),
   certTtl: defaulted<number>({ env: 'REMORA_CERT_TTL', default: '24h', help: 'Lifetime of the workload certificates the CA signs (sidecars renew at 70 %).', parse: parseDuration }),
   servingNames: defaulted<readonly string[]>({ env: 'REMORA_SERVING_NAMES', default: 'localhost,127.0.0.1,remora-control.remora-system.svc,remora-control.remora-system.svc.cluster.local', help: 'DNS names and IPs in the certificate the discovery port serves (sidecars check REMORA_CONTROL_ADDR against it).', parse: (raw: string) => Object.freeze(raw.split(',').map((n) => n.trim()).filter((n) => n !== '')) }),
   trustDomain: defaulted<string>({ env: 'REMORA_TRUST_DOMAIN', default: 'cluster.local', help: 'SPIFFE trust domain of the identities in the table (Kubernetes source).', parse: text }),
@@ -267,7 +267,7 @@ function imageRef (raw: string): string {
 /** A Kubernetes object name (RFC 1123 subdomain), e.g. a ConfigMap's. */
 function objectName (raw: string): string {
   const v = raw.trim()
-  if (v.length > 253 || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(v)) throw new Error(`expected a Kubernetes object name (lower-case letters, digits, "-", "."), got "${raw}"`)
+  if (!isObjectName(v)) throw new Error(`expected a Kubernetes object name (lower-case letters, digits, "-", "."), got "${raw}"`)
   return v
 }
 

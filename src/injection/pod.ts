@@ -5,6 +5,7 @@ import type { V1Container, V1EnvVar, V1PodSpec, V1Probe, V1Volume } from '@kuber
 import { annotationOf, InitSettings, InjectSettings, ProxySettings, readSettings, type Setting, type SettingsOf } from '../config/env.ts'
 import { RemoraError } from '../errors.ts'
 import { parseAppProbes } from '../parse/app-probes.ts'
+import { isObjectName } from '../mesh/spiffe-id.ts'
 import { quantityValue } from '../parse/quantity.ts'
 
 /** What every injected pod gets (remora inject's settings, the injector's later). */
@@ -381,7 +382,7 @@ function volumes (mesh: MeshWide): V1Volume[] {
 
 function serviceAccountOf (spec: V1PodSpec, object: string): string {
   const sa = spec.serviceAccountName ?? spec.serviceAccount ?? 'default'
-  if (typeof sa !== 'string' || !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/.test(sa)) {
+  if (typeof sa !== 'string' || !isObjectName(sa)) {
     throw new RemoraError('REMORA_INJECT_OBJECT', `${object}: serviceAccountName ${JSON.stringify(sa)} is not a service account name`)
   }
   return sa

@@ -1,5 +1,5 @@
 // The mesh's vocabulary of routing: a service (by its authorities) and its endpoints (peer sidecars).
-import type { HostPort } from './host-port.ts'
+import { authorityOf, type HostPort } from './host-port.ts'
 import type { ServicePolicy } from './policy.ts'
 
 /**
@@ -41,13 +41,13 @@ export const CLUSTER_DOMAIN = 'cluster.local'
 
 /** Its names with the port, then its virtual IPs (Kubernetes cluster IPs) with the port. */
 export function authoritiesOf (name: string, namespace: string, port: number, addresses: readonly string[] = []): string[] {
-  return [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`, ...addresses.map(bracketed)]
-    .map((h) => `${h}:${port}`)
+  return [name, `${name}.${namespace}`, `${name}.${namespace}.svc`, `${name}.${namespace}.svc.${CLUSTER_DOMAIN}`, ...addresses]
+    .map((h) => authorityOf(h, port))
 }
 
 /** An endpoint as a destination: its pod IP and app port (`10.1.2.3:8080`), how a redirected connection to that pod names it. */
 export function endpointAuthority (e: Endpoint): string {
-  return `${bracketed(e.address.host)}:${e.targetPort}`
+  return authorityOf(e.address.host, e.targetPort)
 }
 
 /** Endpoints whose address could be a destination: not loopback (local mode puts every sidecar there). */
@@ -61,8 +61,6 @@ export function podAuthorities (s: Service): string[] {
   return s.endpoints.filter(addressable).map(endpointAuthority)
 }
 
-/** An IPv6 address in brackets, in its one short form (RFC 5952, as SO_ORIGINAL_DST reports it). */
-const bracketed = (host: string): string => host.includes(':') ? new URL(`http://[${host}]/`).hostname : host
 
 /** `name.namespace:port`, the service's key (Service.key). */
 export function serviceKeyOf (name: string, namespace: string, port: number): string {

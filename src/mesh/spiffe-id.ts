@@ -109,9 +109,14 @@ function namespaceProblem (namespace: string): string | undefined {
   return undefined
 }
 
+/** A Kubernetes object name (RFC 1123 subdomain: lower-case letters, digits, "-", ".", at most 253), as service accounts and ConfigMaps are named. */
+export function isObjectName (name: string): boolean {
+  return name.length <= 253 && DNS_SUBDOMAIN.test(name)
+}
+
 /** Why `serviceAccount` is not a Kubernetes service account name, or undefined. */
 function serviceAccountProblem (serviceAccount: string): string | undefined {
-  if (serviceAccount.length > 253 || !DNS_SUBDOMAIN.test(serviceAccount)) {
+  if (!isObjectName(serviceAccount)) {
     return `the service account "${serviceAccount}" must be a DNS subdomain: lower-case letters, digits, "-" and ".", at most 253`
   }
   return undefined

@@ -15,6 +15,7 @@ import { peerIdentityCheck } from '../transport/h2-sessions.ts'
 import { TcpRecord } from '../telemetry/tcp-record.ts'
 import { sniOf } from '../transport/client-hello.ts'
 import type { OutboundContext } from './context.ts'
+import { parseHostPort } from '../parse/host-port.ts'
 
 /** How many endpoints a connection tries before it gives up (each failed connect tries another). */
 const MAX_CONNECT_TRIES = 3
@@ -55,8 +56,15 @@ export function carryOutbound (ctx: OutboundContext, socket: Socket, cause: Opaq
 function passThrough (ctx: OutboundContext, socket: Socket, record: TcpRecord, dest: Destination): void {
   record.route = 'passthrough'
   record.metricAuthority = 'passthrough'
-  const target = dest.address ?? hostPortOf(dest.authority)
   record.endpoint = dest.authority
+  let target = dest.address
+  if (target === undefined) {
+    try { target = parseHostPort(dest.authority) } catch (err) {
+      record.error = (err as Error).message
+      socket.resetAndDestroy()
+      return
+    }
+  }
   const upstream = net.connect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true, timeout: ctx.config.connectTimeout })
   connectThen(ctx, socket, upstream, record, 'connect', undefined, () => {})
 }
@@ -129,9 +137,4 @@ function connectThen (ctx: OutboundContext, socket: Socket, upstream: Duplex & {
     })
     socket.resume()
   }, failed)
-}
-
-function hostPortOf (authority: string): { host: string, port: number } {
-  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(authority)
-  return m === null ? { host: authority, port: 443 } : { host: m[1], port: Number(m[2]) }
 }

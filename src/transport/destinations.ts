@@ -36,7 +36,3 @@ function keyOf (peer: Peer): string | undefined {
   if (peer.remotePort === undefined) return undefined
   return `${(peer.remoteAddress ?? '').replace(/^::ffff:/, '')}|${peer.remotePort}`
 }
-
-export function authorityOf (address: HostPort): string {
-  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`
-}

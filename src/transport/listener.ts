@@ -7,7 +7,8 @@ import { RemoraError } from '../errors.ts'
 import type { HostPort } from '../mesh/host-port.ts'
 import { detect, type Detected } from './detect.ts'
 import type { ProxyMetrics } from '../telemetry/metrics.ts'
-import { authorityOf, type Destination, type Destinations } from './destinations.ts'
+import type { Destination, Destinations } from './destinations.ts'
+import { authorityOf } from '../mesh/host-port.ts'
 import type { OriginalDstLookup } from './original-dst.ts'
 import { sniOf } from './client-hello.ts'
 
@@ -108,7 +109,7 @@ export class SniffingListener {
     if (address === undefined) return undefined
     const self = this.#address
     if (self !== undefined && address.port === self.port && (address.host === socket.localAddress?.replace(/^::ffff:/, '') || address.host === self.host)) return undefined
-    return { authority: authorityOf(address), port: address.port, via: 'redirect', address }
+    return { authority: authorityOf(address.host, address.port), port: address.port, via: 'redirect', address }
   }
 
   #dispatch (socket: Socket, kind: Detected, head: Buffer, dest: Destination | undefined): void {
