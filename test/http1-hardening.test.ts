@@ -17,10 +17,16 @@ const HEADERS_TIMEOUT_MS = 1_000
 function echo (req: IncomingMessage, res: ServerResponse): void {
   req.resume()
   req.on('end', () => {
-    const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers })
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
-    res.end(body)
+    // A path with "slow" is answered later: a response queued behind it waits meanwhile.
+    if ((req.url ?? '').includes('slow')) { setTimeout(() => { answer(req, res) }, 300); return }
+    answer(req, res)
   })
+}
+
+function answer (req: IncomingMessage, res: ServerResponse): void {
+  const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers })
+  res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+  res.end(body)
 }
 
 const app = await startApp(t, echo)
@@ -167,5 +173,55 @@ t.test('defect 9d: header names with underscores never reach the app (dropped, a
     t.same(Object.keys(seen2.headers).filter((n) => n.includes('_')), [], `${l.direction} HTTP/2: no underscored header reached the app`)
     t.equal(seen2.headers['x-kept'], 'yes', `${l.direction} HTTP/2: other headers pass`)
     session.close()
+  }
+})
+
+/** remora_requests_in_flight on that listener's sidecar returns to 0. */
+async function noneInFlight (admin: string, direction: string): Promise<number> {
+  let last = -1
+  try {
+    await eventually(async () => (last = await metric(admin, 'remora_requests_in_flight', { direction })) === 0, 10_000, 'nothing in flight')
+  } catch { /* reported by the caller's assertion */ }
+  return last
+}
+
+t.test('fuzz finding: an HTTP/1.1 request without Host is answered 400 on the inbound listener and closes its connection; a request pipelined behind it never reaches the app', async (t) => {
+  const seen = app.requests
+  const conn = await new Raw(web.ports.inbound).ready()
+  t.teardown(() => { conn.socket.destroy() })
+  // node's own Host check answered 400 and went on parsing: the POST behind it reached the app, unlogged.
+  conn.socket.write('TRACE /no-host HTTP/1.1\r\n\r\nPOST /behind HTTP/1.1\r\nHost: web\r\nContent-Length: 3\r\n\r\nabc')
+  await Promise.race([conn.closed, sleep(5_000)])
+  t.ok(conn.closedAt !== undefined, 'connection closed')
+  const answer = conn.received.toString('latin1')
+  t.match(answer, /^HTTP\/1\.1 400 [^]*remora-proxy-error: malformed request/i, 'answered 400 by the sidecar, with its reason')
+  t.equal(answer.match(/HTTP\/1\.[01] \d{3} /g)?.length, 1, 'one answer only')
+  t.equal(await noneInFlight(web.adminUrl, 'inbound'), 0, 'nothing left in flight')
+  t.equal(app.requests, seen, 'the app got neither request')
+})
+
+t.test('fuzz finding: a pipelined request whose connection fails before its turn still ends (logged, not left in flight), on both listeners', async (t) => {
+  for (const l of listeners) {
+    const conn = await new Raw(l.port).ready()
+    t.teardown(() => { conn.socket.destroy() })
+    // The first answer is slow; the POST queues behind it; the bytes after it are no request, so the
+    // connection fails while the POST's response waits for a socket (node never closes that one).
+    conn.socket.write('GET /slow-first HTTP/1.1\r\nHost: web\r\n\r\nPOST /queued HTTP/1.1\r\nHost: web\r\n\r\nabcabc')
+    await Promise.race([conn.closed, sleep(5_000)])
+    t.ok(conn.closedAt !== undefined, `${l.direction}: connection closed`)
+    t.equal(await noneInFlight(l.admin, l.direction), 0, `${l.direction}: nothing left in flight`)
+  }
+})
+
+t.test('fuzz finding: a CONNECT the sidecar refuses is closed even while its client keeps its side open or half-closes', async (t) => {
+  for (const halfClose of [false, true]) {
+    const conn = await new Raw(client.ports.outbound).ready()
+    t.teardown(() => { conn.socket.destroy() })
+    conn.socket.write('CONNECT HTTP/1.1\r\nHost: web\r\n\r\n')
+    if (halfClose) conn.socket.end()
+    await Promise.race([conn.closed, sleep(5_000)])
+    t.ok(conn.closedAt !== undefined, `half-close ${halfClose}: connection closed`)
+    t.match(conn.received.toString('latin1'), /^HTTP\/1\.1 400 /, `half-close ${halfClose}: answered 400`)
+    t.equal(await noneInFlight(client.adminUrl, 'outbound'), 0, `half-close ${halfClose}: the refused CONNECT is not left in flight`)
   }
 })

@@ -186,3 +186,16 @@ t.test('defect 8: no remora-* header from outside the mesh reaches the app, on a
     }
   }
 })
+
+t.test('fuzz finding: an upgrade request with a Trailer header is carried, not a crash', async (t) => {
+  const app = await startRecordingApp(t)
+  const { client, web } = await pair(t, app.port)
+  // node refuses to send a Trailer header without chunked framing, by throwing: it killed the sidecar.
+  const raw = await rawExchange(client.ports.outbound, 'GET /ws-trailer HTTP/1.1\r\nhost: web\r\nconnection: Upgrade\r\nupgrade: websocket\r\ntrailer: x-checksum\r\n\r\nping', 2_000)
+  t.match(raw.toString('latin1'), /^HTTP\/1\.1 101 /, 'the upgrade switched')
+  t.equal(app.upgrades.find((u) => u.url === '/ws-trailer')?.headers.trailer, undefined, 'the app was offered it without the Trailer header (no body, no trailers)')
+  for (const s of [client, web]) {
+    t.equal(s.proc.exitCode, null, `${s.name}: still running`)
+    await eventually(async () => value(await scrapeMetrics(s.adminUrl), 'remora_requests_in_flight') === 0, 5_000, `${s.name}: nothing in flight`)
+  }
+})

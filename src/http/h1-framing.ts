@@ -1,27 +1,43 @@
-// HTTP/1.1 framing that node's parser accepts but a proxy must not: Transfer-Encoding in HTTP/1.0.
+// HTTP/1.1 requests node's parser accepts but a proxy must not (Transfer-Encoding in HTTP/1.0, no
+// Host), and the rule that nothing after a connection's last answer is a request.
 import type { IncomingMessage, ServerResponse } from 'node:http'
 
-/** Connections that sent a request with faulty framing: nothing after it is read as a request. */
-const faulty = new WeakSet<object>()
+/** Connections whose current answer is their last: nothing node parses after it is a request. */
+const closing = new WeakSet<object>()
 
 /**
- * RFC 9112 §6.1: an HTTP/1.0 request with Transfer-Encoding has faulty framing (where its body ends
- * is exactly what request smuggling plays on). Returns why, to refuse it with 400; its connection
- * closes after that answer (`res`, when there is one, is told not to keep it alive).
+ * This request's answer is the last on its connection (`res`, when there is one, is told not to
+ * keep it alive). node goes on parsing requests pipelined behind it and emits them after the
+ * answer that closes the connection was decided; afterLastAnswer() drops them.
  */
-export function faultyFraming (req: IncomingMessage, res?: ServerResponse): string | undefined {
-  if (req.httpVersionMajor !== 1 || req.httpVersionMinor !== 0 || req.headers['transfer-encoding'] === undefined) return undefined
-  faulty.add(req.socket)
+export function lastOnConnection (req: IncomingMessage, res?: ServerResponse): void {
+  closing.add(req.socket)
   if (res !== undefined) res.shouldKeepAlive = false
-  return 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1): the connection is closed'
 }
 
 /**
- * A request node parsed after one with faulty framing on the same connection (pipelined in the same
- * bytes): it is no request at all, never forwarded nor answered; the connection closes after the 400.
+ * RFC 9112 §6.1: an HTTP/1.0 request with Transfer-Encoding has faulty framing (where its body ends
+ * is exactly what request smuggling plays on); with `requireHost`, RFC 9112 §3.2: an HTTP/1.1
+ * request without Host. Returns why, to refuse it with 400; its connection closes after that answer.
  */
-export function afterFaultyFraming (req: IncomingMessage): boolean {
-  if (!faulty.has(req.socket)) return false
+export function faultyFraming (req: IncomingMessage, res?: ServerResponse, requireHost = false): string | undefined {
+  let why: string | undefined
+  if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0 && req.headers['transfer-encoding'] !== undefined) {
+    why = 'Transfer-Encoding in an HTTP/1.0 request (RFC 9112 §6.1): the connection is closed'
+  } else if (requireHost && req.httpVersionMajor === 1 && req.httpVersionMinor === 1 && req.headers.host === undefined) {
+    why = 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2): the connection is closed'
+  }
+  if (why !== undefined) lastOnConnection(req, res)
+  return why
+}
+
+/**
+ * A request node parsed after its connection's last answer was decided (pipelined in the same
+ * bytes): it is no request at all, never forwarded nor answered; the connection closes after that
+ * answer and the client may send it again on another.
+ */
+export function afterLastAnswer (req: IncomingMessage): boolean {
+  if (!closing.has(req.socket)) return false
   req.resume()
   return true
 }

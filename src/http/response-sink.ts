@@ -7,6 +7,7 @@ import type { ProxyErrorReason } from '../errors.ts'
 import { MeshHeader, type Headers } from './headers.ts'
 import { splice } from '../transport/splice.ts'
 import { statusLine } from './status-line.ts'
+import { lastOnConnection } from './h1-framing.ts'
 
 export interface ResponseSink {
   /** Status and headers have gone out; from now on a failure can only reset the stream. */
@@ -26,6 +27,22 @@ export interface ResponseSink {
   onClose (listener: (completed: boolean) => void): void
 }
 
+/** Responses queued behind another on their connection, by connection: one 'close' listener ends them all. */
+const queuedOn = new WeakMap<object, Set<() => void>>()
+
+function whenConnectionCloses (socket: { once (event: 'close', listener: () => void): unknown }): (fire: () => void) => () => void {
+  return (fire) => {
+    let waiting = queuedOn.get(socket)
+    if (waiting === undefined) {
+      const set = waiting = new Set()
+      queuedOn.set(socket, set)
+      socket.once('close', () => { queuedOn.delete(socket); for (const f of set) f() })
+    }
+    waiting.add(fire)
+    return () => { waiting.delete(fire) }
+  }
+}
+
 /**
  * One 'close' listener per caller stream, however many parts of the path wait for it (access
  * record, limits, the call, the relay, spans): they run in the order they asked, as separate
@@ -34,14 +51,21 @@ export interface ResponseSink {
 class CloseWaiters {
   #listeners: Array<(completed: boolean) => void> | undefined
 
-  add (emitter: { once (event: 'close', listener: () => void): unknown }, completed: () => boolean, listener: (completed: boolean) => void): void {
+  /** `also`: subscribes to a second end of the caller's stream (whichever comes first); returns its unsubscribe. */
+  add (emitter: { once (event: 'close', listener: () => void): unknown }, completed: () => boolean, listener: (completed: boolean) => void, also?: (fire: () => void) => () => void): void {
     if (this.#listeners === undefined) {
       const listeners: Array<(completed: boolean) => void> = this.#listeners = []
-      emitter.once('close', () => {
+      let fired = false
+      const fire = (): void => {
+        if (fired) return
+        fired = true
+        unsubscribe?.()
         const done = completed()
         // Only those registered before the close, as with emitter listeners.
         for (let i = 0, n = listeners.length; i < n; i++) listeners[i](done)
-      })
+      }
+      emitter.once('close', fire)
+      const unsubscribe = also?.(fire)
     }
     this.#listeners.push(listener)
   }
@@ -101,7 +125,7 @@ export class H1Sink implements ResponseSink {
   /** While draining, each response closes its connection so clients move to another endpoint. */
   constructor (res: ServerResponse, drain: { readonly draining: boolean }) {
     this.#res = res
-    if (drain.draining) res.shouldKeepAlive = false
+    if (drain.draining) lastOnConnection(res.req, res)
     // A client that has all Content-Length bytes may close before the upstream's end-of-stream
     // (a separate frame) reaches us: that answer was complete, not reset.
     const write = res.write
@@ -136,7 +160,10 @@ export class H1Sink implements ResponseSink {
 
   readonly #closers = new CloseWaiters()
   onClose (listener: (completed: boolean) => void): void {
-    this.#closers.add(this.#res, () => this.#res.writableFinished || (this.#length !== undefined && this.#written >= this.#length), listener)
+    // A response queued behind another on its connection (pipelining) has no socket yet: node never
+    // emits its 'close' when the connection goes first, so the connection's close ends it.
+    const queued = this.#res.socket === null ? whenConnectionCloses(this.#res.req.socket) : undefined
+    this.#closers.add(this.#res, () => this.#res.writableFinished || (this.#length !== undefined && this.#written >= this.#length), listener, queued)
   }
 }
 
@@ -251,10 +278,15 @@ export class RawSocketSink implements ResponseSink {
     this.#sent = true
     this.status = status
     this.#socket.write(statusLine(status, { ...headers, connection: 'close' }))
-    if (endStream) this.#socket.end()
+    if (endStream) this.finish()
   }
 
-  finish (): void { this.#socket.end() }
+  /**
+   * The answer (connection: close) is complete: the connection goes once it is written. A paused
+   * socket (a CONNECT or an upgrade waiting for its answer) never reads the caller's FIN, so ending
+   * our side alone left it open, and the request in flight, for ever.
+   */
+  finish (): void { this.#socket.end(() => this.#socket.destroy()) }
   abort (): void { this.#socket.destroy() }
 
   /** A CONNECT tunnel is open: the bytes that follow are the tunnel's, both ways. */

@@ -6,18 +6,30 @@ import { bodyless, forwardable, type Headers } from '../http/headers.ts'
 import { classify, APP_REASONS } from '../http/upstream-errors.ts'
 import { respondError, type ResponseSink } from '../http/response-sink.ts'
 import { countBytes } from '../http/count-bytes.ts'
+import { refuse } from '../http/refuse.ts'
+import { ProxyErrors } from '../errors.ts'
 
 export function upgradeToApp (port: number, ex: Exchange, headers: Headers, sink: ResponseSink, connectTimeout: number): void {
   const record = ex.record
-  const req = http.request({
-    host: '127.0.0.1',
-    port,
-    method: ex.method,
-    path: ex.path,
-    headers: { ...headers, host: ex.authority, connection: 'Upgrade', upgrade: ex.upgrade },
-    timeout: connectTimeout,
-    agent: false,
-  })
+  // An upgrade carries no body, so no trailers: node throws at end() on a Trailer header without
+  // chunked framing (the fuzz test's crash: `Trailer: x` on a WebSocket upgrade took the sidecar down).
+  const { trailer: _noBody, ...sent } = headers
+  let req: http.ClientRequest
+  try {
+    req = http.request({
+      host: '127.0.0.1',
+      port,
+      method: ex.method,
+      path: ex.path,
+      headers: { ...sent, host: ex.authority, connection: 'Upgrade', upgrade: ex.upgrade },
+      timeout: connectTimeout,
+      agent: false,
+    })
+  } catch (err) {
+    // A header node refuses to send: the caller's request, not the app, is at fault.
+    refuse(ex, sink, ProxyErrors.malformedRequest, (err as Error).message)
+    return
+  }
   req.once('socket', (s: Socket) => s.once('connect', () => req.setTimeout(0)))
   req.once('timeout', () => req.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })))
   req.once('upgrade', (res, socket, head) => {
@@ -42,6 +54,9 @@ export function upgradeToApp (port: number, ex: Exchange, headers: Headers, sink
     respondError(sink, reason, { grpc: false, detail: err.message })
   })
   sink.onClose((completed) => { if (!completed) req.destroy() })
-  req.end()
+  try { req.end() } catch (err) {
+    req.destroy()
+    refuse(ex, sink, ProxyErrors.malformedRequest, (err as Error).message)
+  }
 }
 

@@ -11,23 +11,23 @@ import { fromHttp1 } from '../http/exchange.ts'
 import { routeInbound } from './route.ts'
 import { acceptsUpgrade } from '../http/upgrades.ts'
 import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
-import { afterFaultyFraming, faultyFraming } from '../http/h1-framing.ts'
+import { afterLastAnswer, faultyFraming } from '../http/h1-framing.ts'
 import { refuse } from '../http/refuse.ts'
 
 export function createInboundHttp1 (ctx: InboundContext): http.Server {
-  const server = http.createServer({ keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
+  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
   startHeadersTimeout(server)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (!afterFaultyFraming(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res))
+    if (!afterLastAnswer(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res, true))
   })
   // Only the upgrades a user enabled, never h2c nor one with a body (http/upgrades.ts); any other
   // request with Upgrade is a plain one. (Set on the server: @types/node knows it as an option only.)
   Object.assign(server, { shouldUpgradeCallback: (req: IncomingMessage) => acceptsUpgrade(req, ctx.config.upgrades) })
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (afterFaultyFraming(req)) { socket.end(() => socket.destroy()); return }
+    if (afterLastAnswer(req)) { socket.end(() => socket.destroy()); return }
     const sink = new RawSocketSink(socket)
     sink.hold(head)
-    handle(ctx, req, sink, String(req.headers.upgrade), faultyFraming(req))
+    handle(ctx, req, sink, String(req.headers.upgrade), faultyFraming(req, undefined, true))
   })
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (isHeadersTimeout(err)) { headersTimedOut(socket, ctx.metrics, 'inbound'); return }

@@ -15,25 +15,25 @@ import type { Destination } from '../transport/destinations.ts'
 import { carryOutbound } from './tcp.ts'
 import { acceptsUpgrade } from '../http/upgrades.ts'
 import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
-import { afterFaultyFraming, faultyFraming } from '../http/h1-framing.ts'
+import { afterLastAnswer, faultyFraming } from '../http/h1-framing.ts'
 
 export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
   startHeadersTimeout(server)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-    if (!afterFaultyFraming(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res))
+    if (!afterLastAnswer(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res))
   })
   // Only the upgrades a user enabled, never h2c nor one with a body (http/upgrades.ts); any other
   // request with Upgrade is a plain one. (Set on the server: @types/node knows it as an option only.)
   Object.assign(server, { shouldUpgradeCallback: (req: IncomingMessage) => acceptsUpgrade(req, ctx.config.upgrades) })
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (afterFaultyFraming(req)) { socket.end(() => socket.destroy()); return }
+    if (afterLastAnswer(req)) { socket.end(() => socket.destroy()); return }
     const sink = new RawSocketSink(socket)
     sink.hold(head)
     handle(ctx, req, sink, String(req.headers.upgrade), faultyFraming(req))
   })
   server.on('connect', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
-    if (afterFaultyFraming(req)) { socket.end(() => socket.destroy()); return }
+    if (afterLastAnswer(req)) { socket.end(() => socket.destroy()); return }
     socket.pause()
     // A tunnel is one request on the record: refused ones say why, open ones log when they close.
     const authority = req.url ?? ''
