@@ -84,6 +84,10 @@ export const ProxyErrors = Object.freeze({
     reason: 'target port not allowed', status: 403, grpcStatus: GrpcStatus.PERMISSION_DENIED,
     hint: 'The request named an app port this workload does not declare. Check the workload ports in the mesh file.',
   }),
+  bodyTimeout: reason({
+    reason: 'request body timeout', status: 408, grpcStatus: GrpcStatus.DEADLINE_EXCEEDED,
+    hint: 'The request body arrived too slowly: after REMORA_REQUEST_BODY_TIMEOUT it must keep coming at REMORA_REQUEST_BODY_MIN_RATE bytes/s. Send it faster, or raise those settings for slow uploads.',
+  }),
   malformedRequest: reason({
     reason: 'malformed request', status: 400, grpcStatus: GrpcStatus.INTERNAL,
     hint: 'The request could not be parsed or carried as HTTP/2. Fix the named header or request line.',

@@ -92,6 +92,9 @@ export const ProxySettings = Object.freeze({
   peerMaxConcurrentStreams: defaulted<number>({ env: 'REMORA_PEER_MAX_CONCURRENT_STREAMS', default: '2000', help: 'Concurrent HTTP/2 streams one peer sidecar\'s mTLS connection may have open (a peer carries all its requests to this pod on one connection); beyond it REFUSED_STREAM.', parse: positiveInteger }),
   maxStreamResets: defaulted<number>({ env: 'REMORA_MAX_STREAM_RESETS', default: '100', help: 'HTTP/2 streams one connection from the app or a non-meshed client may cancel (RST_STREAM CANCEL before the response) within 10 s; beyond it, when the cancelled streams are also more than half of the streams it opened in those 10 s, the connection is sent GOAWAY ENHANCE_YOUR_CALM and closed (rapid reset), counted as remora_h2_reset_floods_total. A peer sidecar\'s connection may cancel ten times as many.', parse: positiveInteger }),
   requestHeadersTimeout: defaulted<number>({ env: 'REMORA_REQUEST_HEADERS_TIMEOUT', default: '10s', help: 'An HTTP/1.1 request whose header has not fully arrived this long after its first byte (on a new or a kept-alive connection) is answered 408 and its connection closed, counted as remora_downstream_timeouts_total{kind="headers"} (0s = never). An idle kept-alive connection is not affected.', parse: parseDuration }),
+  maxConnections: defaulted<number>({ env: 'REMORA_MAX_CONNECTIONS', default: '20000', help: 'Connections each listener (outbound, inbound) keeps open at once; one more is closed on arrival, counted as remora_downstream_connections_over_limit_total and logged at most once a minute. Bounds the memory a connection flood can take.', parse: positiveInteger }),
+  requestBodyTimeout: defaulted<number>({ env: 'REMORA_REQUEST_BODY_TIMEOUT', default: '20s', help: 'A request body from the app or from a client outside the mesh (not gRPC, not a peer sidecar) has this long from its first read; after it, one more second for every REMORA_REQUEST_BODY_MIN_RATE bytes received (Apache mod_reqtimeout\'s body=20,MinRate=500). A body that falls behind is answered 408 (or its stream reset, once answered), the upstream request cancelled, counted as remora_downstream_timeouts_total{kind="body"}. With a min rate of 0 it bounds the whole body; 0s = no limit.', parse: parseDuration }),
+  requestBodyMinRate: defaulted<number>({ env: 'REMORA_REQUEST_BODY_MIN_RATE', default: '500', help: 'Bytes per second a request body must average after REMORA_REQUEST_BODY_TIMEOUT to keep going (0: the timeout bounds the whole body).', parse: nonNegativeInteger }),
 })
 
 export type CaSetting = { readonly kind: 'off' } | { readonly kind: 'dev' | 'files', readonly dir: string } | { readonly kind: 'secret', readonly namespace: string, readonly name: string }
@@ -232,13 +235,19 @@ export const InitSettings = Object.freeze({
   annotationsFile: optional<string>({ env: 'REMORA_ANNOTATIONS_FILE', help: 'Downward-API file of the pod annotations; remora.dev/<option> there sets an option (flags and env win).', parse: text, annotation: false }),
 })
 
-/** An HTTP(S) URL, as OTLP/HTTP endpoints are written. */
 function positiveInteger (raw: string): number {
   const v = Number(raw.trim())
   if (!Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) throw new Error(`expected a whole number from 1 to 2147483647, got "${raw}"`)
   return v
 }
 
+function nonNegativeInteger (raw: string): number {
+  const v = Number(raw.trim())
+  if (raw.trim() === '' || !Number.isInteger(v) || v < 0 || v > 2 ** 31 - 1) throw new Error(`expected a whole number from 0 to 2147483647, got "${raw}"`)
+  return v
+}
+
+/** An HTTP(S) URL, as OTLP/HTTP endpoints are written. */
 function httpUrl (raw: string): string {
   const v = raw.trim()
   let url: URL

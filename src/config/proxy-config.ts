@@ -46,6 +46,10 @@ export interface ProxyConfig {
   readonly upgrades: readonly string[]
   /** How long an HTTP/1.1 request's header may take to arrive, from its first byte (0: no limit). */
   readonly requestHeadersTimeout: number
+  /** Connections each listener keeps open at once (transport/listener.ts). */
+  readonly maxConnections: number
+  /** How slowly a request body from the app or a non-meshed client may arrive (http/body-rate.ts). */
+  readonly requestBody: BodyRateLimit
   /** Limits on every HTTP/2 client connection: streams, idle and drain timeouts, PING probe (transport/h2-server.ts). */
   readonly h2Downstream: {
     readonly idleTimeout: number
@@ -56,6 +60,14 @@ export interface ProxyConfig {
     /** Streams a client connection may cancel per 10 s (and over half its streams) before it is closed (a peer's: 10x). */
     readonly maxStreamResets: number
   }
+}
+
+/** Apache mod_reqtimeout's body rule: `timeoutMs` from the first read, then one second more per `minBytesPerSecond` bytes. */
+export interface BodyRateLimit {
+  /** 0: no limit. */
+  readonly timeoutMs: number
+  /** 0: `timeoutMs` bounds the whole body. */
+  readonly minBytesPerSecond: number
 }
 
 export interface Placement {
@@ -126,6 +138,8 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     appProbes: s.appProbes ?? NO_APP_PROBES,
     upgrades: s.upgrades,
     requestHeadersTimeout: s.requestHeadersTimeout,
+    maxConnections: s.maxConnections,
+    requestBody: { timeoutMs: s.requestBodyTimeout, minBytesPerSecond: s.requestBodyMinRate },
     h2Downstream: {
       idleTimeout: s.downstreamIdleTimeout,
       drainTimeout: s.drainTimeout,

@@ -25,6 +25,12 @@ export interface ResponseSink {
   upgrade (headers: Headers, tunnel: Duplex): void
   /** Called once when the caller is gone, whether the response completed or not. */
   onClose (listener: (completed: boolean) => void): void
+  /**
+   * The proxy gives up on the caller (its body came too slowly): the exchange ends now, incomplete
+   * (onClose listeners run: the upstream is cancelled, the slot freed, the line logged); the caller
+   * gets `reason`'s status when nothing was sent yet, then its stream or connection is closed.
+   */
+  expire (reason: ProxyErrorReason, detail: string): void
 }
 
 /** Responses queued behind another on their connection, by connection: one 'close' listener ends them all. */
@@ -50,25 +56,36 @@ function whenConnectionCloses (socket: { once (event: 'close', listener: () => v
  */
 class CloseWaiters {
   #listeners: Array<(completed: boolean) => void> | undefined
+  #fire: ((completed?: boolean) => void) | undefined
 
   /** `also`: subscribes to a second end of the caller's stream (whichever comes first); returns its unsubscribe. */
   add (emitter: { once (event: 'close', listener: () => void): unknown }, completed: () => boolean, listener: (completed: boolean) => void, also?: (fire: () => void) => () => void): void {
     if (this.#listeners === undefined) {
       const listeners: Array<(completed: boolean) => void> = this.#listeners = []
       let fired = false
-      const fire = (): void => {
+      const fire = (forced?: boolean): void => {
         if (fired) return
         fired = true
         unsubscribe?.()
-        const done = completed()
+        const done = forced ?? completed()
         // Only those registered before the close, as with emitter listeners.
         for (let i = 0, n = listeners.length; i < n; i++) listeners[i](done)
       }
-      emitter.once('close', fire)
+      this.#fire = fire
+      emitter.once('close', () => { fire() })
       const unsubscribe = also?.(fire)
     }
     this.#listeners.push(listener)
   }
+
+  /** The exchange ends now, incomplete, whatever the caller's stream does next (its close is then a no-op). */
+  endNow (): void { this.#fire?.(false) }
+}
+
+/** The proxy's own answer when it gives up on a caller: the reason in its header, and the why as its body. */
+function expiryAnswer (reason: ProxyErrorReason, detail: string): { headers: Headers, body: Buffer } {
+  const body = Buffer.from(`${reason.reason}: ${detail}\n${reason.hint}\n`)
+  return { headers: { [MeshHeader.proxyError]: reason.reason, 'content-type': 'text/plain; charset=utf-8', 'content-length': String(body.length) }, body }
 }
 
 /** A `grpc-status` among headers or trailers being sent, as the access record counts it. */
@@ -158,6 +175,20 @@ export class H1Sink implements ResponseSink {
 
   upgrade (): void { throw new Error('an HTTP/1.1 request without Upgrade cannot switch protocols') }
 
+  expire (reason: ProxyErrorReason, detail: string): void {
+    const socket = this.#res.req.socket
+    // Only the response on the wire may answer; one queued behind another (pipelining) cannot.
+    const answer = !this.headersSent && this.#res.socket !== null && socket.writable
+    if (answer) this.status = reason.status
+    this.#closers.endNow()
+    if (!answer) { socket.destroy(); return }
+    // Written on the socket, not through the response: nothing may follow it on this connection,
+    // and the rest of the caller's body is never read (closed once the answer is out).
+    const { headers, body } = expiryAnswer(reason, detail)
+    socket.write(statusLine(reason.status, { ...headers, connection: 'close' }))
+    socket.end(body, () => socket.destroy())
+  }
+
   readonly #closers = new CloseWaiters()
   onClose (listener: (completed: boolean) => void): void {
     // A response queued behind another on its connection (pipelining) has no socket yet: node never
@@ -221,6 +252,21 @@ export class H2Sink implements ResponseSink {
     const { upgrade, ...rest } = headers
     this.#stream.respond({ ...rest, ':status': 200, [MeshHeader.upgradeStatus]: '101', ...(upgrade === undefined ? {} : { [MeshHeader.upgrade]: upgrade }) })
     splice(this.#stream, tunnel)
+  }
+
+  expire (reason: ProxyErrorReason, detail: string): void {
+    const stream = this.#stream
+    const answer = !this.headersSent && !stream.closed && !stream.destroyed
+    if (answer) this.status = reason.status
+    this.#closers.endNow()
+    if (stream.closed || stream.destroyed) return
+    if (!answer) { stream.close(h2c.NGHTTP2_CANCEL); return }
+    this.#sent = true
+    this.#ended = true
+    const { headers, body } = expiryAnswer(reason, detail)
+    stream.respond({ ...headers, ':status': reason.status })
+    // Once the answer is whole, RST_STREAM NO_ERROR tells the caller to stop sending (RFC 9113 §8.1).
+    stream.end(body, () => { if (!stream.closed) stream.close(h2c.NGHTTP2_NO_ERROR) })
   }
 
   readonly #closers = new CloseWaiters()
@@ -307,6 +353,12 @@ export class RawSocketSink implements ResponseSink {
     this.#release?.()
     this.#socket.write(statusLine(101, { connection: 'Upgrade', upgrade: upgrade ?? 'websocket', ...rest }))
     splice(this.#socket, tunnel)
+  }
+
+  /** A tunnel or upgrade has no request body to wait for; giving up closes it. */
+  expire (): void {
+    this.#closers.endNow()
+    this.#socket.destroy()
   }
 
   readonly #closers = new CloseWaiters()

@@ -13,6 +13,7 @@ import { acceptsUpgrade } from '../http/upgrades.ts'
 import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
 import { afterLastAnswer, faultyFraming } from '../http/h1-framing.ts'
 import { refuse } from '../http/refuse.ts'
+import { guardRequestBody } from '../http/body-rate.ts'
 
 export function createInboundHttp1 (ctx: InboundContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
@@ -44,5 +45,6 @@ function handle (ctx: InboundContext, req: IncomingMessage, sink: ResponseSink, 
   const record = ctx.begin('inbound', method, authority, path, 'HTTP/1.1', sink)
   const ex = fromHttp1(req, authority, path, record, upgrade)
   if (faulty !== undefined) { refuse(ex, sink, ProxyErrors.malformedRequest, faulty); return }
+  guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'inbound', kind: 'body' }))
   routeInbound(ctx, ex, ctx.destinations.of(req.socket)?.port, sink)
 }

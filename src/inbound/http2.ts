@@ -16,6 +16,7 @@ import { spiffeIdOf } from '../identity/svid.ts'
 import { tlsReason } from '../transport/tls-errors.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 import { upgradeAllowed } from '../http/upgrades.ts'
+import { guardRequestBody } from '../http/body-rate.ts'
 
 export function createInboundHttp2 (ctx: InboundContext): http2.Http2Server {
   // Without mTLS, peer sidecars connect here too (one connection each carries all their requests): the peer limit.
@@ -102,6 +103,8 @@ function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: Inco
     if (attempt !== undefined) forwarded[MeshHeader.attempt] = attempt
     // An upgrade the peer's sidecar carried, if it is one this sidecar allows too.
     const upgrade = peer ? first(headers[MeshHeader.upgrade]) : undefined
-    routeInbound(ctx, fromHttp2(stream, headers, forwarded, authority, origProto, record, upgradeAllowed(upgrade, ctx.config.upgrades) ? upgrade : undefined, peerIdentity), port, sink)
+    const ex = fromHttp2(stream, headers, forwarded, authority, origProto, record, upgradeAllowed(upgrade, ctx.config.upgrades) ? upgrade : undefined, peerIdentity)
+    if (!peer) guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'inbound', kind: 'body' }))
+    routeInbound(ctx, ex, port, sink)
   }
 }

@@ -39,12 +39,16 @@ export function routeInbound (ctx: InboundContext, ex: Exchange, port: number | 
     shed(ctx, ex, sink, ProxyErrors.rateLimited, label, `${ctx.inboundLimits.policy.rateLimit?.requestsPerSecond ?? 0} requests/s on port ${appPort.port}`)
     return
   }
+  const { maxConcurrent, maxQueued } = ctx.inboundLimits.policy.limits
+  // Fair between callers (resilience/concurrency-limit.ts): a caller is its mesh identity, else its address.
+  const source = ex.peerIdentity ?? ex.peerAddress ?? ''
   const queued = ctx.inboundLimits.concurrency(appPort.port).acquire((release) => {
     sink.onClose(release)
     forward(ctx, ex, appPort, sink)
+  }, source, () => {
+    shed(ctx, ex, sink, ProxyErrors.overloaded, label, `port ${appPort.port}: its queue place went to a caller with fewer requests waiting (${maxConcurrent} in flight, ${maxQueued} queued)`)
   })
   if (queued === false) {
-    const { maxConcurrent, maxQueued } = ctx.inboundLimits.policy.limits
     shed(ctx, ex, sink, ProxyErrors.overloaded, label, `port ${appPort.port}: ${maxConcurrent} in flight and ${maxQueued} queued`)
     return
   }

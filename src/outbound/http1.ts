@@ -10,6 +10,7 @@ import { statusLine } from '../http/status-line.ts'
 import type { OutboundContext } from './context.ts'
 import { resolveService, routeOutbound } from './route.ts'
 import { refuse } from '../http/refuse.ts'
+import { guardRequestBody } from '../http/body-rate.ts'
 import type { Socket } from 'node:net'
 import type { Destination } from '../transport/destinations.ts'
 import { carryOutbound } from './tcp.ts'
@@ -95,6 +96,7 @@ function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink,
   }
   const ex = fromHttp1(req, authority, path, record, upgrade)
   if (faulty !== undefined) { refuse(ex, sink, ProxyErrors.malformedRequest, faulty); return }
+  guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'outbound', kind: 'body' }))
   const dest = ctx.destinations.of(req.socket)
   routeOutbound(ctx, ex, sink, dest?.via === 'redirect' ? dest.authority : undefined)
 }

@@ -7,6 +7,7 @@ import { H2Sink, respondError } from '../http/response-sink.ts'
 import type { OutboundContext } from './context.ts'
 import { createDownstreamH2Server } from '../transport/h2-server.ts'
 import { routeOutbound } from './route.ts'
+import { guardRequestBody } from '../http/body-rate.ts'
 
 export function createOutboundHttp2 (ctx: OutboundContext): http2.Http2Server {
   const server = createDownstreamH2Server(ctx, 'outbound')
@@ -24,7 +25,9 @@ export function createOutboundHttp2 (ctx: OutboundContext): http2.Http2Server {
       stream.resume()
       return
     }
-    routeOutbound(ctx, fromHttp2(stream, headers, forwardable(headers, true), authority, 'HTTP/2', record), sink, dest?.via === 'redirect' ? dest.authority : undefined)
+    const ex = fromHttp2(stream, headers, forwardable(headers, true), authority, 'HTTP/2', record)
+    guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'outbound', kind: 'body' }))
+    routeOutbound(ctx, ex, sink, dest?.via === 'redirect' ? dest.authority : undefined)
   })
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'outbound h2 session error'))
   return server

@@ -117,6 +117,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     originalDst: lookup.available ? lookup : undefined,
     destinations,
     detectTimeoutMs: config.detectTimeout,
+    maxConnections: config.maxConnections,
   }
   const outH1 = createOutboundHttp1(ctx)
   const outH2 = createOutboundHttp2(ctx)

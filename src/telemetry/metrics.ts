@@ -120,6 +120,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   })
 
+  readonly connectionsOverLimit = new Counter({
+    name: 'remora_downstream_connections_over_limit_total',
+    help: 'Client connections closed on arrival because the listener already had REMORA_MAX_CONNECTIONS open.',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  })
+
   readonly detectTimeouts = new Counter({
     name: 'remora_protocol_detect_timeouts_total',
     help: 'Redirected connections whose client sent nothing within REMORA_DETECT_TIMEOUT, carried as opaque TCP, by original destination port.',
@@ -179,7 +186,7 @@ export class ProxyMetrics {
 
   readonly downstreamTimeouts = new Counter({
     name: 'remora_downstream_timeouts_total',
-    help: 'Client connections ended by a timer, by listener and kind (h2-idle: no stream open for REMORA_DOWNSTREAM_IDLE_TIMEOUT; h2-drain: still open REMORA_DRAIN_TIMEOUT after GOAWAY; h2-ping: a PING unanswered, e.g. after HTTP/2 refused the connection; headers: an HTTP/1.1 request header not complete within REMORA_REQUEST_HEADERS_TIMEOUT).',
+    help: 'Client connections ended by a timer, by listener and kind (h2-idle: no stream open for REMORA_DOWNSTREAM_IDLE_TIMEOUT; h2-drain: still open REMORA_DRAIN_TIMEOUT after GOAWAY; h2-ping: a PING unanswered, e.g. after HTTP/2 refused the connection; headers: an HTTP/1.1 request header not complete within REMORA_REQUEST_HEADERS_TIMEOUT; body: a request body slower than REMORA_REQUEST_BODY_TIMEOUT and REMORA_REQUEST_BODY_MIN_RATE allow).',
     labelNames: ['direction', 'kind'] as const,
     registers: [this.registry],
   })

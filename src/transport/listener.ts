@@ -11,6 +11,7 @@ import type { Destination, Destinations } from './destinations.ts'
 import { authorityOf } from '../mesh/host-port.ts'
 import type { OriginalDstLookup } from './original-dst.ts'
 import { sniOf } from './client-hello.ts'
+import { LogThrottle } from '../telemetry/throttle.ts'
 
 /** Why a connection is carried as opaque bytes. */
 export type OpaqueCause =
@@ -41,6 +42,8 @@ export interface ListenerOptions {
   readonly opaqueDestination?: (dest: Destination) => OpaqueKind | undefined | Promise<OpaqueKind | undefined>
   /** How long a redirected connection may stay silent before it is taken as opaque. */
   readonly detectTimeoutMs: number
+  /** Connections open at once on this listener (all its addresses); one more is closed at once, counted. */
+  readonly maxConnections: number
 }
 
 /** How long a client of the HTTP proxy (not redirected) may say nothing. */
@@ -55,6 +58,7 @@ export class SniffingListener {
   readonly #sockets = new Set<Duplex>()
   readonly #metrics: ProxyMetrics | undefined
   readonly #options: ListenerOptions
+  readonly #overLimit = new LogThrottle()
   /** Ports whose detection timed out, logged once each. */
   readonly #timedOut = new Set<number>()
   #address: HostPort | undefined
@@ -155,10 +159,22 @@ export class SniffingListener {
     this.#servers.opaque(socket, cause, d)
   }
 
+  /**
+   * Over the cap: closed before a byte is read, counted, and said once a minute (a flood of
+   * connections, or a leak somewhere, should be seen; a line per connection would be a flood too).
+   */
+  #refuse (socket: Socket): void {
+    socket.on('error', () => {})
+    socket.destroy()
+    this.#metrics?.connectionsOverLimit.inc({ direction: this.name })
+    this.#overLimit.run(this.name, (suppressed) => this.#log.warn({ listener: this.name, maxConnections: this.#options.maxConnections, suppressed }, `connection refused: ${this.#options.maxConnections} connections already open on the ${this.name} listener (REMORA_MAX_CONNECTIONS)`))
+  }
+
   /** Binds `addr`; the first address bound is the listener's own (the one redirected connections are told from). */
   listen (addr: HostPort): Promise<HostPort> {
     // Half-open allowed: an opaque client may end its side and still read the answer (HTTP servers handle it themselves).
     const server = net.createServer({ noDelay: true, pauseOnConnect: false, allowHalfOpen: true }, (socket) => {
+      if (this.#sockets.size >= this.#options.maxConnections) { this.#refuse(socket); return }
       this.#count(socket)
       this.accept(socket)
     })

@@ -59,6 +59,41 @@ t.test('concurrency limit with a bounded queue sheds the excess', async (t) => {
   t.equal(limit.active, 1)
 })
 
+t.test('concurrency limit is fair between sources: a full queue makes room for another caller, a freed slot goes to the caller holding fewest', async (t) => {
+  const limit = new ConcurrencyLimit({ maxConcurrent: 2, maxQueued: 2 })
+  const started: string[] = []
+  const releases = new Map<string, () => void>()
+  const evicted: string[] = []
+  const take = (source: string, name: string): false | (() => void) => limit.acquire((r) => { started.push(name); releases.set(name, r) }, source, () => evicted.push(name))
+  // One caller takes every slot and every queue place (the slow-body attack).
+  for (const n of ['a1', 'a2', 'a3', 'a4']) t.not(take('A', n), false, `${n} admitted or queued`)
+  t.same(started, ['a1', 'a2'])
+  t.equal(take('A', 'a5'), false, 'the same caller gets no more: the queue is full')
+  // Another caller is not shed: the hog's newest waiter is.
+  t.not(take('B', 'b1'), false, 'another caller gets a queue place')
+  t.same(evicted, ['a4'], "the hog's newest waiter was shed to make room")
+  releases.get('a1')?.()
+  t.same(started, ['a1', 'a2', 'b1'], 'the freed slot goes to the caller holding none, ahead of the older waiter of the hog')
+  releases.get('a2')?.()
+  t.same(started, ['a1', 'a2', 'b1', 'a3'], 'then the hog again: no slot is kept idle')
+  t.equal(limit.queued, 0)
+  // Equals: two callers holding none wait; the one waiting longer goes first.
+  const fifo = new ConcurrencyLimit({ maxConcurrent: 1, maxQueued: 4 })
+  const order: string[] = []
+  const rel: Array<() => void> = []
+  fifo.acquire((r) => { order.push('x'); rel.push(r) }, 'X')
+  fifo.acquire((r) => { order.push('c'); rel.push(r) }, 'C')
+  fifo.acquire((r) => { order.push('d'); rel.push(r) }, 'D')
+  rel[0]()
+  t.same(order, ['x', 'c'], 'between callers holding as many, the longest waiting starts')
+  // A full queue of one waiter each: a newcomer with none is refused rather than shedding an equal.
+  const even = new ConcurrencyLimit({ maxConcurrent: 1, maxQueued: 2 })
+  even.acquire(() => {}, 'X')
+  even.acquire(() => {}, 'C', () => t.fail('an equal is never shed'))
+  even.acquire(() => {}, 'D', () => t.fail('an equal is never shed'))
+  t.equal(even.acquire(() => {}, 'E'), false, 'no caller has more waiting than another: the newcomer is refused')
+})
+
 t.test('token bucket', async (t) => {
   const b = new TokenBucket({ requestsPerSecond: 10, burst: 2 }, 0)
   t.ok(b.take(0))
