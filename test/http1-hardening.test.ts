@@ -24,7 +24,7 @@ function echo (req: IncomingMessage, res: ServerResponse): void {
 }
 
 function answer (req: IncomingMessage, res: ServerResponse): void {
-  const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers })
+  const body = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, trailers: req.trailers })
   res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
   res.end(body)
 }
@@ -223,5 +223,30 @@ t.test('fuzz finding: a CONNECT the sidecar refuses is closed even while its cli
     t.ok(conn.closedAt !== undefined, `half-close ${halfClose}: connection closed`)
     t.match(conn.received.toString('latin1'), /^HTTP\/1\.1 400 /, `half-close ${halfClose}: answered 400`)
     t.equal(await noneInFlight(client.adminUrl, 'outbound'), 0, `half-close ${halfClose}: the refused CONNECT is not left in flight`)
+  }
+})
+
+t.test('defect 9b: announced request trailers of a chunked body reach an HTTP/1.1 app, from HTTP/1.1 and HTTP/2 callers, on both listeners', async (t) => {
+  for (const l of listeners) {
+    const conn = await new Raw(l.port).ready()
+    t.teardown(() => { conn.socket.destroy() })
+    conn.socket.write('POST /trailers-h1 HTTP/1.1\r\nHost: web\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n5\r\nhello\r\n0\r\nx-checksum: abc\r\n\r\n')
+    const r = await conn.response()
+    t.match(r.head, /^HTTP\/1\.1 200 /, `${l.direction} HTTP/1.1: answered`)
+    t.same((JSON.parse(r.body) as { trailers: Record<string, string> }).trailers, { 'x-checksum': 'abc' }, `${l.direction} HTTP/1.1: the app got the trailer`)
+
+    const session = http2.connect(`http://127.0.0.1:${l.port}`)
+    session.on('error', () => {})
+    t.teardown(() => { session.destroy() })
+    const stream = session.request({ ':method': 'POST', ':path': '/trailers-h2', ':authority': 'web', trailer: 'x-checksum' }, { waitForTrailers: true })
+    stream.once('wantTrailers', () => { stream.sendTrailers({ 'x-checksum': 'def' }) })
+    stream.end('hello')
+    const chunks: Buffer[] = []
+    stream.on('data', (c: Buffer) => chunks.push(c))
+    const [headers] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+    await once(stream, 'end')
+    t.equal(headers[':status'], 200, `${l.direction} HTTP/2: answered`)
+    t.same((JSON.parse(Buffer.concat(chunks).toString()) as { trailers: Record<string, string> }).trailers, { 'x-checksum': 'def' }, `${l.direction} HTTP/2: the app got the trailer`)
+    session.close()
   }
 })

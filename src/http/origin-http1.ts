@@ -3,7 +3,7 @@
 // exchange is translated: chunked body, chunked trailers).
 import { PassThrough, type Readable } from 'node:stream'
 import { createRequire } from 'node:module'
-import type { IncomingHttpHeaders } from 'node:http'
+import http, { type IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import type { Agent as AgentType, Dispatcher } from 'undici'
 import { ProxyErrors } from '../errors.ts'
@@ -49,6 +49,8 @@ export class Http1Origins {
   readonly #agent: AgentType
   readonly #log: Logger | undefined
   readonly #dropped = new LogThrottle()
+  /** For the few requests with announced trailers: node's client writes them, undici does not. */
+  readonly #trailerAgent = new http.Agent({ keepAlive: true, keepAliveMsecs: 4_000, maxFreeSockets: 16 })
 
   constructor (connectTimeout: number, log?: Logger) {
     this.#log = log
@@ -67,6 +69,11 @@ export class Http1Origins {
    * `onNotHttp1`: it answered something that is not HTTP/1.1 (its protocol changed).
    */
   forward (origin: string, ex: Exchange, headers: Headers, sink: ResponseSink, reasons: RelayReasons, onNotHttp1?: (why: string) => void): void {
+    // A body whose caller announced trailers (`Trailer`, RFC 9110 §6.6.2) goes chunked with them.
+    if (ex.body !== null && headers.trailer !== undefined && headers['content-length'] === undefined) {
+      forwardWithTrailers(this.#trailerAgent, origin, ex, headers, sink, reasons)
+      return
+    }
     const abort = new AbortController()
     const record = ex.record
     let done = false
@@ -75,8 +82,8 @@ export class Http1Origins {
     sink.onClose((completed) => { if (!completed || (upload !== undefined && !upload.writableEnded)) abort.abort() })
     if (ex.body !== null) {
       countBytes(ex.body, (n) => { record.bytesIn += n })
-      // undici writes no request trailers (nor does HTTP/1.1 allow them without chunked encoding
-      // the app asked for): the body goes through whole, the trailers do not, and the log says so.
+      // undici writes no request trailers: unannounced ones (an h2 caller's, most often) are dropped,
+      // the body goes through whole, and the log says so. Announced ones took the path above.
       onRequestTrailers(ex.body, (names) => {
         if (names.length === 0) return
         this.#dropped.run(origin, (suppressed) => this.#log?.warn({
@@ -127,6 +134,71 @@ export class Http1Origins {
     })
   }
 
-  async close (): Promise<void> { await this.#agent.close() }
-  destroy (): void { void this.#agent.destroy() }
+  async close (): Promise<void> { this.#trailerAgent.destroy(); await this.#agent.close() }
+  destroy (): void { this.#trailerAgent.destroy(); void this.#agent.destroy() }
+}
+
+/**
+ * The request through node's HTTP/1.1 client, chunked, with the caller's trailers at the end (h2
+ * 'trailers' on the stream, or an HTTP/1.1 caller's on `req.trailers`). The response is relayed as
+ * on the undici path.
+ */
+function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, headers: Headers, sink: ResponseSink, reasons: RelayReasons): void {
+  const record = ex.record
+  const body = ex.body as Readable
+  const url = new URL(origin)
+  let done = false
+  const fail = (err: NodeJS.ErrnoException): void => {
+    if (done) return
+    done = true
+    const reason = classify(err, reasons)
+    record.error = reason.reason
+    respondError(sink, reason, { grpc: ex.grpc, detail: err.message })
+  }
+  let req: http.ClientRequest
+  try {
+    // Chunked whatever the method: node would write a GET's body unframed and throw at its trailers.
+    req = http.request({ agent, host: url.hostname, port: url.port, method: ex.method, path: ex.path, headers: { ...headers, host: ex.authority, 'transfer-encoding': 'chunked' } })
+  } catch (err) {
+    // A header node refuses to write: the caller's request is at fault.
+    done = true
+    record.error = ProxyErrors.malformedRequest.reason
+    respondError(sink, ProxyErrors.malformedRequest, { grpc: ex.grpc, detail: (err as Error).message })
+    body.resume()
+    return
+  }
+  let h2Trailers: Headers | undefined
+  body.once('trailers', (raw: IncomingHttpHeaders) => { h2Trailers = forwardable(raw, true) })
+  countBytes(body, (n) => { record.bytesIn += n })
+  body.pipe(req, { end: false })
+  body.once('end', () => {
+    // node ends a reset h2 stream too: a cut-off body must never look whole to the app.
+    const rst = (body as { rstCode?: number }).rstCode
+    if (rst !== undefined && rst !== 0) { req.destroy(); return }
+    const h1 = (body as { trailers?: IncomingHttpHeaders }).trailers
+    const trailers = h2Trailers ?? forwardable(h1 ?? {}, true)
+    if (Object.keys(trailers).length > 0) req.addTrailers(trailers as http.OutgoingHttpHeaders)
+    req.end()
+  })
+  sink.onClose((completed) => { if (!completed || !req.writableEnded) req.destroy() })
+  req.on('error', fail)
+  req.on('response', (res) => {
+    if (done) { res.resume(); return }
+    const status = res.statusCode ?? 502
+    const end = bodyless(ex.method, status)
+    sink.respond(status, forwardable(res.headers, true), end)
+    if (end) { done = true; res.resume(); return }
+    res.pipe(sink.body, { end: false })
+    countBytes(res, (n) => { record.bytesOut += n })
+    res.once('end', () => {
+      done = true
+      sink.finish(forwardable(res.trailers, true))
+    })
+    res.once('error', () => {
+      if (done) return
+      done = true
+      record.error = ProxyErrors.appReset.reason
+      sink.abort()
+    })
+  })
 }
