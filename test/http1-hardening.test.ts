@@ -250,3 +250,18 @@ t.test('defect 9b: announced request trailers of a chunked body reach an HTTP/1.
     session.close()
   }
 })
+
+t.test('fuzz finding: bytes that are no request after a valid one: the valid one is answered first, then 400 and the close, on both listeners', async (t) => {
+  for (const l of listeners) {
+    const conn = await new Raw(l.port).ready()
+    t.teardown(() => { conn.socket.destroy() })
+    // The 400 used to go out at once: the client took it for the answer to /slow-valid, whose own was lost.
+    conn.socket.write('GET /slow-valid HTTP/1.1\r\nHost: web\r\n\r\nffffffffffffffff\r\nab\r\n')
+    await Promise.race([conn.closed, sleep(5_000)])
+    t.ok(conn.closedAt !== undefined, `${l.direction}: connection closed`)
+    const text = conn.received.toString('latin1')
+    const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))
+    t.same(statuses, [200, 400], `${l.direction}: the valid request's answer first, then the 400`)
+    t.match(text, /"url":"\/slow-valid"/, `${l.direction}: the first answer is the app's, for /slow-valid`)
+  }
+})

@@ -1,6 +1,7 @@
 // HTTP/1.1 requests node's parser accepts but a proxy must not (Transfer-Encoding in HTTP/1.0, no
 // Host), and the rule that nothing after a connection's last answer is a request.
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
 
 /** Connections whose current answer is their last: nothing node parses after it is a request. */
 const closing = new WeakSet<object>()
@@ -40,4 +41,24 @@ export function afterLastAnswer (req: IncomingMessage): boolean {
   if (!closing.has(req.socket)) return false
   req.resume()
   return true
+}
+
+/**
+ * Bytes that are no request (node's parser failed: 'clientError') after requests it did parse on
+ * the same connection: their answers go first, in order, then `answer` (a 400) and the close. node's
+ * default, and the sidecar's until the fuzz test caught it, wrote the 400 at once: the client took
+ * it for the answer to its earlier, valid request, whose real answer was then lost.
+ */
+export function answerAfterPending (socket: Duplex, answer: string): void {
+  // The response node is writing on this socket (queued ones take its place as each finishes).
+  const pending = (socket as { _httpMessage?: ServerResponse | null })._httpMessage
+  const waiting = pending !== undefined && pending !== null && !pending.writableFinished && !pending.destroyed
+  // Only a request received whole can still be answered; one whose own body broke off cannot.
+  if (waiting && pending.req.complete) {
+    pending.once('finish', () => { setImmediate(() => { answerAfterPending(socket, answer) }) })
+    pending.once('close', () => { if (!pending.writableFinished) socket.destroy() })
+    return
+  }
+  if (!socket.writable || (waiting && pending.headersSent)) { socket.destroy(); return }
+  socket.end(answer, () => socket.destroy())
 }

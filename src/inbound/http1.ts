@@ -11,7 +11,7 @@ import { fromHttp1 } from '../http/exchange.ts'
 import { routeInbound } from './route.ts'
 import { acceptsUpgrade } from '../http/upgrades.ts'
 import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
-import { afterLastAnswer, faultyFraming } from '../http/h1-framing.ts'
+import { afterLastAnswer, answerAfterPending, faultyFraming } from '../http/h1-framing.ts'
 import { refuse } from '../http/refuse.ts'
 import { guardRequestBody } from '../http/body-rate.ts'
 
@@ -33,7 +33,7 @@ export function createInboundHttp1 (ctx: InboundContext): http.Server {
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     if (isHeadersTimeout(err)) { headersTimedOut(socket, ctx.metrics, 'inbound'); return }
     if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }
-    socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-length': '0', connection: 'close' }))
+    answerAfterPending(socket, statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-length': '0', connection: 'close' }))
   })
   return server
 }

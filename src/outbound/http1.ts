@@ -16,7 +16,7 @@ import type { Destination } from '../transport/destinations.ts'
 import { carryOutbound } from './tcp.ts'
 import { acceptsUpgrade } from '../http/upgrades.ts'
 import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
-import { afterLastAnswer, faultyFraming } from '../http/h1-framing.ts'
+import { afterLastAnswer, answerAfterPending, faultyFraming } from '../http/h1-framing.ts'
 
 export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
   const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
@@ -64,7 +64,7 @@ export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
     if (isHeadersTimeout(err)) { headersTimedOut(socket, ctx.metrics, 'outbound'); return }
     if (!socket.writable || err.code === 'ECONNRESET') { socket.destroy(); return }
     const body = `${ProxyErrors.malformedRequest.reason}: ${err.code ?? err.message}\n${ProxyErrors.malformedRequest.hint}\n`
-    socket.end(statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
+    answerAfterPending(socket, statusLine(400, { [MeshHeader.proxyError]: ProxyErrors.malformedRequest.reason, 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(body)), connection: 'close' }) + body)
   })
   return server
 }
