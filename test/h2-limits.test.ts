@@ -216,3 +216,33 @@ t.test('a client that acknowledged the limit and still exceeds it loses its own 
   // whole connection (RST_STREAM and GOAWAY INTERNAL_ERROR): harsher than REFUSED_STREAM, but only for the offender.
   t.not(raw.goaway()?.payload.readUInt32BE(4) ?? 0, 0, 'GOAWAY with an error')
 })
+
+t.test('control-frame floods (PING, SETTINGS, empty DATA) without reading the answers: that connection is closed, others are served', async (t) => {
+  for (const [what, unit] of [
+    ['PING', frame(6, 0, 0, Buffer.alloc(8))],
+    ['SETTINGS', frame(4, 0, 0)],
+  ] as const) {
+    const raw = new RawH2(outbound)
+    t.teardown(() => { raw.socket.destroy() })
+    await raw.start()
+    // The flooder never reads: the sidecar's ACKs pile up until nghttp2's outbound limit ends it.
+    raw.socket.pause()
+    const burst = Buffer.concat(Array.from({ length: 2_000 }, () => unit))
+    for (let i = 0; i < 50 && !raw.socket.destroyed; i++) raw.socket.write(burst)
+    const other = await connect(t)
+    t.equal((await get(other, '/hold?ms=0')).status, 200, `${what} flood: another client is served meanwhile`)
+    raw.socket.resume()
+    t.ok(await raw.closed(5_000), `${what} flood: the flooding connection is closed`)
+    other.close()
+  }
+  // Empty DATA frames on an open stream: each costs the sidecar a read and a callback, none a byte.
+  const raw = new RawH2(outbound)
+  t.teardown(() => { raw.socket.destroy() })
+  await raw.start()
+  raw.socket.write(frame(1, 0x4, 1, hpack([[':method', 'POST'], [':scheme', 'http'], [':path', '/hold?ms=0'], [':authority', 'web']])))
+  const empty = Buffer.concat(Array.from({ length: 2_000 }, () => frame(0, 0, 1)))
+  for (let i = 0; i < 50 && !raw.socket.destroyed; i++) raw.socket.write(empty)
+  const other = await connect(t)
+  t.equal((await get(other, '/hold?ms=0')).status, 200, 'empty DATA flood: another client is served meanwhile')
+  t.ok(await raw.closed(5_000), 'empty DATA flood: the flooding connection is closed')
+})
