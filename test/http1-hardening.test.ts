@@ -30,7 +30,8 @@ function answer (req: IncomingMessage, res: ServerResponse): void {
 }
 
 const app = await startApp(t, echo)
-const mesh = await startMesh(t, pairSpec(app.port), { env: { REMORA_REQUEST_HEADERS_TIMEOUT: `${HEADERS_TIMEOUT_MS}ms` } })
+const IDLE_TIMEOUT_MS = 3_000
+const mesh = await startMesh(t, pairSpec(app.port), { env: { REMORA_REQUEST_HEADERS_TIMEOUT: `${HEADERS_TIMEOUT_MS}ms`, REMORA_HTTP1_IDLE_TIMEOUT: `${IDLE_TIMEOUT_MS}ms` } })
 const client = mesh.sidecar('client')
 const web = mesh.sidecar('web')
 /** Both listeners a raw client can reach: the client sidecar's outbound (Host web) and web's inbound (a non-meshed caller). */
@@ -263,5 +264,18 @@ t.test('fuzz finding: bytes that are no request after a valid one: the valid one
     const statuses = [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))
     t.same(statuses, [200, 400], `${l.direction}: the valid request's answer first, then the 400`)
     t.match(text, /"url":"\/slow-valid"/, `${l.direction}: the first answer is the app's, for /slow-valid`)
+  }
+})
+
+t.test('REMORA_HTTP1_IDLE_TIMEOUT: a keep-alive connection idle between requests is closed by the sidecar, on both listeners', async (t) => {
+  for (const l of listeners) {
+    const conn = await new Raw(l.port).ready()
+    t.teardown(() => { conn.socket.destroy() })
+    conn.socket.write('GET /before-idle HTTP/1.1\r\nHost: web\r\n\r\n')
+    await conn.response()
+    const idleFrom = performance.now()
+    await Promise.race([conn.closed, sleep(IDLE_TIMEOUT_MS * 5)])
+    t.ok(conn.closedAt !== undefined, `${l.direction}: the idle connection is closed`)
+    t.ok((conn.closedAt ?? 0) - idleFrom >= IDLE_TIMEOUT_MS * 0.9, `${l.direction}: not before the idle timeout (${Math.round((conn.closedAt ?? 0) - idleFrom)} ms)`)
   }
 })

@@ -46,6 +46,8 @@ export interface ProxyConfig {
   readonly upgrades: readonly string[]
   /** How long an HTTP/1.1 request's header may take to arrive, from its first byte (0: no limit). */
   readonly requestHeadersTimeout: number
+  /** An idle HTTP/1.1 keep-alive connection from a client is closed after this long. */
+  readonly http1IdleTimeout: number
   /** Connections each listener keeps open at once (transport/listener.ts). */
   readonly maxConnections: number
   /** How slowly a request body from the app or a non-meshed client may arrive (http/body-rate.ts). */
@@ -138,6 +140,7 @@ export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, st
     appProbes: s.appProbes ?? NO_APP_PROBES,
     upgrades: s.upgrades,
     requestHeadersTimeout: s.requestHeadersTimeout,
+    http1IdleTimeout: s.http1IdleTimeout,
     maxConnections: s.maxConnections,
     requestBody: { timeoutMs: s.requestBodyTimeout, minBytesPerSecond: s.requestBodyMinRate },
     h2Downstream: {

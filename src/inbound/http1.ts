@@ -16,7 +16,7 @@ import { refuse } from '../http/refuse.ts'
 import { guardRequestBody } from '../http/body-rate.ts'
 
 export function createInboundHttp1 (ctx: InboundContext): http.Server {
-  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
+  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: ctx.config.http1IdleTimeout, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
   startHeadersTimeout(server)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (!afterLastAnswer(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res, true))

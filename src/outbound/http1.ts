@@ -19,7 +19,7 @@ import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersT
 import { afterLastAnswer, answerAfterPending, faultyFraming } from '../http/h1-framing.ts'
 
 export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
-  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: 65_000, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
+  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: ctx.config.http1IdleTimeout, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
   startHeadersTimeout(server)
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     if (!afterLastAnswer(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res))
