@@ -1,6 +1,7 @@
 // Turns bench results into the printed tables and the pass/fail list of the issue's targets.
 import type { LoadResult } from './loadgen.ts'
 import type { OrigDstResult } from './origdst.ts'
+import { median, type StartupResult } from './startup.ts'
 import type { ProcUsage } from './sample.ts'
 import type { TcpBulkResult, TcpFirstByteResult } from './tcp.ts'
 
@@ -17,7 +18,7 @@ export interface CaseResult {
   id: string
   label: string
   /** TCP: the opaque-TCP cases (tcp.ts, origdst.ts), which fill the fields below instead of the HTTP phases. */
-  proto: 'HTTP/1.1' | 'h2' | 'TCP'
+  proto: 'HTTP/1.1' | 'h2' | 'TCP' | 'start-up'
   /** Fixed-rate latency run. */
   fixed?: Phase
   /** Max-throughput run. */
@@ -26,6 +27,7 @@ export interface CaseResult {
   tcpBulk?: TcpBulkResult
   tcpFirstByte?: TcpFirstByteResult
   origDst?: OrigDstResult
+  startup?: StartupResult
   skipped?: string
   error?: string
 }
@@ -114,7 +116,25 @@ export function evaluateTargets (results: CaseResult[], rate: number): Target[] 
     out.push({ target: name, met: peak <= SIDECAR_RSS_LIMIT_MB, disturbed: disturbed(two), detail: `peak ${two.usage.map((u) => `${u.label} ${u.peakRssMb.toFixed(1)} MB`).join(', ')}` })
   }
   out.push(tcpBulkTarget(by('tcp-bulk')?.tcpBulk))
+  out.push(...startupTargets(by('startup')?.startup))
   return out
+}
+
+/** Issue 19: an idle sidecar within 1.15× a bare Node HTTP/2 + TLS server; spawn to ready within 250 ms with mTLS. */
+export const IDLE_RSS_MAX_RATIO = 1.15
+export const READY_MTLS_MAX_MS = 250
+
+function startupTargets (s: StartupResult | undefined): Target[] {
+  const rssTarget = `idle sidecar RSS ≤ ${IDLE_RSS_MAX_RATIO}× a bare Node HTTP/2 + TLS server`
+  const readyTarget = `spawn to /ready ≤ ${READY_MTLS_MAX_MS} ms with mTLS (key, CSR, signed certificate from a local control plane)`
+  if (s === undefined) return [rssTarget, readyTarget].map((target) => ({ target, met: null, detail: 'not measured (case skipped or failed)' }))
+  const idle = median(s.mtls.idleRssMb)
+  const bare = median(s.bareRssMb)
+  const ready = median(s.mtls.readyMs)
+  return [
+    { target: rssTarget, met: idle <= IDLE_RSS_MAX_RATIO * bare, detail: `${idle.toFixed(1)} vs ${bare.toFixed(1)} MB = ${(idle / bare).toFixed(2)}× (medians of ${s.runs}, the sidecar as in a pod, mTLS)` },
+    { target: readyTarget, met: ready <= READY_MTLS_MAX_MS, detail: `median ${ready.toFixed(0)} ms of ${s.runs} (plaintext ${median(s.plaintext.readyMs).toFixed(0)} ms)` },
+  ]
 }
 
 /** Opaque TCP through two sidecars must keep this share of direct bulk throughput (mTLS, each direction). */
@@ -139,6 +159,26 @@ function tcpBulkTarget (bulk: TcpBulkResult | undefined): Target {
 
 const pctPair = (a: number | undefined, b: number | undefined): string => `${a === undefined ? '–' : a.toFixed(0)} / ${b === undefined ? '–' : b.toFixed(0)}`
 const us = (ns: number): string => Number.isFinite(ns) ? (ns / 1000).toFixed(ns < 10_000 ? 2 : 1) : '–'
+
+/** The start-up case's section: spawn → ready and idle RSS, against a bare Node process. */
+function startupSection (results: CaseResult[]): string[] {
+  const c = results.find((r) => r.id === 'startup')
+  if (c === undefined) return []
+  const s = c.startup
+  const lines = ['Start-up and idle footprint — the sidecar as the image runs it (esbuild bundle), spawned once per run; idle RSS read 2 s after ready']
+  if (s === undefined) return [...lines, `  ${c.skipped !== undefined ? `skipped: ${c.skipped}` : 'FAILED (see above)'}`, '']
+  const range = (xs: number[], f: (n: number) => string): string => `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`
+  const whole = (n: number): string => n.toFixed(0)
+  const tenth = (n: number): string => n.toFixed(1)
+  const bare = median(s.bareRssMb)
+  lines.push(table(['process', 'spawn → ready ms, median (range)', 'idle RSS MB, median (range)', '× bare node'], [
+    ['sidecar, local mode (mesh file, plaintext)', range(s.plaintext.readyMs, whole), range(s.plaintext.idleRssMb, tenth), ratio(median(s.plaintext.idleRssMb), bare)],
+    ['sidecar as in a pod (control plane, mTLS: CSR signed, token file)', range(s.mtls.readyMs, whole), range(s.mtls.idleRssMb, tenth), ratio(median(s.mtls.idleRssMb), bare)],
+    ['bare node: http2.createSecureServer, nothing else', '–', range(s.bareRssMb, tenth), '1.00×'],
+  ]))
+  lines.push(`  ${s.runs} runs, interleaved; the sidecar loads ${(s.loadsBytes / 1e6).toFixed(2)} MB of JavaScript at start`, '')
+  return lines
+}
 
 /** The opaque-TCP cases' sections: bulk throughput, first byte, the original-destination lookup. */
 function tcpSections (results: CaseResult[]): string[] {
@@ -224,10 +264,10 @@ export function formatReport (results: CaseResult[], meta: { remora: string, nod
   lines.push(`remora bench — node ${meta.node}, ${meta.cpus} CPUs${meta.cpuModel !== undefined ? ` (${meta.cpuModel})` : ''}, ${meta.seconds} s`)
   lines.push(`remora: ${meta.remora}`)
   lines.push(`pinning: ${meta.pinning}`)
-  if (results.some((r) => r.proto !== 'TCP')) lines.push(`HTTP runs: ${o.warmupS}s warm-up + ${o.durationS}s measured each; app answers ${'~100'}-byte bodies; RSS = peak, CPU = % of one core over the run`)
+  if (results.some((r) => r.proto === 'HTTP/1.1' || r.proto === 'h2')) lines.push(`HTTP runs: ${o.warmupS}s warm-up + ${o.durationS}s measured each; app answers ${'~100'}-byte bodies; RSS = peak, CPU = % of one core over the run`)
   lines.push('')
 
-  const httpResults = results.filter((r) => r.proto !== 'TCP')
+  const httpResults = results.filter((r) => r.proto === 'HTTP/1.1' || r.proto === 'h2')
   if (httpResults.length > 0) {
     lines.push(`Max throughput — HTTP/1.1: wrk -t1 -c${o.connections}; h2: h2load -c10 -m10 (ratios compare h2 rows with HAProxy h2 only)`)
     const rows: string[][] = []
@@ -283,6 +323,7 @@ export function formatReport (results: CaseResult[], meta: { remora: string, nod
     lines.push('')
   }
   lines.push(...tcpSections(results))
+  lines.push(...startupSection(results))
   const noisy = results.filter((r) => disturbed(r.throughput, r.fixed) || [r.tcpBulk, r.tcpFirstByte].some((x) => (x?.otherLoadPct ?? 0) >= DISTURBED_PCT))
   if (noisy.length > 0) {
     lines.push(`warning: other processes used ≥ 20% of a core ("other load %") during: ${noisy.map((r) => r.id).join(', ')}.`)

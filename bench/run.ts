@@ -12,6 +12,7 @@ import { fixedRate, h2load, wrk, type LoadResult, type RunContext } from './load
 import { installCleanup, stopAll, stopChild, which } from './procs.ts'
 import { formatReport, type CaseResult } from './report.ts'
 import { runOrigDst } from './origdst.ts'
+import { runStartup } from './startup.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
 import { runTcpBulk, runTcpFirstByte, type TcpRun } from './tcp.ts'
 import { startApp, startHaproxy, startNaive, startNginx, startRemora, type Env, type Pinning, type Running } from './topologies.ts'
@@ -114,6 +115,7 @@ const CASES: CaseDef[] = [
   { id: 'tcp-bulk', label: 'opaque TCP bulk, direct vs 2 hops', proto: 'TCP', run: (env, tcp) => runTcpBulk(env, tcp) },
   { id: 'tcp-first-byte', label: 'opaque TCP first byte, direct vs 2 hops', proto: 'TCP', run: (env, tcp) => runTcpFirstByte(env, tcp) },
   { id: 'origdst', label: 'SO_ORIGINAL_DST lookup per connection', proto: 'TCP', run: (env, tcp) => runOrigDst(env, tcp) },
+  { id: 'startup', label: 'start-up and idle footprint', proto: 'start-up', run: async (env, tcp) => ({ startup: await runStartup(env, 5, tcp.log) }) },
 ]
 
 function cpuLayout (enabled: boolean): { pin: Pinning, note: string } {
