@@ -5,7 +5,7 @@ import { isExplicit, podAnnotations, ProxySettings, readSettings, type Environme
 import type { HostPort } from '../mesh/host-port.ts'
 import type { AllowRule, AuthorizationPolicy } from '../mesh/authorization.ts'
 import { parseSpiffeId } from '../mesh/spiffe-id.ts'
-import { readMeshFile, type AppPort, type MeshConfig, type Workload } from './mesh-file.ts'
+import type { AppPort, MeshConfig, Workload } from './mesh-file.ts'
 import { DEFAULT_INBOUND_POLICY } from '../resilience/policy.ts'
 import type { InboundPolicy } from '../mesh/policy.ts'
 import { NO_APP_PROBES, type AppProbes } from '../parse/app-probes.ts'
@@ -87,14 +87,18 @@ export interface MtlsConfig {
   readonly inbound: 'strict' | 'permissive'
 }
 
-export function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): { config: ProxyConfig, mesh: MeshConfig | undefined } {
+/**
+ * Async only for the mesh file: its reader (YAML parser, schema compiler, ~0.5 MB of JavaScript
+ * that a pod's sidecar, fed by the control plane, never needs) is loaded when there is one to read.
+ */
+export async function loadProxyConfig (env: Environment, flags: ReadonlyMap<string, string>): Promise<{ config: ProxyConfig, mesh: MeshConfig | undefined }> {
   // The pod's remora.dev/* annotations (downward API) come after flags and environment variables.
   const annotations = podAnnotations(ProxySettings.annotationsFile, env, flags)
   const s = readSettings(ProxySettings, env, flags, annotations)
   if (s.meshFile === undefined && s.controlAddr === undefined) {
     throw new RemoraError('REMORA_CONFIG_ENV', 'no endpoint source: set REMORA_CONTROL_ADDR (or --control-addr) to the control plane, or REMORA_MESH_FILE (or --mesh-file) to a mesh YAML file such as deploy/local/mesh.yaml')
   }
-  const mesh = s.meshFile !== undefined ? readMeshFile(s.meshFile) : undefined
+  const mesh = s.meshFile !== undefined ? (await import('./mesh-file.ts')).readMeshFile(s.meshFile) : undefined
   let workload: Workload | undefined
   if (s.workload !== undefined && mesh !== undefined) {
     workload = mesh.workloads[s.workload]

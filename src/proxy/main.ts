@@ -5,7 +5,7 @@ import { startSidecar } from './sidecar.ts'
 import { watchUnexpectedErrors } from '../telemetry/faults.ts'
 
 export async function runProxy (flags: ReadonlyMap<string, string>): Promise<number> {
-  const { config } = loadProxyConfig(process.env, flags)
+  const { config } = await loadProxyConfig(process.env, flags)
   const log = createLogger(config.logLevel, 'proxy')
   const sidecar = await startSidecar(config, log)
   const faults = watchUnexpectedErrors(process, { log, count: (outcome) => sidecar.ctx.metrics.unexpectedErrors.inc({ outcome }), drain: (why) => sidecar.shutdown(why) })

@@ -15,7 +15,6 @@ import { createPolicies } from '../balancer/policy.ts'
 import { ServiceStates } from '../outbound/service-state.ts'
 import { InboundLimits } from '../inbound/limits.ts'
 import { EndpointTable } from '../discovery/endpoint-table.ts'
-import { MeshFileSource } from '../discovery/file-source.ts'
 import { DiscoveryClient } from '../discovery/control-client.ts'
 import { Http1Origins } from '../http/origin-http1.ts'
 import { AppProtocols } from '../inbound/app-protocol.ts'
@@ -104,7 +103,8 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   })
 
   const adminAddress = await listenAdmin(admin, config.adminAddr)
-  const fileSource = discovery === undefined ? new MeshFileSource(config.meshFile as string, log) : undefined
+  // Loaded only in local mode (a pod's sidecar never reads a mesh file).
+  const fileSource = discovery === undefined ? new (await import('../discovery/file-source.ts')).MeshFileSource(config.meshFile as string, log) : undefined
   await fileSource?.start(table)
   // With mTLS: the certificate first (the discovery connection and the inbound port present it).
   const creds = await identity?.start()

@@ -31,23 +31,23 @@ t.test('precedence: flag, then environment, then default', async (t) => {
 })
 
 t.test('the workload entry of the mesh file fills in listener addresses unless set explicitly', async (t) => {
-  const { config } = loadProxyConfig({ REMORA_ADMIN_ADDR: '127.0.0.1:25000' }, new Map([['--mesh-file', MESH], ['--workload', 'web']]))
+  const { config } = await loadProxyConfig({ REMORA_ADMIN_ADDR: '127.0.0.1:25000' }, new Map([['--mesh-file', MESH], ['--workload', 'web']]))
   t.same(config.inboundAddr, { host: '127.0.0.1', port: 15106 })
   t.same(config.adminAddr, { host: '127.0.0.1', port: 25000 })
   t.same(config.appPorts, [{ port: 18080, protocol: 'auto' }])
   t.equal(config.identity, 'spiffe://cluster.local/ns/demo/sa/web')
   t.ok(Object.isFrozen(config.appPorts), 'frozen')
-  t.throws(() => loadProxyConfig({}, new Map([['--mesh-file', MESH], ['--workload', 'nope']])), /REMORA_WORKLOAD is "nope".*known: web, greeter, client/)
+  await t.rejects(loadProxyConfig({}, new Map([['--mesh-file', MESH], ['--workload', 'nope']])), /REMORA_WORKLOAD is "nope".*known: web, greeter, client/)
 })
 
 t.test('the proxy reads the pod\'s remora.dev/* annotations (downward-API file) after flags and variables', async (t) => {
   const dir = t.testdir({ annotations: 'remora.dev/opaque-ports="3306,9042"\nremora.dev/outbound-policy="registry-only"\nremora.dev/detect-timeout="250ms"\nkubectl.kubernetes.io/restartedAt="x"\n' })
   const file = `${dir}/annotations`
   const flags = new Map([['--mesh-file', MESH], ['--workload', 'web']])
-  const { config } = loadProxyConfig({ REMORA_ANNOTATIONS_FILE: file, REMORA_DETECT_TIMEOUT: '2s' }, flags)
+  const { config } = await loadProxyConfig({ REMORA_ANNOTATIONS_FILE: file, REMORA_DETECT_TIMEOUT: '2s' }, flags)
   t.same(config.opaquePorts, [3306, 9042], 'remora.dev/opaque-ports sets REMORA_OPAQUE_PORTS')
   t.equal(config.outboundPolicy, 'registry-only', 'remora.dev/outbound-policy sets REMORA_OUTBOUND_POLICY')
   t.equal(config.detectTimeout, 2000, 'a variable wins over the annotation')
   const bad = t.testdir({ annotations: 'remora.dev/outbound-policy="allow-some"\n' })
-  t.throws(() => loadProxyConfig({ REMORA_ANNOTATIONS_FILE: `${bad}/annotations` }, flags), /annotation remora\.dev\/outbound-policy in .*annotations: expected one of allow-any, registry-only, got "allow-some"/, 'a bad annotation names itself and the file')
+  await t.rejects(loadProxyConfig({ REMORA_ANNOTATIONS_FILE: `${bad}/annotations` }, flags), /annotation remora\.dev\/outbound-policy in .*annotations: expected one of allow-any, registry-only, got "allow-some"/, 'a bad annotation names itself and the file')
 })

@@ -63,13 +63,13 @@ t.test('a bad probe is refused, naming its key and what is wrong', async (t) => 
 t.test('the setting: REMORA_APP_PROBES, in the config as a frozen map, empty when unset; a bad one names the variable and the key', async (t) => {
   t.equal(ProxySettings.appProbes.env, 'REMORA_APP_PROBES')
   const flags = new Map([['--mesh-file', MESH], ['--workload', 'web']])
-  const { config } = loadProxyConfig({ REMORA_APP_PROBES: '{"web/readiness":{"port":18080,"path":"/ready"}}' }, flags)
+  const { config } = await loadProxyConfig({ REMORA_APP_PROBES: '{"web/readiness":{"port":18080,"path":"/ready"}}' }, flags)
   t.same({ ...config.appProbes }, { 'web/readiness': { type: 'http', port: 18080, path: '/ready', scheme: 'HTTP', headers: [] } })
   t.ok(Object.isFrozen(config.appProbes))
-  t.same({ ...loadProxyConfig({}, flags).config.appProbes }, {}, 'none declared')
+  t.same({ ...(await loadProxyConfig({}, flags)).config.appProbes }, {}, 'none declared')
   t.throws(() => readSettings(ProxySettings, { REMORA_APP_PROBES: '{"web/liveness":{"port":8080,"path":"healthz"}}' }, new Map()),
     { code: 'REMORA_CONFIG_ENV', message: /^environment variable REMORA_APP_PROBES: "web\/liveness": path must start with "\/"/ })
   const annotations = t.testdir({ annotations: 'remora.dev/app-probes="{\\"web/liveness\\":{\\"port\\":18080}}"\n' })
-  t.same({ ...loadProxyConfig({ REMORA_ANNOTATIONS_FILE: `${annotations}/annotations` }, flags).config.appProbes }, {},
+  t.same({ ...(await loadProxyConfig({ REMORA_ANNOTATIONS_FILE: `${annotations}/annotations` }, flags)).config.appProbes }, {},
     'not read from a pod annotation: only the injector declares probes')
 })
