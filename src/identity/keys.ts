@@ -1,12 +1,9 @@
 // Sidecar side of workload identity: its own ECDSA P-256 key, the CSR it sends, and what a certificate it got says.
-import 'reflect-metadata'
-import * as x509 from '@peculiar/x509'
-import { KeyObject, createPublicKey, type webcrypto } from 'node:crypto'
+import { KeyObject, X509Certificate, createPublicKey, type webcrypto } from 'node:crypto'
 import { inspect } from 'node:util'
 import { parseSpiffeId } from '../mesh/spiffe-id.ts'
 import { spiffeIdOf } from './svid.ts'
-
-x509.cryptoProvider.set(globalThis.crypto)
+import { certificateRequest } from './csr.ts'
 
 /** ECDSA P-256 with SHA-256: the only key and signature the mesh uses for workloads. */
 export const WORKLOAD_KEY_ALGORITHM = Object.freeze({ name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' })
@@ -70,13 +67,7 @@ export async function generateWorkloadKey (): Promise<WorkloadKey> {
  */
 export async function createCsr (key: WorkloadKey, identity: string): Promise<string> {
   parseSpiffeId(identity)
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    keys: key.cryptoKeyPair,
-    signingAlgorithm: WORKLOAD_KEY_ALGORITHM,
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identity }])],
-  })
-  const pem = csr.toString('pem')
-  return pem.endsWith('\n') ? pem : `${pem}\n`
+  return certificateRequest(key.privateKey, identity)
 }
 
 /** What a workload certificate says, as a sidecar needs it to use and renew it. */
@@ -93,9 +84,14 @@ export interface CertificateInfo {
 
 /** Reads the first certificate of a PEM (a leaf, or a chain that starts with the leaf). Throws if it has no single SPIFFE ID. */
 export function certificateInfo (pem: string): CertificateInfo {
-  const cert = new x509.X509Certificate(pem)
-  const notBefore = cert.notBefore
-  const notAfter = cert.notAfter
+  let cert: X509Certificate
+  try {
+    cert = new X509Certificate(pem)
+  } catch (err) {
+    throw new Error(`not a PEM certificate: ${(err as Error).message}`, { cause: err })
+  }
+  const notBefore = cert.validFromDate
+  const notAfter = cert.validToDate
   const lifetime = notAfter.getTime() - notBefore.getTime()
   return Object.freeze({
     notBefore,

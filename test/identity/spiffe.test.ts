@@ -4,7 +4,7 @@ import 'reflect-metadata'
 import * as x509 from '@peculiar/x509'
 import { X509Certificate } from 'node:crypto'
 import { checkSpiffeUri, spiffeId, checkTrustDomain, formatSpiffeId, isSpiffeId, parseSpiffeId, trustDomainId } from '../../src/mesh/spiffe-id.ts'
-import { spiffeIdOf } from '../../src/identity/svid.ts'
+import { generalNames, spiffeIdOf } from '../../src/identity/svid.ts'
 
 x509.cryptoProvider.set(globalThis.crypto)
 
@@ -95,4 +95,17 @@ t.test('spiffeIdOf rejects certificates without exactly one SPIFFE URI SAN', asy
   const twoSanExtensions = await certWith([{ type: 'url', value: 'spiffe://cluster.local/ns/a/sa/one' }],
     [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: 'spiffe://cluster.local/ns/a/sa/two' }])])
   t.throws(() => spiffeIdOf(twoSanExtensions), { message: /has 2 subjectAltName extensions/ })
+})
+
+t.test('SAN text from node:crypto parses one way only: a value cannot pose as a second name', async (t) => {
+  t.same(generalNames('DNS:web.demo.svc, URI:spiffe://cluster.local/ns/demo/sa/web, IP Address:127.0.0.1'), [
+    { type: 'DNS', value: 'web.demo.svc' },
+    { type: 'URI', value: 'spiffe://cluster.local/ns/demo/sa/web' },
+    { type: 'IP Address', value: '127.0.0.1' },
+  ])
+  t.same(generalNames('URI:"spiffe://a/b, URI:spiffe://c/d"'), [{ type: 'URI', value: 'spiffe://a/b, URI:spiffe://c/d' }], 'a quoted value is one name')
+  t.throws(() => generalNames('URI:"unterminated'), /cannot read the subject alternative names/)
+  // A certificate whose one URI SAN holds text that reads like a second one: refused, never that second identity.
+  const forged = await certWith([{ type: 'url', value: 'spiffe://cluster.local/ns/a/sa/one, URI:spiffe://cluster.local/ns/a/sa/admin' }])
+  t.throws(() => spiffeIdOf(forged), { message: /its URI SAN is not a SPIFFE ID/ }, 'the whole value is checked, and fails')
 })
