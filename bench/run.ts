@@ -13,6 +13,7 @@ import { installCleanup, stopAll, stopChild, which } from './procs.ts'
 import { formatReport, type CaseResult } from './report.ts'
 import { runOrigDst } from './origdst.ts'
 import { runStartup } from './startup.ts'
+import { IMAGE_NODE_FLAGS } from '../scripts/bundle.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
 import { runTcpBulk, runTcpFirstByte, type TcpRun } from './tcp.ts'
 import { startApp, startHaproxy, startNaive, startNginx, startRemora, type Env, type Pinning, type Running } from './topologies.ts'
@@ -278,7 +279,7 @@ async function main (): Promise<void> {
     cli = compile(join(cli, '../..'), tmp, log)
     source += ', compiled to JavaScript'
   }
-  if (o.nodeOptions.length > 0) source += `, sidecars run with ${o.nodeOptions.join(' ')}`
+  source += `, sidecars run with ${[...IMAGE_NODE_FLAGS, ...o.nodeOptions].join(' ')} (the image's flags first)`
   log(`remora: ${source}`)
 
   const app = await startApp(tmp, layout.pin.app)
@@ -289,7 +290,8 @@ async function main (): Promise<void> {
     pin: layout.pin,
     appPort: app.port,
     cli,
-    sidecarNodeArgs: (name) => [...o.nodeOptions, ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [])],
+    // As the image runs them (its V8 flags), then any given here (a later flag wins).
+    sidecarNodeArgs: (name) => [...IMAGE_NODE_FLAGS, ...o.nodeOptions, ...(o.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`, `--cpu-prof-name=${name}.cpuprofile`] : [])],
   }
 
   const selected = CASES.filter((c) => o.only === undefined || o.only.has(c.id))

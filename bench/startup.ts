@@ -6,7 +6,7 @@
 // A bare Node HTTP/2 + TLS server, spawned the same way in the same run, is the RSS baseline.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { bundle } from '../scripts/bundle.ts'
+import { bundle, IMAGE_NODE_FLAGS } from '../scripts/bundle.ts'
 import { freePort } from '../test/harness/mesh.ts'
 import { startChild, stopChild, waitForReady, type Child } from './procs.ts'
 import { portsOf, writePairMesh } from './sidecars.ts'
@@ -100,7 +100,7 @@ export async function runStartup (env: Env, runs = 5, log: (line: string) => voi
       // Interleaved, so a machine that drifts in speed drifts for every series alike.
       for (const kind of ['plaintext', 'mtls'] as const) {
         const startedAt = performance.now()
-        const child = startChild(`startup-${kind}-${i}`, process.execPath, [cli, 'proxy', ...launch[kind].args], {
+        const child = startChild(`startup-${kind}-${i}`, process.execPath, [...IMAGE_NODE_FLAGS, cli, 'proxy', ...launch[kind].args], {
           cpus: env.pin.hop1,
           logFile: join(dir, `sidecar-${kind}-${i}.log`),
           env: { ...process.env, REMORA_LOG_LEVEL: 'warn', REMORA_ACCESS_LOG: 'off', ...launch[kind].env },

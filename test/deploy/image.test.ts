@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { request } from 'undici'
 import { validate } from 'dockerfile-utils'
-import { bundle, diskBytes, EXTERNALS, ROOT } from '../../scripts/bundle.ts'
+import { bundle, diskBytes, EXTERNALS, IMAGE_NODE_FLAGS, ROOT } from '../../scripts/bundle.ts'
 import { startApp } from '../harness/apps.ts'
 import { FakeKubeApi, service } from '../harness/kube-api.ts'
 import { freePort, pairSpec, stopProcess, writeMesh, type Teardown } from '../harness/mesh.ts'
@@ -33,7 +33,8 @@ class LayerProcess {
   readonly proc: ChildProcess
   output = ''
   constructor (t: Teardown, args: string[], env: Record<string, string> = {}, stdin?: string) {
-    this.proc = spawn(process.execPath, [CLI, ...args], { cwd: layer, env: { ...ENV, REMORA_LOG_LEVEL: 'info', ...env }, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] })
+    // As the image's ENTRYPOINT starts it: node with the image's V8 flags.
+    this.proc = spawn(process.execPath, [...IMAGE_NODE_FLAGS, CLI, ...args], { cwd: layer, env: { ...ENV, REMORA_LOG_LEVEL: 'info', ...env }, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] })
     this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })
     this.proc.stderr?.on('data', (c: Buffer) => { this.output += c.toString() })
     if (stdin !== undefined) this.proc.stdin?.end(stdin)
@@ -201,7 +202,7 @@ t.test('the Dockerfile lints clean and its stages build and copy this layer', as
   t.match(runtime.from, /^FROM node:24-[\w.-]+$/, 'an official Node 24 base')
   t.ok(build.lines.includes('RUN node scripts/bundle.ts --layer /out'), 'the build stage assembles the layer as this test did')
   t.ok(runtime.lines.includes('COPY --from=build /out /opt/remora'), 'the runtime stage copies it, and only it, from the build stage')
-  t.ok(runtime.lines.includes('ENTRYPOINT ["node", "/opt/remora/dist/cli.js"]'), 'the entry point is the layer\'s dist/cli.js')
+  t.ok(runtime.lines.includes(`ENTRYPOINT [${['node', ...IMAGE_NODE_FLAGS, '/opt/remora/dist/cli.js'].map((a) => JSON.stringify(a)).join(', ')}]`), 'the entry point is the layer\'s dist/cli.js, with the image\'s V8 flags')
   t.ok(runtime.lines.includes('USER 2102:2102'))
   const apt = runtime.lines.find((l) => l.includes('apt-get install')) ?? ''
   t.match(apt, /apt-get update && .*apt-get install -y --no-install-recommends iptables && rm -rf \/var\/lib\/apt\/lists\/\*/, 'iptables, for remora init, without recommends or apt lists')
