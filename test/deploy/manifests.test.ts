@@ -9,6 +9,7 @@ import { basename, dirname, join, relative, resolve } from 'node:path'
 import { parseAllDocuments } from 'yaml'
 import { parseMesh } from '../../src/config/mesh-file.ts'
 import { validateStrict } from '../harness/k8s-schema.ts'
+import { IMAGE_NODE_FLAGS } from '../../scripts/bundle.ts'
 
 const ROOT = new URL('../..', import.meta.url).pathname
 const K8S = join(ROOT, 'k8s')
@@ -193,5 +194,5 @@ t.test('the image runs Node 24 as UID 2102 and exposes the sidecar and control-p
   t.match(dockerfile, /^FROM node:24[-\w.]*$/m)
   t.match(dockerfile, /^USER 2102:2102$/m)
   t.match(dockerfile, /^EXPOSE 15001 15006 15000 15012 15014 15017$/m)
-  t.match(dockerfile, /^ENTRYPOINT \["node", "\/opt\/remora\/dist\/cli\.js"\]$/m)
+  t.ok(dockerfile.split('\n').includes(`ENTRYPOINT [${['node', ...IMAGE_NODE_FLAGS, '/opt/remora/dist/cli.js'].map((a) => JSON.stringify(a)).join(', ')}]`), 'the entry point: node with the image\'s V8 flags, then dist/cli.js')
 })
