@@ -41,7 +41,10 @@ t.test('one connection over REMORA_MAX_CONNECTIONS is closed on arrival and coun
   extra.socket.write('GET /extra HTTP/1.1\r\nHost: web\r\n\r\n')
   t.equal(await Promise.race([extra.closed, sleep(5_000).then(() => false)]), true, 'the connection over the cap is closed')
   t.equal(await metric(client.adminUrl, 'remora_downstream_connections_over_limit_total', { direction: 'outbound' }), before + 1, 'and counted')
-  t.ok(client.logs().some((l) => l.level === 'warn' && String(l.msg).includes('REMORA_MAX_CONNECTIONS')), 'and said, naming the setting')
+  // The line comes through the sidecar's stdout: it may arrive after the metric is scraped.
+  const said = (): boolean => client.logs().some((l) => l.level === 'warn' && String(l.msg).includes('REMORA_MAX_CONNECTIONS'))
+  try { await eventually(said, 5_000, 'the warning') } catch { /* asserted next */ }
+  t.ok(said(), 'and said, naming the setting')
   t.match(await get(held[0].socket, '/still'), /^HTTP\/1\.1 200 /, 'an open connection still works')
   // A place freed is taken again.
   held[0].socket.destroy()

@@ -87,7 +87,10 @@ t.test('defect 1: an HTTP/1.1 body a byte at a time is answered 408 and cancelle
     t.equal(await timeouts(l.sidecar, l.direction), before + 1, `${l.direction}: counted as kind="body"`)
     await eventually(() => seen.get(path)?.aborted === true, 5_000, 'the app sees the upload cut')
     t.notOk(seen.get(path)?.ended, `${l.direction}: the app never took the cut-off upload for a whole one`)
-    const line = l.sidecar.logs().find((r) => r.access === l.direction && r.path === path)
+    // The line comes through the sidecar's stdout, maybe after the answer: wait for it.
+    const lineOf = (): Record<string, unknown> | undefined => l.sidecar.logs().find((r) => r.access === l.direction && r.path === path)
+    try { await eventually(() => lineOf() !== undefined, 5_000, 'the access line') } catch { /* asserted next */ }
+    const line = lineOf()
     t.match(line, { status: 408, error: 'request body timeout' }, `${l.direction}: the access line says why`)
   }
   await nothingInFlight(t, 'after slow HTTP/1.1 bodies')
