@@ -492,7 +492,6 @@ t.test('hostile HTTP/1.1 and HTTP/2 inputs through the sidecar pair', async (t) 
   }
 
   // Every request the app received was logged exactly once on each sidecar it crossed.
-  await sleep(1500)
   const count = (logs: Array<Record<string, unknown>>, direction: string): Map<string, number> => {
     const m = new Map<string, number>()
     for (const l of logs) {
@@ -501,6 +500,11 @@ t.test('hostile HTTP/1.1 and HTTP/2 inputs through the sidecar pair', async (t) 
     }
     return m
   }
+  // Lines come through the sidecars' stdout, after the requests ended: wait until every request the
+  // app received has its inbound line (or give up and let the counts below say what is missing).
+  try {
+    await eventually(() => { const seenIn = count(web.logs(), 'inbound'); return [...received.keys()].every((tok) => seenIn.has(tok)) }, 10_000, 'the access lines')
+  } catch { /* reported below */ }
   const outLog = count(client.logs(), 'outbound')
   const inLog = count(web.logs(), 'inbound')
   let notLoggedOnce = 0
