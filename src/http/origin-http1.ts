@@ -76,7 +76,7 @@ export class Http1Origins {
     }
     const abort = new AbortController()
     const record = ex.record
-    let done = false
+    const exchange = { done: false }
     // Complete, but the caller cut its upload: the app must not take the rest for a whole body.
     const upload = ex.body === null ? undefined : relayed(ex.body)
     sink.onClose((completed) => { if (!completed || (upload !== undefined && !upload.writableEnded)) abort.abort() })
@@ -105,26 +105,10 @@ export class Http1Origins {
       body: upload,
       signal: abort.signal,
     }).then(({ statusCode, headers: raw, body, trailers }) => {
-      // The grpc-status the caller is sent, here or in the trailers, is recorded by the sink.
-      const out = forwardable(raw as Headers, true)
-      const end = bodyless(ex.method, statusCode)
-      sink.respond(statusCode, out, end)
-      if (end) { done = true; body.resume(); return }
-      body.pipe(sink.body, { end: false })
-      countBytes(body, (n) => { record.bytesOut += n })
-      body.once('end', () => {
-        done = true
-        sink.finish(forwardable(trailers as Headers, true))
-      })
-      body.once('error', () => {
-        if (done) return
-        done = true
-        record.error = ProxyErrors.appReset.reason
-        sink.abort()
-      })
+      relayResponse(ex, sink, statusCode, raw as Headers, body, () => trailers as Headers, exchange)
     }, (err: NodeJS.ErrnoException) => {
-      if (abort.signal.aborted || done) return
-      done = true
+      if (abort.signal.aborted || exchange.done) return
+      exchange.done = true
       if (notHttp1(err)) onNotHttp1?.(`the app answered HTTP/1.1 with something else (${err.message})`)
       const reason = err.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_INVALID_ARG'
         ? ProxyErrors.malformedRequest
@@ -147,10 +131,10 @@ function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, h
   const record = ex.record
   const body = ex.body as Readable
   const url = new URL(origin)
-  let done = false
+  const exchange = { done: false }
   const fail = (err: NodeJS.ErrnoException): void => {
-    if (done) return
-    done = true
+    if (exchange.done) return
+    exchange.done = true
     const reason = classify(err, reasons)
     record.error = reason.reason
     respondError(sink, reason, { grpc: ex.grpc, detail: err.message })
@@ -161,7 +145,7 @@ function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, h
     req = http.request({ agent, host: url.hostname, port: url.port, method: ex.method, path: ex.path, headers: { ...headers, host: ex.authority, 'transfer-encoding': 'chunked' } })
   } catch (err) {
     // A header node refuses to write: the caller's request is at fault.
-    done = true
+    exchange.done = true
     record.error = ProxyErrors.malformedRequest.reason
     respondError(sink, ProxyErrors.malformedRequest, { grpc: ex.grpc, detail: (err as Error).message })
     body.resume()
@@ -183,22 +167,30 @@ function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, h
   sink.onClose((completed) => { if (!completed || !req.writableEnded) req.destroy() })
   req.on('error', fail)
   req.on('response', (res) => {
-    if (done) { res.resume(); return }
-    const status = res.statusCode ?? 502
-    const end = bodyless(ex.method, status)
-    sink.respond(status, forwardable(res.headers, true), end)
-    if (end) { done = true; res.resume(); return }
-    res.pipe(sink.body, { end: false })
-    countBytes(res, (n) => { record.bytesOut += n })
-    res.once('end', () => {
-      done = true
-      sink.finish(forwardable(res.trailers, true))
-    })
-    res.once('error', () => {
-      if (done) return
-      done = true
-      record.error = ProxyErrors.appReset.reason
-      sink.abort()
-    })
+    if (exchange.done) { res.resume(); return }
+    relayResponse(ex, sink, res.statusCode ?? 502, res.headers as Headers, res, () => res.trailers as Headers, exchange)
+  })
+}
+
+/**
+ * The origin's answer to the caller, from either client: the head (a grpc-status in it or in the
+ * trailers is recorded by the sink), the body piped, the trailers at its end, an error midway a
+ * reset (`app reset`). `exchange.done`: the caller's "this exchange is over" flag, shared.
+ */
+function relayResponse (ex: Exchange, sink: ResponseSink, status: number, raw: Headers, body: Readable, trailers: () => Headers, exchange: { done: boolean }): void {
+  const end = bodyless(ex.method, status)
+  sink.respond(status, forwardable(raw, true), end)
+  if (end) { exchange.done = true; body.resume(); return }
+  body.pipe(sink.body, { end: false })
+  countBytes(body, (n) => { ex.record.bytesOut += n })
+  body.once('end', () => {
+    exchange.done = true
+    sink.finish(forwardable(trailers(), true))
+  })
+  body.once('error', () => {
+    if (exchange.done) return
+    exchange.done = true
+    ex.record.error = ProxyErrors.appReset.reason
+    sink.abort()
   })
 }
