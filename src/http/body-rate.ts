@@ -1,7 +1,9 @@
 // A request body must keep coming: a slow-body client (a byte a second on a 1 MiB Content-Length)
 // otherwise holds an admission slot and an app connection for as long as it likes.
 import type { Readable } from 'node:stream'
-import type { BodyRateLimit } from '../config/proxy-config.ts'
+import type { BodyRateLimit, ProxyConfig } from '../config/proxy-config.ts'
+import type { Direction } from '../telemetry/access-log.ts'
+import type { ProxyMetrics } from '../telemetry/metrics.ts'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
 import type { ResponseSink } from './response-sink.ts'
@@ -52,13 +54,15 @@ export function watchBodyRate (body: Readable, limit: BodyRateLimit, expired: (d
 /**
  * The rule on one exchange from the app or a client outside the mesh. gRPC is exempt (a client
  * stream may rightly send a message a minute; its deadline bounds it), and so are peer sidecars
- * (their own outbound listener held the body to the rule). Falling behind is counted (`counted`),
- * logged as `request body timeout`, and the caller is answered 408 or reset.
+ * (their own outbound listener held the body to the rule). Falling behind is counted
+ * (`remora_downstream_timeouts_total{kind="body"}`), logged as `request body timeout`, and the
+ * caller is answered 408 or reset.
  */
-export function guardRequestBody (ex: Exchange, sink: ResponseSink, limit: BodyRateLimit, counted: () => void): void {
+export function guardRequestBody (ctx: { readonly config: ProxyConfig, readonly metrics: ProxyMetrics }, direction: Direction, ex: Exchange, sink: ResponseSink): void {
+  const limit = ctx.config.requestBody
   if (ex.body === null || ex.grpc || limit.timeoutMs <= 0) return
   const stop = watchBodyRate(ex.body, limit, (detail) => {
-    counted()
+    ctx.metrics.downstreamTimeouts.inc({ direction, kind: 'body' })
     ex.record.error = ProxyErrors.bodyTimeout.reason
     sink.expire(ProxyErrors.bodyTimeout, detail)
   })

@@ -45,6 +45,6 @@ function handle (ctx: InboundContext, req: IncomingMessage, sink: ResponseSink, 
   const record = ctx.begin('inbound', method, authority, path, 'HTTP/1.1', sink)
   const ex = fromHttp1(req, authority, path, record, upgrade)
   if (faulty !== undefined) { refuse(ex, sink, ProxyErrors.malformedRequest, faulty); return }
-  guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'inbound', kind: 'body' }))
+  guardRequestBody(ctx, 'inbound', ex, sink)
   routeInbound(ctx, ex, ctx.destinations.of(req.socket)?.port, sink)
 }

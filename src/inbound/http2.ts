@@ -104,7 +104,7 @@ function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: Inco
     // An upgrade the peer's sidecar carried, if it is one this sidecar allows too.
     const upgrade = peer ? first(headers[MeshHeader.upgrade]) : undefined
     const ex = fromHttp2(stream, headers, forwarded, authority, origProto, record, upgradeAllowed(upgrade, ctx.config.upgrades) ? upgrade : undefined, peerIdentity)
-    if (!peer) guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'inbound', kind: 'body' }))
+    if (!peer) guardRequestBody(ctx, 'inbound', ex, sink)
     routeInbound(ctx, ex, port, sink)
   }
 }

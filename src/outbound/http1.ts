@@ -96,7 +96,7 @@ function handle (ctx: OutboundContext, req: IncomingMessage, sink: ResponseSink,
   }
   const ex = fromHttp1(req, authority, path, record, upgrade)
   if (faulty !== undefined) { refuse(ex, sink, ProxyErrors.malformedRequest, faulty); return }
-  guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'outbound', kind: 'body' }))
+  guardRequestBody(ctx, 'outbound', ex, sink)
   const dest = ctx.destinations.of(req.socket)
   routeOutbound(ctx, ex, sink, dest?.via === 'redirect' ? dest.authority : undefined)
 }

@@ -26,7 +26,7 @@ export function createOutboundHttp2 (ctx: OutboundContext): http2.Http2Server {
       return
     }
     const ex = fromHttp2(stream, headers, forwardable(headers, true), authority, 'HTTP/2', record)
-    guardRequestBody(ex, sink, ctx.config.requestBody, () => ctx.metrics.downstreamTimeouts.inc({ direction: 'outbound', kind: 'body' }))
+    guardRequestBody(ctx, 'outbound', ex, sink)
     routeOutbound(ctx, ex, sink, dest?.via === 'redirect' ? dest.authority : undefined)
   })
   server.on('sessionError', (err) => ctx.log.debug({ err: err.message }, 'outbound h2 session error'))

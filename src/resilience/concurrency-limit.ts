@@ -11,6 +11,9 @@ interface Waiter {
   readonly evicted: (() => void) | undefined
 }
 
+/** Idle sources kept (see #forget). */
+const KEEP_IDLE_SOURCES = 64
+
 interface Source {
   active: number
   readonly waiting: Waiter[]
@@ -74,8 +77,12 @@ export class ConcurrencyLimit {
     return s
   }
 
+  /**
+   * A source with nothing active or waiting is dropped once there are many (a few callers are kept,
+   * so a steady caller, or the outbound limit's one, is not made and dropped on every request).
+   */
   #forget (name: string, s: Source): void {
-    if (s.active === 0 && s.waiting.length === 0) this.#sources.delete(name)
+    if (s.active === 0 && s.waiting.length === 0 && this.#sources.size > KEEP_IDLE_SOURCES) this.#sources.delete(name)
   }
 
   #take (s: Source): void {
