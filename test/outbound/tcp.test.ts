@@ -103,8 +103,10 @@ for (const mode of ['plaintext', 'mTLS'] as const) {
     }
     const sent = await metric(client.adminUrl, 'remora_tcp_flow_bytes_total', { direction: 'outbound', authority: 'db.test:3306', flow: 'sent' })
     t.ok(sent >= 'hello\n'.length, `bytes sent counted (${sent})`)
-    const lines = client.logs().filter((l) => l.access === 'outbound' && l.proto === 'TCP')
-    t.ok(lines.some((l) => l.authority === 'db.test:3306' && l.route === 'mesh' && l.cause === 'tunnel'), 'an access-log line per opaque connection, naming its service')
+    // The line comes through the sidecar's stdout, maybe after the metrics were scraped: wait for it.
+    const line = (l: Record<string, unknown>): boolean => l.access === 'outbound' && l.proto === 'TCP' && l.authority === 'db.test:3306' && l.route === 'mesh' && l.cause === 'tunnel'
+    await waitForLog(client, line)
+    t.ok(client.logs().some(line), 'an access-log line per opaque connection, naming its service')
   })
 }
 
