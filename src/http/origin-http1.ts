@@ -6,7 +6,7 @@ import { createRequire } from 'node:module'
 import http, { type IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import type { Agent as AgentType, Dispatcher } from 'undici'
-import { ProxyErrors } from '../errors.ts'
+import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
 import { bodyless, forwardable, type Headers } from './headers.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
@@ -23,10 +23,10 @@ function relayed (body: Readable): PassThrough {
 }
 
 // undici's entry point loads all of it (fetch, WebSocket, mocks: ~17 MB of RSS); the sidecar needs
-// the Agent and the request API only, so it loads just those two modules.
+// the Agent alone: requests go through its dispatch() with a handler of ours (AppCall), without the
+// request API's promise, response stream, pipe and abort signal per request.
 const require = createRequire(import.meta.url)
 const Agent = require('undici/lib/dispatcher/agent.js') as typeof AgentType
-Object.assign((require('undici/lib/dispatcher/dispatcher.js') as { prototype: object }).prototype, require('undici/lib/api/index.js'))
 
 /**
  * Request trailers, however the caller sent them (h2 trailers arrive as 'trailers' on the stream,
@@ -74,12 +74,9 @@ export class Http1Origins {
       forwardWithTrailers(this.#trailerAgent, origin, ex, headers, sink, reasons)
       return
     }
-    const abort = new AbortController()
     const record = ex.record
-    const exchange = { done: false }
     // Complete, but the caller cut its upload: the app must not take the rest for a whole body.
     const upload = ex.body === null ? undefined : relayed(ex.body)
-    sink.onClose((completed) => { if (!completed || (upload !== undefined && !upload.writableEnded)) abort.abort() })
     if (ex.body !== null) {
       countBytes(ex.body, (n) => { record.bytesIn += n })
       // undici writes no request trailers: unannounced ones (an h2 caller's, most often) are dropped,
@@ -96,26 +93,16 @@ export class Http1Origins {
       })
     }
 
-    this.#agent.request({
+    const call = new AppCall(new ResponseRelay(ex, sink), reasons, upload, onNotHttp1)
+    sink.onClose((completed) => { if (!completed || (upload !== undefined && !upload.writableEnded)) call.cancel() })
+    this.#agent.dispatch({
       origin,
       method: ex.method as Dispatcher.HttpMethod,
       path: ex.path,
       headers: { ...headers, host: ex.authority },
       // undici destroys a body stream when done with it; the caller's stream must outlive that.
       body: upload,
-      signal: abort.signal,
-    }).then(({ statusCode, headers: raw, body, trailers }) => {
-      relayResponse(ex, sink, statusCode, raw as Headers, body, () => trailers as Headers, exchange)
-    }, (err: NodeJS.ErrnoException) => {
-      if (abort.signal.aborted || exchange.done) return
-      exchange.done = true
-      if (notHttp1(err)) onNotHttp1?.(`the app answered HTTP/1.1 with something else (${err.message})`)
-      const reason = err.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_INVALID_ARG'
-        ? ProxyErrors.malformedRequest
-        : classify(err, reasons)
-      record.error = reason.reason
-      respondError(sink, reason, { grpc: ex.grpc, detail: err.message })
-    })
+    }, call)
   }
 
   async close (): Promise<void> { this.#trailerAgent.destroy(); await this.#agent.close() }
@@ -124,30 +111,21 @@ export class Http1Origins {
 
 /**
  * The request through node's HTTP/1.1 client, chunked, with the caller's trailers at the end (h2
- * 'trailers' on the stream, or an HTTP/1.1 caller's on `req.trailers`). The response is relayed as
- * on the undici path.
+ * 'trailers' on the stream, or an HTTP/1.1 caller's on `req.trailers`). The response goes through
+ * the same relay as on the undici path.
  */
 function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, headers: Headers, sink: ResponseSink, reasons: RelayReasons): void {
   const record = ex.record
   const body = ex.body as Readable
   const url = new URL(origin)
-  const exchange = { done: false }
-  const fail = (err: NodeJS.ErrnoException): void => {
-    if (exchange.done) return
-    exchange.done = true
-    const reason = classify(err, reasons)
-    record.error = reason.reason
-    respondError(sink, reason, { grpc: ex.grpc, detail: err.message })
-  }
+  const relay = new ResponseRelay(ex, sink)
   let req: http.ClientRequest
   try {
     // Chunked whatever the method: node would write a GET's body unframed and throw at its trailers.
     req = http.request({ agent, host: url.hostname, port: url.port, method: ex.method, path: ex.path, headers: { ...headers, host: ex.authority, 'transfer-encoding': 'chunked' } })
   } catch (err) {
     // A header node refuses to write: the caller's request is at fault.
-    exchange.done = true
-    record.error = ProxyErrors.malformedRequest.reason
-    respondError(sink, ProxyErrors.malformedRequest, { grpc: ex.grpc, detail: (err as Error).message })
+    relay.refuse(ProxyErrors.malformedRequest, (err as Error).message)
     body.resume()
     return
   }
@@ -165,32 +143,134 @@ function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, h
     req.end()
   })
   sink.onClose((completed) => { if (!completed || !req.writableEnded) req.destroy() })
-  req.on('error', fail)
+  req.on('error', (err: NodeJS.ErrnoException) => {
+    if (relay.started) relay.cut()
+    else relay.refuse(classify(err, reasons), err.message)
+  })
   req.on('response', (res) => {
-    if (exchange.done) { res.resume(); return }
-    relayResponse(ex, sink, res.statusCode ?? 502, res.headers as Headers, res, () => res.trailers as Headers, exchange)
+    if (relay.done || !relay.start(res.statusCode ?? 502, res.headers as Headers)) { res.resume(); return }
+    res.on('data', (chunk: Buffer) => { if (!relay.data(chunk, () => res.resume())) res.pause() })
+    res.once('end', () => relay.end(res.trailers as Headers))
+    res.once('error', () => relay.cut())
   })
 }
 
 /**
  * The origin's answer to the caller, from either client: the head (a grpc-status in it or in the
- * trailers is recorded by the sink), the body piped, the trailers at its end, an error midway a
- * reset (`app reset`). `exchange.done`: the caller's "this exchange is over" flag, shared.
+ * trailers is recorded by the sink), the body written as it comes with the client paused while the
+ * caller is behind, the trailers at its end, an error midway a reset (`app reset`). Once `done`
+ * (answered, cut or refused) nothing more reaches the caller.
  */
-function relayResponse (ex: Exchange, sink: ResponseSink, status: number, raw: Headers, body: Readable, trailers: () => Headers, exchange: { done: boolean }): void {
-  const end = bodyless(ex.method, status)
-  sink.respond(status, forwardable(raw, true), end)
-  if (end) { exchange.done = true; body.resume(); return }
-  body.pipe(sink.body, { end: false })
-  countBytes(body, (n) => { ex.record.bytesOut += n })
-  body.once('end', () => {
-    exchange.done = true
-    sink.finish(forwardable(trailers(), true))
-  })
-  body.once('error', () => {
-    if (exchange.done) return
-    exchange.done = true
-    ex.record.error = ProxyErrors.appReset.reason
-    sink.abort()
-  })
+class ResponseRelay {
+  readonly #ex: Exchange
+  readonly #sink: ResponseSink
+  done = false
+  started = false
+  #onDrain: (() => void) | undefined
+
+  constructor (ex: Exchange, sink: ResponseSink) {
+    this.#ex = ex
+    this.#sink = sink
+  }
+
+  /** The head; false when the answer has no body (it is complete already). */
+  start (status: number, raw: Headers): boolean {
+    this.started = true
+    const end = bodyless(this.#ex.method, status)
+    this.#sink.respond(status, forwardable(raw, true), end)
+    if (end) this.done = true
+    return !end
+  }
+
+  /** A piece of the body; false when the caller is behind: pause, and `resume` is called once it caught up. */
+  data (chunk: Buffer, resume: () => void): boolean {
+    if (this.done) return true
+    this.#ex.record.bytesOut += chunk.length
+    if (this.#sink.body.write(chunk)) return true
+    if (this.#onDrain === undefined) {
+      this.#onDrain = resume
+      this.#sink.body.once('drain', () => { this.#onDrain = undefined; resume() })
+    }
+    return false
+  }
+
+  end (trailers: Headers | undefined): void {
+    if (this.done) return
+    this.done = true
+    this.#sink.finish(trailers === undefined ? undefined : forwardable(trailers, true))
+  }
+
+  /** The origin's answer broke off midway. */
+  cut (): void {
+    if (this.done) return
+    this.done = true
+    this.#ex.record.error = ProxyErrors.appReset.reason
+    this.#sink.abort()
+  }
+
+  /** No answer from the origin: the proxy answers `reason` itself. */
+  refuse (reason: ProxyErrorReason, detail: string): void {
+    if (this.done) return
+    this.done = true
+    this.#ex.record.error = reason.reason
+    respondError(this.#sink, reason, { grpc: this.#ex.grpc, detail })
+  }
+}
+
+/**
+ * One request to the origin through undici's dispatch(): its answer goes straight to the relay (no
+ * response stream, no promise). `cancel`: the caller is gone; a request still queued for a
+ * connection is aborted when it reaches one.
+ */
+class AppCall implements Dispatcher.DispatchHandler {
+  readonly #relay: ResponseRelay
+  readonly #reasons: RelayReasons
+  readonly #upload: PassThrough | undefined
+  readonly #onNotHttp1: ((why: string) => void) | undefined
+  #controller: Dispatcher.DispatchController | undefined
+  #cancelled = false
+
+  constructor (relay: ResponseRelay, reasons: RelayReasons, upload: PassThrough | undefined, onNotHttp1: ((why: string) => void) | undefined) {
+    this.#relay = relay
+    this.#reasons = reasons
+    this.#upload = upload
+    this.#onNotHttp1 = onNotHttp1
+  }
+
+  cancel (): void {
+    if (this.#cancelled) return
+    this.#cancelled = true
+    this.#relay.done = true
+    this.#controller?.abort(new Error('the caller is gone'))
+  }
+
+  onRequestStart (controller: Dispatcher.DispatchController): void {
+    this.#controller = controller
+    if (this.#cancelled) controller.abort(new Error('the caller is gone'))
+  }
+
+  onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    // 1xx (100 Continue, 103 Early Hints): the sidecar answers Expect itself and forwards neither.
+    if (status < 200 || this.#relay.done) return
+    this.#relay.start(status, headers as Headers)
+  }
+
+  onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.#relay.data(chunk, () => controller.resume())) controller.pause()
+  }
+
+  onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
+    this.#relay.end(trailers as Headers)
+  }
+
+  onResponseError (controller: Dispatcher.DispatchController | null, err: NodeJS.ErrnoException): void {
+    if (this.#upload !== undefined && !this.#upload.destroyed) this.#upload.destroy()
+    if (this.#cancelled || this.#relay.done) return
+    if (this.#relay.started) { this.#relay.cut(); return }
+    if (notHttp1(err)) this.#onNotHttp1?.(`the app answered HTTP/1.1 with something else (${err.message})`)
+    const reason = err.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_INVALID_ARG'
+      ? ProxyErrors.malformedRequest
+      : classify(err, this.#reasons)
+    this.#relay.refuse(reason, err.message)
+  }
 }
