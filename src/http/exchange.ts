@@ -29,8 +29,11 @@ export interface Exchange {
   readonly peerIdentity?: string
 }
 
-/** An HTTP/1.1 request on either listener; mesh headers and names with underscores from the caller are dropped. */
-export function fromHttp1 (req: IncomingMessage, authority: string, path: string, record: AccessRecord, upgrade: string | undefined): Exchange {
+/**
+ * An HTTP/1.1 request on either listener; mesh headers and names with underscores from the caller
+ * are dropped. `peerIdentity`: it came from a peer sidecar over mTLS, as whom.
+ */
+export function fromHttp1 (req: IncomingMessage, authority: string, path: string, record: AccessRecord, upgrade: string | undefined, peerIdentity?: string): Exchange {
   return {
     method: req.method ?? 'GET',
     path,
@@ -42,6 +45,8 @@ export function fromHttp1 (req: IncomingMessage, authority: string, path: string
     grpc: isGrpc(req.headers),
     record,
     peerAddress: req.socket.remoteAddress,
+    mtls: peerIdentity !== undefined,
+    peerIdentity,
   }
 }
 

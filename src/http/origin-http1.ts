@@ -11,7 +11,9 @@ import type { Exchange } from './exchange.ts'
 import { bodyless, forwardable, type Headers } from './headers.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 import { classify, type RelayReasons } from './upstream-errors.ts'
-import { pipeBody } from './relay-h2.ts'
+import { pipeBody, type Attempt, type AttemptHooks } from './relay-h2.ts'
+import { tlsReason } from '../transport/tls-errors.ts'
+import type { Connector } from '../transport/peer-http1.ts'
 import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
 
@@ -45,6 +47,13 @@ function notHttp1 (err: NodeJS.ErrnoException): boolean {
   return err.name === 'HTTPParserError' || err.code?.startsWith('HPE_') === true
 }
 
+export interface Http1Hooks extends AttemptHooks {
+  /** The origin answered something that is not HTTP/1.1 (its protocol changed). */
+  readonly onNotHttp1?: (why: string) => void
+  /** The request is being written on a connection (the pool had one, or made one): latency counts from here. */
+  readonly onDispatched?: () => void
+}
+
 export class Http1Origins {
   readonly #agent: AgentType
   readonly #log: Logger | undefined
@@ -52,21 +61,27 @@ export class Http1Origins {
   /** For the few requests with announced trailers: node's client writes them, undici does not. */
   readonly #trailerAgent = new http.Agent({ keepAlive: true, keepAliveMsecs: 4_000, maxFreeSockets: 16 })
 
-  constructor (connectTimeout: number, log?: Logger) {
+  /**
+   * `connect`: how connections are opened (peer sidecars: mTLS, transport/peer-http1.ts); plain TCP
+   * by default. `maxIdleMs`: an idle connection is closed after this long at most, whatever the
+   * server's Keep-Alive says (undici's default: 10 minutes).
+   */
+  constructor (connectTimeout: number, log?: Logger, connect?: Connector, maxIdleMs?: number) {
     this.#log = log
     this.#agent = new Agent({
-      connect: { timeout: connectTimeout },
+      connect: connect ?? { timeout: connectTimeout },
       // Timeouts are a per-service policy (resilience); here a slow or streaming app is legal.
       headersTimeout: 0,
       bodyTimeout: 0,
       keepAliveTimeout: 4_000,
+      ...(maxIdleMs === undefined ? {} : { keepAliveMaxTimeout: maxIdleMs }),
       pipelining: 1,
     })
   }
 
   /**
-   * `origin`: `http://host:port`; `reasons`: how its connection failures are named (app or egress);
-   * `onNotHttp1`: it answered something that is not HTTP/1.1 (its protocol changed).
+   * The app or an egress destination. `origin`: `http://host:port`; `reasons`: how its connection
+   * failures are named (app or egress); `onNotHttp1`: it answered something that is not HTTP/1.1.
    */
   forward (origin: string, ex: Exchange, headers: Headers, sink: ResponseSink, reasons: RelayReasons, onNotHttp1?: (why: string) => void): void {
     // A body whose caller announced trailers (`Trailer`, RFC 9110 §6.6.2) goes chunked with them.
@@ -74,13 +89,20 @@ export class Http1Origins {
       forwardWithTrailers(this.#trailerAgent, origin, ex, headers, sink, reasons)
       return
     }
-    const record = ex.record
+    if (ex.body !== null) countBytes(ex.body, (n) => { ex.record.bytesIn += n })
+    this.relay(origin, ex, { ...headers, host: ex.authority }, ex.body, sink, reasons, { onNotHttp1 })
+  }
+
+  /**
+   * One attempt: `headers` as sent (Host included), `body` this attempt's copy of the caller's;
+   * the answer goes to `sink` unless a hook takes it (a caller that retries, as relayOverH2).
+   */
+  relay (origin: string, ex: Exchange, headers: Headers, body: Readable | null, sink: ResponseSink, reasons: RelayReasons, hooks: Http1Hooks = {}): Attempt {
     // Complete, but the caller cut its upload: the app must not take the rest for a whole body.
-    const upload = ex.body === null ? undefined : relayed(ex.body)
+    const upload = body === null ? undefined : relayed(body)
     if (ex.body !== null) {
-      countBytes(ex.body, (n) => { record.bytesIn += n })
       // undici writes no request trailers: unannounced ones (an h2 caller's, most often) are dropped,
-      // the body goes through whole, and the log says so. Announced ones took the path above.
+      // the body goes through whole, and the log says so. Announced ones took node's client.
       onRequestTrailers(ex.body, (names) => {
         if (names.length === 0) return
         this.#dropped.run(origin, (suppressed) => this.#log?.warn({
@@ -92,17 +114,17 @@ export class Http1Origins {
         }, 'request trailers dropped'))
       })
     }
-
-    const call = new AppCall(new ResponseRelay(ex, sink), reasons, upload, onNotHttp1)
+    const call = new H1Attempt(ex, sink, reasons, upload, hooks)
     sink.onClose((completed) => { if (!completed || (upload !== undefined && !upload.writableEnded)) call.cancel() })
     this.#agent.dispatch({
       origin,
       method: ex.method as Dispatcher.HttpMethod,
       path: ex.path,
-      headers: { ...headers, host: ex.authority },
+      headers,
       // undici destroys a body stream when done with it; the caller's stream must outlive that.
       body: upload,
     }, call)
+    return call
   }
 
   async close (): Promise<void> { this.#trailerAgent.destroy(); await this.#agent.close() }
@@ -144,14 +166,14 @@ function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, h
   })
   sink.onClose((completed) => { if (!completed || !req.writableEnded) req.destroy() })
   req.on('error', (err: NodeJS.ErrnoException) => {
-    if (relay.started) relay.cut()
+    if (relay.started) relay.cut(reasons.reset)
     else relay.refuse(classify(err, reasons), err.message)
   })
   req.on('response', (res) => {
-    if (relay.done || !relay.start(res.statusCode ?? 502, res.headers as Headers)) { res.resume(); return }
+    if (relay.done || !relay.start(res.statusCode ?? 502, forwardable(res.headers, true))) { res.resume(); return }
     res.on('data', (chunk: Buffer) => { if (!relay.data(chunk, () => res.resume())) res.pause() })
     res.once('end', () => relay.end(res.trailers as Headers))
-    res.once('error', () => relay.cut())
+    res.once('error', () => relay.cut(reasons.reset))
   })
 }
 
@@ -174,10 +196,10 @@ class ResponseRelay {
   }
 
   /** The head; false when the answer has no body (it is complete already). */
-  start (status: number, raw: Headers): boolean {
+  start (status: number, headers: Headers): boolean {
     this.started = true
     const end = bodyless(this.#ex.method, status)
-    this.#sink.respond(status, forwardable(raw, true), end)
+    this.#sink.respond(status, headers, end)
     if (end) this.done = true
     return !end
   }
@@ -201,10 +223,10 @@ class ResponseRelay {
   }
 
   /** The origin's answer broke off midway. */
-  cut (): void {
+  cut (reason: ProxyErrorReason): void {
     if (this.done) return
     this.done = true
-    this.#ex.record.error = ProxyErrors.appReset.reason
+    this.#ex.record.error = reason.reason
     this.#sink.abort()
   }
 
@@ -219,22 +241,34 @@ class ResponseRelay {
 
 /**
  * One request to the origin through undici's dispatch(): its answer goes straight to the relay (no
- * response stream, no promise). `cancel`: the caller is gone; a request still queued for a
- * connection is aborted when it reaches one.
+ * response stream, no promise). `cancel` (the caller is gone, or retries elsewhere) is silent; a
+ * request still queued for a connection is aborted when it reaches one.
  */
-class AppCall implements Dispatcher.DispatchHandler {
+class H1Attempt implements Dispatcher.DispatchHandler, Attempt {
+  readonly #ex: Exchange
   readonly #relay: ResponseRelay
   readonly #reasons: RelayReasons
   readonly #upload: PassThrough | undefined
-  readonly #onNotHttp1: ((why: string) => void) | undefined
+  readonly #hooks: Http1Hooks
   #controller: Dispatcher.DispatchController | undefined
   #cancelled = false
+  #closed = false
+  #idle: NodeJS.Timeout | undefined
+  #idleFired = false
 
-  constructor (relay: ResponseRelay, reasons: RelayReasons, upload: PassThrough | undefined, onNotHttp1: ((why: string) => void) | undefined) {
-    this.#relay = relay
+  constructor (ex: Exchange, sink: ResponseSink, reasons: RelayReasons, upload: PassThrough | undefined, hooks: Http1Hooks) {
+    this.#ex = ex
+    this.#relay = new ResponseRelay(ex, sink)
     this.#reasons = reasons
     this.#upload = upload
-    this.#onNotHttp1 = onNotHttp1
+    this.#hooks = hooks
+    const idleMs = hooks.idleTimeoutMs ?? 0
+    if (idleMs > 0) {
+      // No bytes either way for this long: reset (as relayOverH2's stream timeout).
+      this.#idle = setTimeout(() => { this.#idleFired = true; this.#controller?.abort(new Error('idle timeout')) }, idleMs)
+      // Counted once undici reads it: a 'data' listener of ours would set the body flowing before then.
+      if (upload !== undefined) countBytes(upload, () => this.#idle?.refresh())
+    }
   }
 
   cancel (): void {
@@ -246,31 +280,67 @@ class AppCall implements Dispatcher.DispatchHandler {
 
   onRequestStart (controller: Dispatcher.DispatchController): void {
     this.#controller = controller
-    if (this.#cancelled) controller.abort(new Error('the caller is gone'))
+    if (this.#cancelled) { controller.abort(new Error('the caller is gone')); return }
+    this.#hooks.onDispatched?.()
   }
 
-  onResponseStart (controller: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+  onResponseStart (controller: Dispatcher.DispatchController, status: number, raw: IncomingHttpHeaders): void {
     // 1xx (100 Continue, 103 Early Hints): the sidecar answers Expect itself and forwards neither.
     if (status < 200 || this.#relay.done) return
-    this.#relay.start(status, headers as Headers)
+    this.#idle?.refresh()
+    const headers = forwardable(raw, !this.#reasons.trustMeshHeaders)
+    if (this.#hooks.onResponse?.(status, headers, bodyless(this.#ex.method, status)) === false) {
+      // Dropped for a retry: the caller answers, not this attempt.
+      this.cancel()
+      return
+    }
+    this.#relay.start(status, headers)
   }
 
   onResponseData (controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#idle?.refresh()
     if (!this.#relay.data(chunk, () => controller.resume())) controller.pause()
   }
 
   onResponseEnd (controller: Dispatcher.DispatchController, trailers: IncomingHttpHeaders): void {
-    this.#relay.end(trailers as Headers)
+    this.#relay.end(forwardable(trailers, !this.#reasons.trustMeshHeaders))
+    this.#close()
   }
 
   onResponseError (controller: Dispatcher.DispatchController | null, err: NodeJS.ErrnoException): void {
     if (this.#upload !== undefined && !this.#upload.destroyed) this.#upload.destroy()
-    if (this.#cancelled || this.#relay.done) return
-    if (this.#relay.started) { this.#relay.cut(); return }
-    if (notHttp1(err)) this.#onNotHttp1?.(`the app answered HTTP/1.1 with something else (${err.message})`)
+    try {
+      this.#failed(err)
+    } finally {
+      this.#close()
+    }
+  }
+
+  #failed (err: NodeJS.ErrnoException): void {
+    const relay = this.#relay
+    if (this.#idleFired && !relay.done) {
+      if (relay.started) { relay.cut(ProxyErrors.timeout); return }
+      const detail = `no bytes either way for ${this.#hooks.idleTimeoutMs} ms (idle timeout)`
+      if (this.#hooks.onFailure?.(ProxyErrors.timeout, detail, false) === true) relay.done = true
+      else relay.refuse(ProxyErrors.timeout, detail)
+      return
+    }
+    if (this.#cancelled || relay.done) return
+    if (relay.started) { relay.cut(this.#reasons.reset); return }
+    if (notHttp1(err)) this.#hooks.onNotHttp1?.(`the app answered HTTP/1.1 with something else (${err.message})`)
     const reason = err.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_INVALID_ARG'
       ? ProxyErrors.malformedRequest
       : classify(err, this.#reasons)
-    this.#relay.refuse(reason, err.message)
+    // Refused, timed out, or the handshake failed: the request never left this sidecar.
+    const unprocessed = err.code === 'ECONNREFUSED' || err.code === 'ETIMEDOUT' || err.code === 'UND_ERR_CONNECT_TIMEOUT' || tlsReason(err) !== undefined
+    if (reason !== ProxyErrors.malformedRequest && this.#hooks.onFailure?.(reason, err.message, unprocessed) === true) { relay.done = true; return }
+    relay.refuse(reason, err.message)
+  }
+
+  #close (): void {
+    if (this.#closed) return
+    this.#closed = true
+    clearTimeout(this.#idle)
+    this.#hooks.onClose?.()
   }
 }

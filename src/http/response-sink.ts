@@ -139,10 +139,11 @@ export class H1Sink implements ResponseSink {
   /** The response's Content-Length, and how much of the body was written: all of it is a complete answer. */
   #length: number | undefined
   #written = 0
+  readonly #drain: { readonly draining: boolean }
   /** While draining, each response closes its connection so clients move to another endpoint. */
   constructor (res: ServerResponse, drain: { readonly draining: boolean }) {
     this.#res = res
-    if (drain.draining) lastOnConnection(res.req, res)
+    this.#drain = drain
     // A client that has all Content-Length bytes may close before the upstream's end-of-stream
     // (a separate frame) reaches us: that answer was complete, not reset.
     const write = res.write
@@ -159,6 +160,9 @@ export class H1Sink implements ResponseSink {
     this.grpcStatus = grpcStatusIn(headers, this.grpcStatus)
     const length = headers['content-length']
     if (length !== undefined) this.#length = Number(length)
+    // Decided when the answer goes out, not when the request came: one that arrived before the
+    // drain began closes its connection too (a peer's pool would keep it, idle, for seconds).
+    if (this.#drain.draining) lastOnConnection(this.#res.req, this.#res)
     this.#res.writeHead(status, headers)
     if (endStream) this.#res.end()
   }

@@ -10,6 +10,9 @@ import { createDownstreamH2Server } from '../transport/h2-server.ts'
 import { routeInbound } from './route.ts'
 import tls, { type TLSSocket } from 'node:tls'
 import { TCP_ALPN } from '../transport/tcp-header.ts'
+import { PEER_H1_ALPN } from '../transport/peer-http1.ts'
+import type http from 'node:http'
+import { createInboundHttp1 } from './http1.ts'
 import { acceptPeerTcp } from './tcp.ts'
 import type { Credentials } from '../identity/workload-identity.ts'
 import { spiffeIdOf } from '../identity/svid.ts'
@@ -29,12 +32,15 @@ export function createInboundHttp2 (ctx: InboundContext): http2.Http2Server {
 /**
  * Inbound mTLS from peer sidecars: TLS 1.3, a client certificate that chains to the trust anchors
  * required, the caller's SPIFFE ID read once per connection. ALPN h2 goes to `h2` (the HTTP
- * streams); ALPN remora-tcp/1 is opaque TCP (inbound/tcp.ts).
+ * streams); ALPN remora-http/1.1 to `h1` (HTTP/1.1 apps' requests); ALPN remora-tcp/1 is opaque
+ * TCP (inbound/tcp.ts).
  */
-export function createInboundMtls (ctx: InboundContext, creds: Credentials): { tls: tls.Server, h2: http2.Http2Server } {
+export function createInboundMtls (ctx: InboundContext, creds: Credentials): { tls: tls.Server, h2: http2.Http2Server, h1: http.Server } {
   const h2 = createDownstreamH2Server(ctx, 'inbound', true)
   const server = tls.createServer({ ...serverTls(creds), allowHalfOpen: true })
   const peers = new WeakMap<http2.Http2Session, string>()
+  const h1Peers = new WeakMap<object, string>()
+  const h1 = createInboundHttp1(ctx, (socket) => h1Peers.get(socket))
   server.on('secureConnection', (socket: TLSSocket) => {
     let identity: string
     try {
@@ -46,6 +52,11 @@ export function createInboundMtls (ctx: InboundContext, creds: Credentials): { t
       return
     }
     if (socket.alpnProtocol === TCP_ALPN) { acceptPeerTcp(ctx, socket, identity, socket.remoteAddress); return }
+    if (socket.alpnProtocol === PEER_H1_ALPN) {
+      h1Peers.set(socket, identity)
+      h1.emit('connection', socket)
+      return
+    }
     h2.emit('connection', socket)
   })
   h2.on('session', (session: http2.ServerHttp2Session) => {
@@ -66,11 +77,11 @@ export function createInboundMtls (ctx: InboundContext, creds: Credentials): { t
     ctx.metrics.tlsFailures.inc({ direction: 'inbound', reason })
     throttle.run(reason, (suppressed) => ctx.log.warn({ reason, from: socket.remoteAddress, err: verify !== null && verify !== undefined ? String(verify) : err.code ?? err.message, suppressed }, 'inbound TLS handshake refused'))
   })
-  return { tls: server, h2 }
+  return { tls: server, h2, h1 }
 }
 
 export function serverTls (creds: Credentials): tls.TlsOptions {
-  return { key: creds.key, cert: creds.cert, ca: [...creds.ca], requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['h2', TCP_ALPN] }
+  return { key: creds.key, cert: creds.cert, ca: [...creds.ca], requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3', ALPNProtocols: ['h2', PEER_H1_ALPN, TCP_ALPN] }
 }
 
 function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: IncomingHttpHeaders, peerIdentity: string | undefined): void {

@@ -9,6 +9,7 @@ import { first, MeshHeader } from '../http/headers.ts'
 import { PEER_REASONS } from '../http/upstream-errors.ts'
 import { relayOverH2, type Attempt } from '../http/relay-h2.ts'
 import { ReplayBody } from '../http/replay-body.ts'
+import type { Http1Hooks } from '../http/origin-http1.ts'
 import type { ResponseSink } from '../http/response-sink.ts'
 import { refuse } from '../http/refuse.ts'
 import { countBytes } from '../http/count-bytes.ts'
@@ -86,16 +87,15 @@ export class OutboundCall {
     const ex = this.#ex
     ex.record.endpoint = endpoint.key
     ex.record.attempts = this.#attempt
-    const headers: OutgoingHttpHeaders = {
-      ...ex.headers,
-      ':method': ex.method,
-      ':path': ex.path,
-      ':authority': ex.authority,
-      ':scheme': 'http',
-      [MeshHeader.targetPort]: String(endpoint.targetPort),
-      [MeshHeader.attempt]: String(this.#attempt),
-    }
-    if (ex.origProto === 'HTTP/1.1') headers[MeshHeader.origProto] = 'HTTP/1.1'
+    // HTTP/1.1 apps' requests travel as HTTP/1.1 over the peer's connection pool; everything that
+    // needs HTTP/2's framing (h2 and gRPC callers, upgrades, announced request trailers) as an h2 stream.
+    const overH1 = ex.origProto === 'HTTP/1.1' && ex.upgrade === undefined && ex.headers.trailer === undefined
+    const headers: OutgoingHttpHeaders = overH1
+      ? { ...ex.headers, host: ex.authority }
+      : { ...ex.headers, ':method': ex.method, ':path': ex.path, ':authority': ex.authority, ':scheme': 'http' }
+    headers[MeshHeader.targetPort] = String(endpoint.targetPort)
+    headers[MeshHeader.attempt] = String(this.#attempt)
+    if (!overH1 && ex.origProto === 'HTTP/1.1') headers[MeshHeader.origProto] = 'HTTP/1.1'
     if (ex.upgrade !== undefined) headers[MeshHeader.upgrade] = ex.upgrade
     if (this.#deadline !== undefined && ex.grpc) headers['grpc-timeout'] = formatGrpcTimeout(this.#deadline - now)
     const request = this.#span
@@ -103,11 +103,10 @@ export class OutboundCall {
     this.#ctx.tracing.inject(span, headers as Headers)
     let outcome: { status: number, grpc?: string, error?: string } = { status: 0 }
     const body: Readable | null = this.#replay?.next() ?? ex.body
-    const session = this.#ctx.peers.get(endpoint.address, this.#state.policy.connectTimeoutMs || undefined, endpoint.identity)
+    const connectTimeout = this.#state.policy.connectTimeoutMs || undefined
     // The endpoint's latency, not the handshake's: a new connection's setup would stick as its
     // peak EWMA and starve it for seconds (one gRPC channel then favours whoever connected first).
     let started = performance.now()
-    if (session.connecting) session.once('connect', () => { started = performance.now() })
     let observed = false
     const observe = (failure: boolean, span: Span | undefined): void => {
       if (observed) return
@@ -115,8 +114,9 @@ export class OutboundCall {
       this.#observe(endpoint, failure, performance.now() - started, span)
     }
 
-    const attempt = this.#current = relayOverH2(session, headers, ex, body, this.#sink, PEER_REASONS, {
+    const hooks: Http1Hooks = {
       idleTimeoutMs: this.#state.policy.idleTimeoutMs,
+      onDispatched: () => { started = performance.now() },
       onResponse: (status, h) => {
         const grpcStatus = h['grpc-status'] === undefined ? undefined : Number(first(h['grpc-status']))
         const failure = status >= 500 || grpcStatus === 14
@@ -153,7 +153,15 @@ export class OutboundCall {
         endSpan(span, 'client', outcome.status, outcome.grpc ?? ex.record.grpcStatus, outcome.error ?? (this.#current === attempt ? ex.record.error : undefined))
         request?.attemptEnded()
       },
-    })
+    }
+    let attempt: Attempt
+    if (overH1) {
+      attempt = this.#current = this.#ctx.peerH1.relay(endpoint.address, endpoint.identity, connectTimeout, ex, headers as Headers, body, this.#sink, hooks)
+    } else {
+      const session = this.#ctx.peers.get(endpoint.address, connectTimeout, endpoint.identity)
+      if (session.connecting) session.once('connect', () => { started = performance.now() })
+      attempt = this.#current = relayOverH2(session, headers, ex, body, this.#sink, PEER_REASONS, hooks)
+    }
   }
 
   /** Endpoints in rotation; if failure accrual took out every one, all of them (better than nothing). */

@@ -15,6 +15,7 @@ import type { ProxyConfig } from '../config/proxy-config.ts'
 import type { Destinations } from '../transport/destinations.ts'
 import type { SecureContext } from 'node:tls'
 import type { Http1Origins } from '../http/origin-http1.ts'
+import type { PeerHttp1 } from '../http/peer-http1.ts'
 
 export interface OutboundContext extends RequestLog {
   readonly log: Logger
@@ -25,8 +26,10 @@ export interface OutboundContext extends RequestLog {
   readonly policies: Readonly<Record<BalancerName, BalancerPolicy>>
   readonly services: ServiceStates
   readonly tracing: Tracing
-  /** One h2 connection per peer sidecar. */
+  /** One h2 connection per peer sidecar: HTTP/2 and gRPC, upgrades, requests with trailers. */
   readonly peers: H2Sessions
+  /** Pools of HTTP/1.1 connections per peer sidecar: requests from HTTP/1.1 apps. */
+  readonly peerH1: PeerHttp1
   readonly tunnels: Tunnels
   readonly config: ProxyConfig
   /** Where each accepted connection was going (redirected, or a CONNECT tunnel's target). */

@@ -10,6 +10,7 @@ import type { InboundLimits } from '../inbound/limits.ts'
 import type { Tracing } from '../telemetry/tracing.ts'
 import type { H2Sessions } from '../transport/h2-sessions.ts'
 import type { Http1Origins } from '../http/origin-http1.ts'
+import type { PeerHttp1 } from '../http/peer-http1.ts'
 import type { AppProtocols } from '../inbound/app-protocol.ts'
 import type { Tunnels } from '../outbound/tunnel.ts'
 import { AccessRecord, type Direction } from '../telemetry/access-log.ts'
@@ -32,8 +33,10 @@ export class ProxyContext implements InboundContext, OutboundContext {
   readonly services: ServiceStates
   readonly inboundLimits: InboundLimits
   readonly tracing: Tracing
-  /** One h2 connection per peer sidecar. */
+  /** One h2 connection per peer sidecar: HTTP/2 and gRPC, upgrades, requests with trailers. */
   readonly peers: H2Sessions
+  /** Pools of HTTP/1.1 connections per peer sidecar: requests from HTTP/1.1 apps. */
+  readonly peerH1: PeerHttp1
   /** One h2 connection per local h2 app port. */
   readonly appH2: H2Sessions
   readonly appH1: Http1Origins
@@ -61,6 +64,7 @@ export class ProxyContext implements InboundContext, OutboundContext {
     this.inboundLimits = init.inboundLimits
     this.tracing = init.tracing
     this.peers = init.peers
+    this.peerH1 = init.peerH1
     this.appH2 = init.appH2
     this.appH1 = init.appH1
     this.egressH1 = init.egressH1

@@ -17,8 +17,9 @@ import { InboundLimits } from '../inbound/limits.ts'
 import { EndpointTable } from '../discovery/endpoint-table.ts'
 import { DiscoveryClient } from '../discovery/control-client.ts'
 import { Http1Origins } from '../http/origin-http1.ts'
+import { PeerHttp1 } from '../http/peer-http1.ts'
 import { AppProtocols } from '../inbound/app-protocol.ts'
-import { createInboundHttp1 } from '../inbound/http1.ts'
+import { createInboundHttp1, peerConnectionsClosed } from '../inbound/http1.ts'
 import { createInboundHttp2, createInboundMtls, serverTls } from '../inbound/http2.ts'
 import { acceptOpaque } from '../inbound/tcp.ts'
 import { AppProber } from '../inbound/app-probe.ts'
@@ -31,6 +32,7 @@ import { createOutboundHttp2 } from '../outbound/http2.ts'
 import { Tunnels } from '../outbound/tunnel.ts'
 import { ProxyMetrics } from '../telemetry/metrics.ts'
 import { H2Sessions } from '../transport/h2-sessions.ts'
+import type { TlsReason } from '../transport/tls-errors.ts'
 import { SniffingListener, type OpaqueKind } from '../transport/listener.ts'
 import { ProxyContext } from './context.ts'
 
@@ -55,6 +57,7 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     ? new DiscoveryClient({ address: config.controlAddr, workload: config.workload, idleMs: config.discoveryIdle, timeoutMs: config.discoveryTimeout, connectTimeoutMs: config.connectTimeout, table, log, metrics, tls: identity === undefined ? undefined : () => identity.controlTls() })
     : undefined
   const destinations = new Destinations()
+  const onPeerTlsFailure = (reason: TlsReason): void => { metrics.tlsFailures.inc({ direction: 'outbound', reason }) }
   const ctx = new ProxyContext({
     config,
     log,
@@ -66,7 +69,8 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
     services: new ServiceStates(),
     inboundLimits: new InboundLimits(config.inbound),
     tracing,
-    peers: new H2Sessions(log, config.connectTimeout, identity === undefined ? undefined : () => identity.current?.context, (reason) => metrics.tlsFailures.inc({ direction: 'outbound', reason })),
+    peers: new H2Sessions(log, config.connectTimeout, identity === undefined ? undefined : () => identity.current?.context, onPeerTlsFailure),
+    peerH1: new PeerHttp1(log, config.connectTimeout, identity === undefined ? undefined : { context: () => identity.current?.context, onTlsFailure: onPeerTlsFailure }),
     appH2: new H2Sessions(log, config.connectTimeout),
     appH1: new Http1Origins(config.connectTimeout, log),
     egressH1: new Http1Origins(config.connectTimeout, log),
@@ -160,15 +164,19 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
       inbound.stopAccepting()
       // GOAWAY tells peers to open new streams elsewhere; streams already accepted finish here.
       for (const s of h2Sessions) s.close()
-      for (const server of [outH1, inH1]) server.closeIdleConnections()
+      // The app's idle connections to the outbound port close now; inbound HTTP/1.1 connections stay
+      // open until the end, each answer saying `Connection: close` (peers' pools: see peerConnectionsClosed).
+      outH1.closeIdleConnections()
       const grace = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), config.shutdownGrace).unref())
-      const result = await Promise.race([ctx.whenIdle().then(() => 'idle' as const), grace])
+      const peersGone = Promise.all([inH1, ...(mtls === undefined ? [] : [mtls.h1])].map((s) => peerConnectionsClosed(s)))
+      const result = await Promise.race([Promise.all([ctx.whenIdle(), peersGone]).then(() => 'idle' as const), grace])
       if (result === 'timeout') log.warn({ inflight: ctx.inflight }, 'grace period over; closing requests still in flight')
       await fileSource?.stop()
       discovery?.stop()
       identity?.stop()
-      await Promise.race([Promise.all([ctx.peers.close(), ctx.appH2.close(), ctx.appH1.close(), ctx.egressH1.close(), ctx.egressH2.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+      await Promise.race([Promise.all([ctx.peers.close(), ctx.peerH1.close(), ctx.appH2.close(), ctx.appH1.close(), ctx.egressH1.close(), ctx.egressH2.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
       ctx.peers.destroy()
+      ctx.peerH1.destroy()
       ctx.appH2.destroy()
       ctx.appH1.destroy()
       ctx.egressH1.destroy()

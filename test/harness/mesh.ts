@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { stringify } from 'yaml'
 import type { RawInboundPolicy, RawServicePolicy } from '../../src/resilience/policy-file.ts'
 import { askReady, assertRunning, START_TIMEOUT_MS, waitForReady, type ReadyAnswer } from './ready.ts'
+import { IMAGE_NODE_FLAGS } from '../../scripts/bundle.ts'
 
 export const ROOT = new URL('../..', import.meta.url).pathname
 export const CLI = join(ROOT, 'src/cli.ts')
@@ -143,7 +144,8 @@ export class SidecarProcess {
 
   #spawn (): void {
     this.output = ''
-    this.proc = spawn(process.execPath, [CLI, 'proxy', ...this.#args], { env: this.#env, stdio: ['ignore', 'pipe', 'pipe'] })
+    // With the image's V8 flags, as every pod runs it (memory figures in tests then mean the same).
+    this.proc = spawn(process.execPath, [...IMAGE_NODE_FLAGS, CLI, 'proxy', ...this.#args], { env: this.#env, stdio: ['ignore', 'pipe', 'pipe'] })
     this.proc.stdout?.on('data', (c: Buffer) => { this.output += c.toString() })
     this.proc.stderr?.on('data', (c: Buffer) => { this.output += c.toString() })
   }
