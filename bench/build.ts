@@ -1,8 +1,8 @@
-// Compiling remora for a benchmark, as `npm run build` does (tsc -p tsconfig.build.json): in place
-// (dist/), or into a temp dir for a given checkout. tsc still emits JavaScript on type errors (a
-// working tree mid-edit), so those are reported and the run goes on.
+// Compiling remora to JavaScript in place (dist/, tsc -p tsconfig.build.json) for bench:mtls. tsc still
+// emits JavaScript on type errors (a working tree mid-edit), so those are reported and the run goes on.
+// (`npm run bench` and bench:control run the esbuild bundle the image ships: scripts/bundle.ts.)
 import { execFileSync } from 'node:child_process'
-import { existsSync, mkdirSync, symlinkSync, writeFileSync } from 'node:fs'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 
 const ROOT = new URL('..', import.meta.url).pathname
@@ -12,18 +12,6 @@ const TSC = join(ROOT, 'node_modules/typescript/bin/tsc')
 export function buildInPlace (log: (line: string) => void): string {
   const cli = join(ROOT, 'dist/cli.js')
   tsc(ROOT, [], cli, log)
-  return cli
-}
-
-/** The same build of the checkout at `root` into `tmp`/js (node_modules from this one); returns its dist/cli.js. */
-export function compile (root: string, tmp: string, log: (line: string) => void): string {
-  const out = join(tmp, 'js')
-  const dist = join(out, 'dist')
-  mkdirSync(out)
-  writeFileSync(join(out, 'package.json'), JSON.stringify({ type: 'module' }))
-  symlinkSync(join(ROOT, 'node_modules'), join(out, 'node_modules'))
-  const cli = join(dist, 'cli.js')
-  tsc(root, ['--outDir', dist], cli, log)
   return cli
 }
 

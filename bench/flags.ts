@@ -27,8 +27,8 @@ export function eachFlag (argv: readonly string[], help: () => string, on: (flag
 export interface RunFlags {
   /** Pin processes to CPUs with taskset (--no-pin: don't). */
   pin: boolean
-  /** Run remora compiled to JavaScript (tsconfig.build.json), as the image does. */
-  js: boolean
+  /** Run remora from src/ with Node's type stripping instead of the esbuild bundle the image ships. */
+  src: boolean
   cpuProf: boolean
   keepTmp: boolean
   /** Wait for other processes to calm down before measuring (--no-wait-quiet: don't), at most quietWaitS. */
@@ -42,7 +42,7 @@ export interface RunFlags {
 export function runFlag (o: RunFlags, flag: string, value: () => string): boolean {
   switch (flag) {
     case '--no-pin': o.pin = false; break
-    case '--js': o.js = true; break
+    case '--src': o.src = true; break
     case '--cpu-prof': o.cpuProf = true; break
     case '--keep-tmp': o.keepTmp = true; break
     case '--no-wait-quiet': o.waitQuiet = false; break

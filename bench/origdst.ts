@@ -6,7 +6,7 @@
 // whatever happens (and one left by a bench that was killed, at the next run).
 import { execFileSync } from 'node:child_process'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
-import { dirname, extname, join } from 'node:path'
+import { join } from 'node:path'
 import type { OrigDstWorkerOptions, OrigDstWorkerResult } from './origdst-worker.ts'
 import { freePort } from '../test/harness/mesh.ts'
 import { runToEnd, which } from './procs.ts'
@@ -77,13 +77,13 @@ function buildNamespace (ns: string): void {
   run('ip', ['netns', 'exec', ns, 'iptables', '-w', '-t', 'nat', '-A', 'OUTPUT', '-p', 'tcp', '-d', REDIRECTED.host, '--dport', String(REDIRECTED.port), '-j', 'REDIRECT', '--to-ports', String(LISTEN_PORT)])
 }
 
-/** The original-dst module beside the cli remora runs from (working tree, --rev checkout or compiled). */
-function moduleBeside (cli: string): string {
-  return join(dirname(cli), 'transport', `original-dst${extname(cli)}`)
+/** The original-dst module of the checkout that runs (working tree or --rev): the bundle has no module of its own. */
+function moduleOf (root: string): string {
+  return join(root, 'src/transport/original-dst.ts')
 }
 
 export async function runOrigDst (env: Env, t: TcpRun): Promise<{ origDst: OrigDstResult }> {
-  const options: OrigDstWorkerOptions = { module: moduleBeside(env.cli), listenPort: LISTEN_PORT, connections: 1000, loop: 200_000 }
+  const options: OrigDstWorkerOptions = { module: moduleOf(env.root), listenPort: LISTEN_PORT, connections: 1000, loop: 200_000 }
   let why = netnsUnavailable()
   const ns = `${NS_PREFIX}${process.pid}`
   let built = false

@@ -1,6 +1,8 @@
 // Bench sidecar pairs: the harness's client → web mesh file (test/harness/mesh.ts) and `remora proxy`
 // children that log to files, pinned to CPUs when asked, stopped as process groups (procs.ts).
-import { pairSpec, writeMesh, type Mesh, type PairOptions, type SidecarPorts } from '../test/harness/mesh.ts'
+import { mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { freePort, pairSpec, writeMesh, type Mesh, type PairOptions, type SidecarPorts } from '../test/harness/mesh.ts'
 import { startChild, stopChild, waitForReady, type Child } from './procs.ts'
 
 export type Workload = 'client' | 'web'
@@ -54,4 +56,26 @@ export async function startSidecars (mesh: Mesh, workloads: readonly Workload[],
     throw err
   }
   return children
+}
+
+/**
+ * A `remora control` for a mesh file with a development CA in `dir`/ca, as `bench:mtls` runs it; the
+ * environment that makes a sidecar use it (mTLS with certificates it signs).
+ */
+export async function startControl (cli: string, meshFile: string, dir: string, name: string): Promise<{ child: Child, env: Record<string, string> }> {
+  const controlPort = await freePort()
+  const adminPort = await freePort()
+  const caDir = join(dir, 'ca')
+  mkdirSync(dir, { recursive: true })
+  const child = startChild(name, process.execPath, [cli, 'control', '--mesh-file', meshFile, '--ca', `dev:${caDir}`, '--discovery-addr', `127.0.0.1:${controlPort}`, '--admin-addr', `127.0.0.1:${adminPort}`], {
+    logFile: join(dir, 'control.log'),
+    env: { ...process.env, REMORA_LOG_LEVEL: 'info' },
+  })
+  try {
+    await waitForReady(child, adminPort, 30_000)
+  } catch (err) {
+    await stopChild(child)
+    throw err
+  }
+  return { child, env: { REMORA_CONTROL_ADDR: `127.0.0.1:${controlPort}`, REMORA_TRUST_ANCHORS: join(caDir, 'root.pem') } }
 }

@@ -7,9 +7,9 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { freePort, writeMesh, type AppProtocol, type MeshSpec } from '../test/harness/mesh.ts'
 import type { RunContext } from './loadgen.ts'
-import { runToEnd, startChild, stopChild, waitForPort, waitForReady, type Child } from './procs.ts'
+import { runToEnd, startChild, stopChild, waitForPort, type Child } from './procs.ts'
 import { ForeignLoad, Sampler, type ProcUsage } from './sample.ts'
-import { portsOf, startSidecars } from './sidecars.ts'
+import { portsOf, startControl, startSidecars } from './sidecars.ts'
 import { median, percentile } from './stats.ts'
 import type { BulkOptions, BulkPathResult, FirstByteOptions, FirstBytePathResult, TcpPath } from './tcp-client.ts'
 import type { Env } from './topologies.ts'
@@ -107,17 +107,9 @@ async function startTcpMesh (env: Env, kind: 'plaintext' | 'mtls', app: TcpApp, 
   try {
     const extra: Record<string, string> = {}
     if (kind === 'mtls') {
-      const controlPort = await freePort()
-      const adminPort = await freePort()
-      const caDir = join(dir, 'ca')
-      const control = startChild(`control-${n}`, process.execPath, [env.cli, 'control', '--mesh-file', mesh.file, '--ca', `dev:${caDir}`, '--discovery-addr', `127.0.0.1:${controlPort}`, '--admin-addr', `127.0.0.1:${adminPort}`], {
-        logFile: join(dir, 'control.log'),
-        env: { ...process.env, REMORA_LOG_LEVEL: 'info' },
-      })
-      started.push(control)
-      await waitForReady(control, adminPort, 30_000)
-      extra.REMORA_CONTROL_ADDR = `127.0.0.1:${controlPort}`
-      extra.REMORA_TRUST_ANCHORS = join(caDir, 'root.pem')
+      const control = await startControl(env.cli, mesh.file, dir, `control-${n}`)
+      started.push(control.child)
+      Object.assign(extra, control.env)
     }
     const sidecars = await startSidecars(mesh, ['client', 'web'], (w) => ({
       cli: env.cli,

@@ -1,9 +1,11 @@
 // What each bench case runs: the app, remora sidecars (mesh file), nginx, HAProxy and the naive Node proxy.
-import { writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import http from 'node:http'
+import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { freePort } from '../test/harness/mesh.ts'
 import { type Child, startChild, stopChild, waitForPort } from './procs.ts'
-import { portsOf, startSidecars, writePairMesh, type Workload } from './sidecars.ts'
+import { portsOf, startControl, startSidecars, writePairMesh, type Workload } from './sidecars.ts'
 
 const BENCH = new URL('.', import.meta.url).pathname
 
@@ -19,8 +21,10 @@ export interface Env {
   tmp: string
   pin: Pinning
   appPort: number
-  /** remora's entry point: the working tree's src/cli.ts, or a checked-out revision's (--rev). */
+  /** remora's entry point: the bundle built from the checkout below, or its src/cli.ts (--src). */
   cli: string
+  /** The checkout that runs: the working tree, or a revision's (--rev). */
+  root: string
   /** Extra node flags for one sidecar (e.g. --cpu-prof); `name` says which, for file names. */
   sidecarNodeArgs: (name: string) => string[]
 }
@@ -51,14 +55,36 @@ export async function startNaive (env: Env): Promise<Running> {
 
 let meshSeq = 0
 
+/** An OTLP/HTTP endpoint that takes every export and answers at once: the sidecars' cost is measured, not a collector's. */
+async function otlpSink (): Promise<{ url: string, close: () => void }> {
+  const port = await freePort()
+  const server = http.createServer((req, res) => {
+    req.resume()
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end())
+  })
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  return { url: `http://127.0.0.1:${port}`, close: () => { server.closeAllConnections(); server.close() } }
+}
+
 /**
  * Two workloads: `client` (its outbound is where the load goes, `Host: web`) and `web` (the app's
  * sidecar; its inbound is the one-hop target). `hops` 1 starts only web's sidecar.
  */
-export async function startRemora (env: Env, hops: 1 | 2, accessLog: boolean): Promise<Running> {
+export async function startRemora (env: Env, hops: 1 | 2, accessLog: boolean, secure?: 'mtls+tracing'): Promise<Running> {
   const n = ++meshSeq
+  const tokens = { client: `bench-client-token-${n}-0123456789abcdef`, web: `bench-web-token-${n}-0123456789abcdef` }
   // http1: an h2 client's requests still reach this HTTP/1.1-only app as HTTP/1.1.
-  const mesh = await writePairMesh(join(env.tmp, `mesh-${n}`), env.appPort, { appProtocol: 'http1' })
+  const mesh = await writePairMesh(join(env.tmp, `mesh-${n}`), env.appPort, { appProtocol: 'http1', ...(secure === undefined ? {} : { tokens }) })
+  // As a production mesh runs: certificates from a control plane, mTLS between the sidecars, and
+  // 1 % of requests traced (parent-based, so both sidecars sample the same ones) to a local OTLP sink.
+  const control = secure === undefined ? undefined : await startControl(env.cli, mesh.file, join(env.tmp, `control-${n}`), `control-${n}`)
+  const sink = secure === undefined ? undefined : await otlpSink()
+  const secureEnv: Record<string, string> = control === undefined || sink === undefined ? {} : {
+    ...control.env,
+    OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
+    OTEL_TRACES_SAMPLER: 'parentbased_traceidratio',
+    OTEL_TRACES_SAMPLER_ARG: '0.01',
+  }
   // One hop: web's sidecar alone, its inbound port the target; two: the client's in front of it.
   const workloads: Workload[] = hops === 1 ? ['web'] : ['client', 'web']
   const sidecars = await startSidecars(mesh, workloads, (w) => ({
@@ -67,9 +93,17 @@ export async function startRemora (env: Env, hops: 1 | 2, accessLog: boolean): P
     nodeArgs: env.sidecarNodeArgs(`${n}-remora-${hops}hop${accessLog ? '-log' : ''}-${w}`),
     cpus: w === 'client' || hops === 1 ? env.pin.hop1 : env.pin.hop2,
     logFile: join(env.tmp, `sidecar-${w}-${n}.log`),
-    env: { REMORA_ACCESS_LOG: accessLog ? 'on' : 'off', REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '1s' },
-  }))
-  const stop = async (): Promise<void> => { await Promise.all(sidecars.map((c) => stopChild(c, 5000))) }
+    env: { REMORA_ACCESS_LOG: accessLog ? 'on' : 'off', REMORA_LOG_LEVEL: 'info', REMORA_SHUTDOWN_GRACE: '1s', ...secureEnv },
+  }), 30_000).catch(async (err: unknown) => {
+    if (control !== undefined) await stopChild(control.child)
+    sink?.close()
+    throw err
+  })
+  const stop = async (): Promise<void> => {
+    await Promise.all(sidecars.map((c) => stopChild(c, 5000)))
+    if (control !== undefined) await stopChild(control.child)
+    sink?.close()
+  }
   if (hops === 1) return { port: portsOf(mesh, 'web').inbound, proxies: [{ label: 'server sidecar', child: sidecars[0] }], stop }
   return {
     port: portsOf(mesh, 'client').outbound,
@@ -134,9 +168,17 @@ http {
   })
 }
 
-export function startHaproxy (env: Env, hops: 1 | 2, h2 = false): Promise<Running> {
+/**
+ * `tls`: TLS 1.3 between the two hops, both sides verifying certificates from one CA (what the
+ * mTLS row of remora compares with); ECDSA P-256 keys, as remora's.
+ */
+export function startHaproxy (env: Env, hops: 1 | 2, h2 = false, tls = false): Promise<Running> {
+  const pki = tls ? haproxyPki(env.tmp) : undefined
   return chain(env, hops, 'haproxy', h2, (name, listen, upstream, h2, cpus) => {
     const conf = join(env.tmp, `${name}-${listen}.cfg`)
+    // In a two-hop chain the first hop's upstream is the second hop's listener.
+    const toHop2 = pki !== undefined && name.endsWith('-1')
+    const fromHop1 = pki !== undefined && name.endsWith('-2')
     writeFileSync(conf, `# remora bench: ${name}, one thread, server connections reused
 global
   nbthread 1
@@ -149,11 +191,29 @@ defaults
   timeout http-keep-alive 65s
   http-reuse always
 frontend fe
-  bind 127.0.0.1:${listen}${h2 ? ' proto h2' : ''}
+  bind 127.0.0.1:${listen}${h2 ? ' proto h2' : ''}${fromHop1 ? ` ssl crt ${pki.server} ca-file ${pki.ca} verify required ssl-min-ver TLSv1.3` : ''}
   default_backend be
 backend be
-  server app 127.0.0.1:${upstream}
+  server app 127.0.0.1:${upstream}${toHop2 ? ` ssl crt ${pki.client} ca-file ${pki.ca} verify required ssl-min-ver TLSv1.3 sni str(web)` : ''}
 `)
     return startChild(name, 'haproxy', ['-f', conf, '-db'], { cpus, logFile: join(env.tmp, `${name}-${listen}.log`) })
   })
+}
+
+/** A CA, a server and a client certificate for HAProxy's TLS hop (openssl), each key with its certificate in one PEM. */
+function haproxyPki (tmp: string): { ca: string, server: string, client: string } {
+  const dir = join(tmp, 'haproxy-pki')
+  const run = (args: string[]): void => { execFileSync('openssl', args, { cwd: tmp, stdio: 'ignore' }) }
+  mkdirSync(dir, { recursive: true })
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes']
+  run(['req', '-x509', ...ec, '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.pem'), '-days', '2', '-subj', '/CN=bench-ca'])
+  const leaf = (name: string): string => {
+    run(['req', ...ec, '-keyout', join(dir, `${name}.key`), '-out', join(dir, `${name}.csr`), '-subj', `/CN=${name}`])
+    writeFileSync(join(dir, `${name}.ext`), `subjectAltName=DNS:web\nextendedKeyUsage=serverAuth,clientAuth\n`)
+    run(['x509', '-req', '-in', join(dir, `${name}.csr`), '-CA', join(dir, 'ca.pem'), '-CAkey', join(dir, 'ca.key'), '-CAcreateserial', '-out', join(dir, `${name}.crt`), '-days', '2', '-extfile', join(dir, `${name}.ext`)])
+    const pem = join(dir, `${name}.pem`)
+    writeFileSync(pem, readFileSync(join(dir, `${name}.crt`), 'utf8') + readFileSync(join(dir, `${name}.key`), 'utf8'))
+    return pem
+  }
+  return { ca: join(dir, 'ca.pem'), server: leaf('server'), client: leaf('client') }
 }

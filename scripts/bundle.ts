@@ -47,6 +47,8 @@ const REQUIRE_BANNER = "import { createRequire as __remoraCreateRequire } from '
 export interface BundleOptions {
   /** Where dist/ goes: this checkout (default) or a layer folder. */
   out?: string
+  /** The checkout whose src/ is bundled (default this one; the bench's --rev gives another, node_modules linked in). */
+  root?: string
   /** Also write package.json and node_modules/ (the externals) into `out`: the image's /opt/remora. */
   layer?: boolean
 }
@@ -79,7 +81,7 @@ export async function bundle (options: BundleOptions = {}): Promise<BundleResult
   const dist = join(out, 'dist')
   rmSync(dist, { recursive: true, force: true })
   const result = await build({
-    absWorkingDir: ROOT,
+    absWorkingDir: options.root ?? ROOT,
     // Named, so that a build context without it fails instead of compiling with other settings.
     tsconfig: 'tsconfig.json',
     entryPoints: { cli: 'src/cli.ts' },

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { join } from 'node:path'
-import { compile } from '../build.ts'
+import { bundle } from '../../scripts/bundle.ts'
 import { installCleanup, stopChild, which } from '../procs.ts'
 import { startClock } from './clock.ts'
 import { assignWatches, rng, startCluster } from './cluster.ts'
@@ -56,9 +56,10 @@ export async function main (argv: string[]): Promise<void> {
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').replace(/-\d+Z$/, 'Z')
 
   let cli = join(ROOT, 'src/cli.ts')
-  if (o.js) {
-    log('compiling remora to JavaScript (tsconfig.build.json)…')
-    cli = compile(ROOT, tmp, log)
+  if (!o.src) {
+    log('building remora as the image ships it (the esbuild bundle, npm run build)…')
+    await bundle({ out: join(tmp, 'layer'), layer: true })
+    cli = join(tmp, 'layer/dist/cli.js')
   }
 
   const { api, services, kubeconfig } = await startCluster(o, tmp, log)
@@ -66,7 +67,7 @@ export async function main (argv: string[]): Promise<void> {
   const { specs, watchersOf } = assignWatches(o, services, pick)
 
   const control = await startControlPlane(o, { cli, kubeconfig, cpus: pin ? '1' : undefined, tmp, profDir: join(resultsDir, `prof-control-${stamp}`) })
-  log(`control plane ready in ${Math.round(control.readyMs)} ms (pid ${control.child.pid}, discovery ${control.discovery}, admin ${control.adminUrl}${o.js ? ', compiled JavaScript' : ', type stripping'})`)
+  log(`control plane ready in ${Math.round(control.readyMs)} ms (pid ${control.child.pid}, discovery ${control.discovery}, admin ${control.adminUrl}${o.src ? ', type stripping' : ', the bundle'})`)
 
   for (let i = 0; i < o.workers; i++) workers.push(new SimWorker(i, pin ? '0' : undefined))
   await Promise.all(workers.map((w) => w.ready))

@@ -41,7 +41,7 @@ options:
   --concurrency 25    sidecars connecting at once, per worker
   --seed 1            random choices (watches, changes) are repeatable
   --no-pin            don't pin: by default the control plane gets CPU 1 and everything else CPU 0
-  --js                run the control plane compiled to JavaScript (tsconfig.build.json), as the image does
+  --src               run the control plane from src/ with type stripping instead of the esbuild bundle the image ships
   --cpu-prof          profile the control plane (node --cpu-prof); prints its hot spots, keeps the profile
   --node-options "…"  extra node flags for the control plane, e.g. "--max-semi-space-size=16"
   --keep-tmp          keep the temp dir (kubeconfig, control plane log)
@@ -54,7 +54,7 @@ options:
 export function parseArgs (argv: string[]): Options {
   const o: Options = {
     sidecars: 1000, services: 1000, endpoints: 10, watches: 10, namespaces: 10, durationS: 10, rate: 20, burst: 200,
-    workers: 2, concurrency: 25, seed: 1, pin: true, js: false, cpuProf: false, keepTmp: false, waitQuiet: true, quietWaitS: 60, nodeOptions: [],
+    workers: 2, concurrency: 25, seed: 1, pin: true, src: false, cpuProf: false, keepTmp: false, waitQuiet: true, quietWaitS: 60, nodeOptions: [],
   }
   eachFlag(argv, usage, (flag, value) => {
     switch (flag) {

@@ -34,7 +34,7 @@ export function buildReport ({ o, layout, readyMs }: Setup, run: Outcome) {
     options: o,
     layout,
     simulation: `${o.workers} worker processes (node:http2 clients), ${o.concurrency} connecting at once per worker`,
-    controlPlane: o.js ? 'compiled JavaScript (tsconfig.build.json)' : 'TypeScript via type stripping (src/cli.ts)',
+    controlPlane: o.src ? 'TypeScript via type stripping (src/cli.ts)' : 'the esbuild bundle (npm run build), as the image ships it',
     readyMs: Math.round(readyMs),
     subscription: { ...subscribe.result, ms: Math.round(subscribe.result.ms) },
     latencyMs: {
