@@ -2,6 +2,7 @@
 import type { LoadResult } from './loadgen.ts'
 import type { OrigDstResult } from './origdst.ts'
 import { median, type StartupResult } from './startup.ts'
+import type { IdleConnsResult } from './idle.ts'
 import type { ProcUsage } from './sample.ts'
 import type { TcpBulkResult, TcpFirstByteResult } from './tcp.ts'
 
@@ -28,6 +29,7 @@ export interface CaseResult {
   tcpFirstByte?: TcpFirstByteResult
   origDst?: OrigDstResult
   startup?: StartupResult
+  idleConns?: IdleConnsResult
   skipped?: string
   error?: string
 }
@@ -137,6 +139,7 @@ export function evaluateTargets (results: CaseResult[], rate: number): Target[] 
   }
   out.push(tcpBulkTarget(by('tcp-bulk')?.tcpBulk))
   out.push(...startupTargets(by('startup')?.startup))
+  out.push(idleTarget(by('idle-conns')?.idleConns))
   return out
 }
 
@@ -181,6 +184,21 @@ const pctPair = (a: number | undefined, b: number | undefined): string => `${a =
 const us = (ns: number): string => Number.isFinite(ns) ? (ns / 1000).toFixed(ns < 10_000 ? 2 : 1) : '–'
 
 /** The start-up case's section: spawn → ready and idle RSS, against a bare Node process. */
+/** Issue 19: 10,000 idle connections held with flat memory. */
+export const IDLE_CONNECTIONS = 10_000
+
+function idleTarget (r: IdleConnsResult | undefined): Target {
+  const target = `${IDLE_CONNECTIONS.toLocaleString('en-US')} idle connections held with flat memory`
+  if (r === undefined) return { target, met: null, detail: 'not measured (case skipped or failed)' }
+  // Flat: no more than 5 % (or 5 MB) growth while they are held.
+  const flat = r.laterRssMb <= Math.max(r.heldRssMb * 1.05, r.heldRssMb + 5)
+  return {
+    target,
+    met: r.connections >= IDLE_CONNECTIONS && r.failed === 0 && flat,
+    detail: `${r.connections.toLocaleString('en-US')} open, ${r.failed} failed; client sidecar RSS ${r.baseRssMb.toFixed(1)} → ${r.heldRssMb.toFixed(1)} MB (${r.kbPerConnection.toFixed(1)} KB per connection), ${r.laterRssMb.toFixed(1)} MB after ${r.holdS} s more`,
+  }
+}
+
 function startupSection (results: CaseResult[]): string[] {
   const c = results.find((r) => r.id === 'startup')
   if (c === undefined) return []

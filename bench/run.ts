@@ -12,6 +12,7 @@ import { installCleanup, stopAll, stopChild, which } from './procs.ts'
 import { formatReport, type CaseResult } from './report.ts'
 import { runOrigDst } from './origdst.ts'
 import { runStartup } from './startup.ts'
+import { runIdleConns } from './idle.ts'
 import { bundle, IMAGE_NODE_FLAGS } from '../scripts/bundle.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
 import { runTcpBulk, runTcpFirstByte, type TcpRun } from './tcp.ts'
@@ -118,6 +119,7 @@ const CASES: CaseDef[] = [
   { id: 'tcp-first-byte', label: 'opaque TCP first byte, direct vs 2 hops', proto: 'TCP', run: (env, tcp) => runTcpFirstByte(env, tcp) },
   { id: 'origdst', label: 'SO_ORIGINAL_DST lookup per connection', proto: 'TCP', run: (env, tcp) => runOrigDst(env, tcp) },
   { id: 'startup', label: 'start-up and idle footprint', proto: 'start-up', run: async (env, tcp) => ({ startup: await runStartup(env, 5, tcp.log) }) },
+  { id: 'idle-conns', label: '10,000 idle connections to a sidecar', proto: 'start-up', run: async (env, tcp) => await runIdleConns(env, tcp.log) },
 ]
 
 function cpuLayout (enabled: boolean): { pin: Pinning, note: string } {
