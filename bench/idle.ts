@@ -27,7 +27,7 @@ function raiseFdLimit (pid: number, n: number): void {
 
 export async function runIdleConns (env: Env, log: (line: string) => void, connections = 10_000, holdS = 5): Promise<{ idleConns: IdleConnsResult }> {
   raiseFdLimit(process.pid, connections + 4096)
-  const remora = await startRemora(env, 2, false)
+  const remora = await startRemora(env, 2)
   const sockets: net.Socket[] = []
   try {
     const client = remora.proxies[0].child

@@ -62,6 +62,10 @@ export interface H2Options {
   /** Requests per second per client (h2load --rps); undefined = as fast as possible. */
   rps?: number
   authority?: string
+  /** A file whose bytes each request posts (h2load -d), e.g. a gRPC message. */
+  data?: string
+  /** Extra request headers, `name: value`. */
+  headers?: string[]
 }
 
 /** h2load with prior-knowledge h2c; latency percentiles come from its per-request --log-file. */
@@ -72,6 +76,8 @@ export async function h2load (ctx: RunContext, url: string, o: H2Options): Promi
   if (o.warmupSeconds !== undefined) args.push(`--warm-up-time=${o.warmupSeconds}`)
   if (o.rps !== undefined) args.push(`--rps=${o.rps}`)
   if (o.authority !== undefined) args.push(`--header=:authority: ${o.authority}`)
+  for (const h of o.headers ?? []) args.push(`--header=${h}`)
+  if (o.data !== undefined) args.push(`--data=${o.data}`)
   args.push(url)
   const { output } = await runToEnd('h2load', 'h2load', args, { cpus: ctx.cpus, logFile: join(ctx.tmp, `h2load-${n}.out`), timeoutMs: (o.seconds + (o.warmupSeconds ?? 0) + 20) * 1000 })
   const rps = Number(/finished in [\d.]+\w*, ([\d.]+) req\/s/.exec(output)?.[1] ?? NaN)

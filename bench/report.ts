@@ -3,6 +3,7 @@ import type { LoadResult } from './loadgen.ts'
 import type { OrigDstResult } from './origdst.ts'
 import { median, type StartupResult } from './startup.ts'
 import type { IdleConnsResult } from './idle.ts'
+import type { GrpcUnaryResult } from './grpc.ts'
 import type { ProcUsage } from './sample.ts'
 import type { TcpBulkResult, TcpFirstByteResult } from './tcp.ts'
 
@@ -19,7 +20,7 @@ export interface CaseResult {
   id: string
   label: string
   /** TCP: the opaque-TCP cases (tcp.ts, origdst.ts), which fill the fields below instead of the HTTP phases. */
-  proto: 'HTTP/1.1' | 'h2' | 'TCP' | 'start-up'
+  proto: 'HTTP/1.1' | 'h2' | 'gRPC' | 'TCP' | 'start-up'
   /** Fixed-rate latency run. */
   fixed?: Phase
   /** Max-throughput run. */
@@ -30,6 +31,7 @@ export interface CaseResult {
   origDst?: OrigDstResult
   startup?: StartupResult
   idleConns?: IdleConnsResult
+  grpcUnary?: GrpcUnaryResult
   skipped?: string
   error?: string
 }
@@ -140,6 +142,7 @@ export function evaluateTargets (results: CaseResult[], rate: number): Target[] 
   out.push(tcpBulkTarget(by('tcp-bulk')?.tcpBulk))
   out.push(...startupTargets(by('startup')?.startup))
   out.push(idleTarget(by('idle-conns')?.idleConns))
+  out.push(grpcTarget(by('grpc-unary')?.grpcUnary))
   return out
 }
 
@@ -184,6 +187,16 @@ const pctPair = (a: number | undefined, b: number | undefined): string => `${a =
 const us = (ns: number): string => Number.isFinite(ns) ? (ns / 1000).toFixed(ns < 10_000 ? 2 : 1) : '–'
 
 /** The start-up case's section: spawn → ready and idle RSS, against a bare Node process. */
+/** Issue 19: gRPC unary through two sidecars keeps this share of direct. */
+export const GRPC_MIN_RATIO = 0.5
+
+function grpcTarget (g: GrpcUnaryResult | undefined): Target {
+  const target = `gRPC unary through two sidecars ≥ ${GRPC_MIN_RATIO}× direct`
+  if (g === undefined) return { target, met: null, detail: 'not measured (case skipped or failed)' }
+  const r = g.mesh.rps / g.direct.rps
+  return { target, met: r >= GRPC_MIN_RATIO && g.mesh.errors === 0, detail: `${int(g.mesh.rps)} vs ${int(g.direct.rps)} calls/s = ${r.toFixed(2)}× (h2load -c10 -m10, mean of ${g.rounds} alternating rounds; p50 ${ms(g.mesh.p50)} vs ${ms(g.direct.p50)} ms)${g.mesh.errors > 0 ? `, ${g.mesh.errors} errors` : ''}` }
+}
+
 /** Issue 19: 10,000 idle connections held with flat memory. */
 export const IDLE_CONNECTIONS = 10_000
 
@@ -197,6 +210,18 @@ function idleTarget (r: IdleConnsResult | undefined): Target {
     met: r.connections >= IDLE_CONNECTIONS && r.failed === 0 && flat,
     detail: `${r.connections.toLocaleString('en-US')} open, ${r.failed} failed; client sidecar RSS ${r.baseRssMb.toFixed(1)} → ${r.heldRssMb.toFixed(1)} MB (${r.kbPerConnection.toFixed(1)} KB per connection), ${r.laterRssMb.toFixed(1)} MB after ${r.holdS} s more`,
   }
+}
+
+/** The gRPC unary case's section: calls/s and latency, direct and through two sidecars. */
+function grpcSection (results: CaseResult[]): string[] {
+  const c = results.find((r) => r.id === 'grpc-unary')
+  if (c === undefined) return []
+  if (c.grpcUnary === undefined) return ['', `gRPC unary: ${c.skipped ?? c.error ?? 'not measured'}`]
+  const g = c.grpcUnary
+  return ['', `gRPC unary — h2load -c10 -m10 posting one ~100-byte message per call to a grpc-js server, mean of ${g.rounds} alternating rounds`, table(['path', 'calls/s', 'p50 ms', 'p99 ms', 'errors', '× direct'], [
+    ['direct', int(g.direct.rps), ms(g.direct.p50), ms(g.direct.p99), String(g.direct.errors), '1.00×'],
+    ['two remora sidecars (port declared grpc)', int(g.mesh.rps), ms(g.mesh.p50), ms(g.mesh.p99), String(g.mesh.errors), ratio(g.mesh.rps, g.direct.rps)],
+  ])]
 }
 
 function startupSection (results: CaseResult[]): string[] {
@@ -362,6 +387,7 @@ export function formatReport (results: CaseResult[], meta: { remora: string, nod
   }
   lines.push(...tcpSections(results))
   lines.push(...startupSection(results))
+  lines.push(...grpcSection(results))
   const noisy = results.filter((r) => disturbed(r.throughput, r.fixed) || [r.tcpBulk, r.tcpFirstByte].some((x) => (x?.otherLoadPct ?? 0) >= DISTURBED_PCT))
   if (noisy.length > 0) {
     lines.push(`warning: other processes used ≥ 20% of a core ("other load %") during: ${noisy.map((r) => r.id).join(', ')}.`)

@@ -13,6 +13,7 @@ import { formatReport, type CaseResult } from './report.ts'
 import { runOrigDst } from './origdst.ts'
 import { runStartup } from './startup.ts'
 import { runIdleConns } from './idle.ts'
+import { runGrpcUnary } from './grpc.ts'
 import { bundle, IMAGE_NODE_FLAGS } from '../scripts/bundle.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
 import { runTcpBulk, runTcpFirstByte, type TcpRun } from './tcp.ts'
@@ -93,7 +94,7 @@ interface CaseDef {
   id: string
   label: string
   proto: CaseResult['proto']
-  tool?: 'nginx' | 'haproxy'
+  tool?: 'nginx' | 'haproxy' | 'h2load'
   /** HTTP cases: the path under test, loaded by wrk / h2load and fixed-rate.ts. */
   start?: (env: Env) => Promise<Running>
   /** Opaque-TCP cases: run whole (their own topology and load), their figures merged into the result. */
@@ -103,22 +104,23 @@ interface CaseDef {
 const CASES: CaseDef[] = [
   { id: 'direct', label: 'direct (no proxy)', proto: 'HTTP/1.1', start: async (env) => ({ port: env.appPort, proxies: [], stop: async () => {} }) },
   { id: 'naive', label: 'naive node proxy, 1 hop', proto: 'HTTP/1.1', start: (env) => startNaive(env) },
-  { id: 'remora-1', label: 'remora 1 hop (inbound)', proto: 'HTTP/1.1', start: (env) => startRemora(env, 1, false) },
-  { id: 'remora-2', label: 'remora 2 hops', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2, false) },
-  { id: 'remora-2-log', label: 'remora 2 hops, access log on', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2, true) },
-  { id: 'remora-2-mtls', label: 'remora 2 hops, mTLS, 1 % traced', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2, false, 'mtls+tracing') },
+  { id: 'remora-1', label: 'remora 1 hop (inbound)', proto: 'HTTP/1.1', start: (env) => startRemora(env, 1) },
+  { id: 'remora-2', label: 'remora 2 hops', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2) },
+  { id: 'remora-2-log', label: 'remora 2 hops, access log on', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2, { accessLog: true }) },
+  { id: 'remora-2-mtls', label: 'remora 2 hops, mTLS, 1 % traced', proto: 'HTTP/1.1', start: (env) => startRemora(env, 2, { secure: 'mtls+tracing' }) },
   { id: 'nginx-1', label: 'nginx 1 hop', proto: 'HTTP/1.1', tool: 'nginx', start: (env) => startNginx(env, 1) },
   { id: 'nginx-2', label: 'nginx 2 hops', proto: 'HTTP/1.1', tool: 'nginx', start: (env) => startNginx(env, 2) },
   { id: 'haproxy-1', label: 'haproxy 1 hop', proto: 'HTTP/1.1', tool: 'haproxy', start: (env) => startHaproxy(env, 1) },
   { id: 'haproxy-2', label: 'haproxy 2 hops', proto: 'HTTP/1.1', tool: 'haproxy', start: (env) => startHaproxy(env, 2) },
   { id: 'haproxy-2-tls', label: 'haproxy 2 hops, TLS between', proto: 'HTTP/1.1', tool: 'haproxy', start: (env) => startHaproxy(env, 2, false, true) },
-  { id: 'remora-2-h2', label: 'remora 2 hops, h2 client', proto: 'h2', start: (env) => startRemora(env, 2, false) },
-  { id: 'remora-1-h2', label: 'remora 1 hop, h2c client', proto: 'h2', start: (env) => startRemora(env, 1, false) },
+  { id: 'remora-2-h2', label: 'remora 2 hops, h2 client', proto: 'h2', start: (env) => startRemora(env, 2) },
+  { id: 'remora-1-h2', label: 'remora 1 hop, h2c client', proto: 'h2', start: (env) => startRemora(env, 1) },
   { id: 'haproxy-1-h2', label: 'haproxy 1 hop, h2c client', proto: 'h2', tool: 'haproxy', start: (env) => startHaproxy(env, 1, true) },
   { id: 'tcp-bulk', label: 'opaque TCP bulk, direct vs 2 hops', proto: 'TCP', run: (env, tcp) => runTcpBulk(env, tcp) },
   { id: 'tcp-first-byte', label: 'opaque TCP first byte, direct vs 2 hops', proto: 'TCP', run: (env, tcp) => runTcpFirstByte(env, tcp) },
   { id: 'origdst', label: 'SO_ORIGINAL_DST lookup per connection', proto: 'TCP', run: (env, tcp) => runOrigDst(env, tcp) },
   { id: 'startup', label: 'start-up and idle footprint', proto: 'start-up', run: async (env, tcp) => ({ startup: await runStartup(env, 5, tcp.log) }) },
+  { id: 'grpc-unary', label: 'gRPC unary, direct vs 2 hops', proto: 'gRPC', tool: 'h2load', run: async (env, tcp) => await runGrpcUnary(env, tcp.ctx, tcp.log, tcp.durationS) },
   { id: 'idle-conns', label: '10,000 idle connections to a sidecar', proto: 'start-up', run: async (env, tcp) => await runIdleConns(env, tcp.log) },
 ]
 
@@ -319,6 +321,7 @@ async function main (): Promise<void> {
     bulkMib: o.tcpMib,
     bulkReps: o.tcpReps,
     firstByteSamples: o.firstByteSamples,
+    durationS: o.durationS,
   }
   const results: CaseResult[] = []
   const t0 = performance.now()

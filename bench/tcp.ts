@@ -27,6 +27,8 @@ export interface TcpRun {
   bulkReps: number
   /** First byte: measured connections per path. */
   firstByteSamples: number
+  /** Measured seconds of each load run (--duration). */
+  durationS: number
 }
 
 export type TcpPathName = 'direct' | 'plaintext' | 'mtls'

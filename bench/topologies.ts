@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import http from 'node:http'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
-import { freePort } from '../test/harness/mesh.ts'
+import { freePort, type AppProtocol } from '../test/harness/mesh.ts'
 import { type Child, startChild, stopChild, waitForPort } from './procs.ts'
 import { portsOf, startControl, startSidecars, writePairMesh, type Workload } from './sidecars.ts'
 
@@ -70,11 +70,20 @@ async function otlpSink (): Promise<{ url: string, close: () => void }> {
  * Two workloads: `client` (its outbound is where the load goes, `Host: web`) and `web` (the app's
  * sidecar; its inbound is the one-hop target). `hops` 1 starts only web's sidecar.
  */
-export async function startRemora (env: Env, hops: 1 | 2, accessLog: boolean, secure?: 'mtls+tracing'): Promise<Running> {
+export interface RemoraOptions {
+  accessLog?: boolean
+  secure?: 'mtls+tracing'
+  /** Another app than the bench's HTTP/1.1 one (the gRPC case's). */
+  app?: { port: number, protocol: AppProtocol }
+}
+
+export async function startRemora (env: Env, hops: 1 | 2, options: RemoraOptions = {}): Promise<Running> {
+  const { accessLog = false, secure } = options
   const n = ++meshSeq
   const tokens = { client: `bench-client-token-${n}-0123456789abcdef`, web: `bench-web-token-${n}-0123456789abcdef` }
   // http1: an h2 client's requests still reach this HTTP/1.1-only app as HTTP/1.1.
-  const mesh = await writePairMesh(join(env.tmp, `mesh-${n}`), env.appPort, { appProtocol: 'http1', ...(secure === undefined ? {} : { tokens }) })
+  const app = options.app ?? { port: env.appPort, protocol: 'http1' }
+  const mesh = await writePairMesh(join(env.tmp, `mesh-${n}`), app.port, { appProtocol: app.protocol, ...(secure === undefined ? {} : { tokens }) })
   // As a production mesh runs: certificates from a control plane, mTLS between the sidecars, and
   // 1 % of requests traced (parent-based, so both sidecars sample the same ones) to a local OTLP sink.
   const control = secure === undefined ? undefined : await startControl(env.cli, mesh.file, join(env.tmp, `control-${n}`), `control-${n}`)
