@@ -14,6 +14,7 @@ import { runOrigDst } from './origdst.ts'
 import { runStartup } from './startup.ts'
 import { runIdleConns } from './idle.ts'
 import { runGrpcUnary } from './grpc.ts'
+import { chartSvg } from './chart.ts'
 import { bundle, IMAGE_NODE_FLAGS } from '../scripts/bundle.ts'
 import { ForeignLoad, Sampler, waitForQuiet, type ProcUsage, type SampleTarget } from './sample.ts'
 import { runTcpBulk, runTcpFirstByte, type TcpRun } from './tcp.ts'
@@ -39,7 +40,7 @@ function usage (): string {
   return `usage: npm run bench -- [options]      (or: npx node bench/run.ts [options])
 
 Runs every case one after the other on this machine and prints a table; results also go to
-bench/results/<timestamp>.json. Defaults take about 4-5 minutes on a quiet machine (the opaque-TCP cases about 40 s of it).
+bench/results/<timestamp>.json, and a chart of them to bench/results/<timestamp>.svg. Defaults take about 4-5 minutes on a quiet machine (the opaque-TCP cases about 40 s of it).
 
 options:
   --duration 5s       measured time of each load run (wrk, h2load, fixed-rate); e.g. 30s for steadier numbers
@@ -409,6 +410,11 @@ async function main (): Promise<void> {
   const file = join(resultsDir, `${stamp}.json`)
   writeFileSync(file, JSON.stringify({ meta, finished: finished.toISOString(), results, targets: report.targets }, null, 2) + '\n')
   process.stdout.write(`\nresults: ${file}\n`)
+  const svg = chartSvg(results, o.rate, `${meta.started} · node ${meta.node} · ${meta.cpus} CPUs · ${source}`)
+  if (svg !== undefined) {
+    writeFileSync(join(resultsDir, `${stamp}.svg`), svg)
+    process.stdout.write(`chart: ${join(resultsDir, `${stamp}.svg`)}\n`)
+  }
   if (o.cpuProf) process.stdout.write(`cpu profiles: ${profDir}\n`)
   if (o.keepTmp) process.stdout.write(`temp dir kept: ${tmp}\n`)
   else rmSync(tmp, { recursive: true, force: true })
