@@ -1,6 +1,7 @@
 // Bench sidecar pairs: the harness's client → web mesh file (test/harness/mesh.ts) and `remora proxy`
 // children that log to files, pinned to CPUs when asked, stopped as process groups (procs.ts).
 import { mkdirSync } from 'node:fs'
+import http from 'node:http'
 import { join } from 'node:path'
 import { freePort, pairSpec, writeMesh, type Mesh, type PairOptions, type SidecarPorts } from '../test/harness/mesh.ts'
 import { startChild, stopChild, waitForReady, type Child } from './procs.ts'
@@ -78,4 +79,21 @@ export async function startControl (cli: string, meshFile: string, dir: string, 
     throw err
   }
   return { child, env: { REMORA_CONTROL_ADDR: `127.0.0.1:${controlPort}`, REMORA_TRUST_ANCHORS: join(caDir, 'root.pem') } }
+}
+
+/**
+ * An OTLP/HTTP endpoint that takes every export and answers at once: the sidecars' cost is
+ * measured, not a collector's. `batches`: the non-empty exports so far. It never holds the bench open.
+ */
+export async function otlpSink (): Promise<{ url: string, batches: () => number, close: () => void }> {
+  const port = await freePort()
+  let batches = 0
+  const server = http.createServer((req, res) => {
+    let n = 0
+    req.on('data', (c: Buffer) => { n += c.length })
+    req.on('end', () => { batches += n > 0 ? 1 : 0; res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end() })
+  })
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
+  server.unref()
+  return { url: `http://127.0.0.1:${port}`, batches: () => batches, close: () => { server.closeAllConnections(); server.close() } }
 }

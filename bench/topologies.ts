@@ -1,11 +1,10 @@
 // What each bench case runs: the app, remora sidecars (mesh file), nginx, HAProxy and the naive Node proxy.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
-import http from 'node:http'
 import { execFileSync } from 'node:child_process'
 import { join } from 'node:path'
 import { freePort, type AppProtocol } from '../test/harness/mesh.ts'
 import { type Child, startChild, stopChild, waitForPort } from './procs.ts'
-import { portsOf, startControl, startSidecars, writePairMesh, type Workload } from './sidecars.ts'
+import { otlpSink, portsOf, startControl, startSidecars, writePairMesh, type Workload } from './sidecars.ts'
 
 const BENCH = new URL('.', import.meta.url).pathname
 
@@ -55,16 +54,6 @@ export async function startNaive (env: Env): Promise<Running> {
 
 let meshSeq = 0
 
-/** An OTLP/HTTP endpoint that takes every export and answers at once: the sidecars' cost is measured, not a collector's. */
-async function otlpSink (): Promise<{ url: string, close: () => void }> {
-  const port = await freePort()
-  const server = http.createServer((req, res) => {
-    req.resume()
-    req.on('end', () => res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end())
-  })
-  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve))
-  return { url: `http://127.0.0.1:${port}`, close: () => { server.closeAllConnections(); server.close() } }
-}
 
 /**
  * Two workloads: `client` (its outbound is where the load goes, `Host: web`) and `web` (the app's

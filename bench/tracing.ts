@@ -23,7 +23,6 @@
 //   earlier design let pairs idle ~14 s, and they came back up to a third slower).
 import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync } from 'node:fs'
-import http from 'node:http'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -35,7 +34,7 @@ import { eachFlag, parseCount, parseDuration } from './flags.ts'
 import { parseWrk, type LoadResult } from './loadgen.ts'
 import { installCleanup, startChild, stopChild, waitForPort, type Child } from './procs.ts'
 import { cpuTicksOf, ForeignLoad, rssMbOf, waitForQuiet } from './sample.ts'
-import { portsOf, startSidecars, writePairMesh } from './sidecars.ts'
+import { otlpSink, portsOf, startSidecars, writePairMesh } from './sidecars.ts'
 import { median, percentile } from './stats.ts'
 
 const ROOT = new URL('..', import.meta.url).pathname
@@ -155,15 +154,8 @@ async function main (): Promise<void> {
   const appPort = await freePort()
   const app = startChild('app', process.execPath, ['-e', `require('http').createServer((q,s)=>s.end('hello from the app, a small body')).listen(${appPort},'127.0.0.1')`], { logFile: join(mkdtempSync(join(tmpdir(), 'remora-bench-tracing-')), 'app.log') })
   await waitForPort(app, appPort)
-  const collectorPort = await freePort()
-  const collector = { batches: 0 }
-  // A collector that accepts everything fast: what is measured is the sidecars' cost, not Jaeger's.
-  http.createServer((req, res) => {
-    let n = 0
-    req.on('data', (c: Buffer) => { n += c.length })
-    req.on('end', () => { collector.batches += n > 0 ? 1 : 0; res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end() })
-  }).listen(collectorPort, '127.0.0.1').unref()
-  const otlp = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collectorPort}` }
+  const collector = await otlpSink()
+  const otlp = { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url }
 
   process.stderr.write(`${o.rounds} rounds; each: a sidecar pair per case, ${o.warmupS} s of warm-up each (in slices, as measured), then ${o.reps} repetitions of ${o.slices} × ${o.sliceS} s per case (wrk -t1 -c20), interleaved\n`)
   // results[case][k]: the k-th measurement of that case; ratios are to tracing off in the same repetition.
@@ -210,7 +202,7 @@ async function main (): Promise<void> {
   const cost = (i: number): number => (1 - median(paired(i, (x) => x.rps))) * 100
   console.log(`\ntarget: 100 % sampled costs < 15 % throughput → ${cost(2).toFixed(1)} %, median of paired measurements (${cost(2) < 15 ? 'met' : 'NOT met'}); unsampled costs ${cost(1).toFixed(1)} %`)
   console.log(`sidecar CPU per request, median of paired measurements: unsampled ×${median(paired(1, (x) => x.cpuUsPerRequest)).toFixed(2)}, 100 % sampled ×${median(paired(2, (x) => x.cpuUsPerRequest)).toFixed(2)} of tracing off`)
-  console.log(`spans: ${spans.exported} exported, ${spans.dropped} dropped, in ${collector.batches} OTLP requests; sampled requests wrk completed: ${sampledRequests} (a CLIENT and a SERVER span each)`)
+  console.log(`spans: ${spans.exported} exported, ${spans.dropped} dropped, in ${collector.batches()} OTLP requests; sampled requests wrk completed: ${sampledRequests} (a CLIENT and a SERVER span each)`)
   process.exit(0)
 }
 
