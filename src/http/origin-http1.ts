@@ -1,6 +1,6 @@
-// Forwards an exchange to an HTTP/1.1 origin (the local app, or an egress destination outside the
-// mesh) through undici's connection pools, whatever protocol the caller spoke (an h2 or gRPC
-// exchange is translated: chunked body, chunked trailers).
+// Forwards an exchange to an HTTP/1.1 origin (the local app, an egress destination outside the
+// mesh, or a peer sidecar: http/peer-http1.ts) through undici's connection pools, whatever protocol
+// the caller spoke (an h2 or gRPC exchange is translated: chunked body, chunked trailers).
 import { PassThrough, type Readable } from 'node:stream'
 import { createRequire } from 'node:module'
 import http, { type IncomingHttpHeaders } from 'node:http'
@@ -10,9 +10,8 @@ import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
 import { bodyless, forwardable, type Headers } from './headers.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
-import { classify, type RelayReasons } from './upstream-errors.ts'
+import { classify, neverConnected, type RelayReasons } from './upstream-errors.ts'
 import { pipeBody, type Attempt, type AttemptHooks } from './relay-h2.ts'
-import { tlsReason } from '../transport/tls-errors.ts'
 import type { Connector } from '../transport/peer-http1.ts'
 import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
@@ -25,7 +24,7 @@ function relayed (body: Readable): PassThrough {
 }
 
 // undici's entry point loads all of it (fetch, WebSocket, mocks: ~17 MB of RSS); the sidecar needs
-// the Agent alone: requests go through its dispatch() with a handler of ours (AppCall), without the
+// the Agent alone: requests go through its dispatch() with a handler of ours (H1Attempt), without the
 // request API's promise, response stream, pipe and abort signal per request.
 const require = createRequire(import.meta.url)
 const Agent = require('undici/lib/dispatcher/agent.js') as typeof AgentType
@@ -172,7 +171,7 @@ function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, h
   req.on('response', (res) => {
     if (relay.done || !relay.start(res.statusCode ?? 502, forwardable(res.headers, true))) { res.resume(); return }
     res.on('data', (chunk: Buffer) => { if (!relay.data(chunk, () => res.resume())) res.pause() })
-    res.once('end', () => relay.end(res.trailers as Headers))
+    res.once('end', () => relay.end(forwardable(res.trailers, true)))
     res.once('error', () => relay.cut(reasons.reset))
   })
 }
@@ -216,10 +215,11 @@ class ResponseRelay {
     return false
   }
 
-  end (trailers: Headers | undefined): void {
+  /** The end, with the origin's trailers already filtered for the caller (as `start`'s headers). */
+  end (trailers: Headers): void {
     if (this.done) return
     this.done = true
-    this.#sink.finish(trailers === undefined ? undefined : forwardable(trailers, true))
+    this.#sink.finish(trailers)
   }
 
   /** The origin's answer broke off midway. */
@@ -331,9 +331,7 @@ class H1Attempt implements Dispatcher.DispatchHandler, Attempt {
     const reason = err.code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || err.code === 'UND_ERR_INVALID_ARG'
       ? ProxyErrors.malformedRequest
       : classify(err, this.#reasons)
-    // Refused, timed out, or the handshake failed: the request never left this sidecar.
-    const unprocessed = err.code === 'ECONNREFUSED' || err.code === 'ETIMEDOUT' || err.code === 'UND_ERR_CONNECT_TIMEOUT' || tlsReason(err) !== undefined
-    if (reason !== ProxyErrors.malformedRequest && this.#hooks.onFailure?.(reason, err.message, unprocessed) === true) { relay.done = true; return }
+    if (reason !== ProxyErrors.malformedRequest && this.#hooks.onFailure?.(reason, err.message, neverConnected(err)) === true) { relay.done = true; return }
     relay.refuse(reason, err.message)
   }
 

@@ -3,13 +3,12 @@
 import { constants as h2c, sensitiveHeaders, type ClientHttp2Session, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2'
 import type { Readable, Writable } from 'node:stream'
 import type { ProxyErrorReason } from '../errors.ts'
-import { tlsReason } from '../transport/tls-errors.ts'
 import { ProxyErrors } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
 import { bodyless, forwardable, MeshHeader, PER_REQUEST_HEADERS, type Headers } from './headers.ts'
 import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
-import { classify, type RelayReasons } from './upstream-errors.ts'
+import { classify, neverConnected, type RelayReasons } from './upstream-errors.ts'
 
 /**
  * node emits 'end' on an h2 stream the caller reset, as if the body were whole; a plain pipe would
@@ -158,7 +157,7 @@ export function relayOverH2 (
       const cause = err?.cause as NodeJS.ErrnoException | undefined
       const real = cause?.code !== undefined ? cause : err
       // Refused, timed out, or the handshake failed: the request never left this sidecar.
-      const unprocessed = up.rstCode === h2c.NGHTTP2_REFUSED_STREAM || real?.code === 'ECONNREFUSED' || real?.code === 'ETIMEDOUT' || tlsReason(real) !== undefined
+      const unprocessed = up.rstCode === h2c.NGHTTP2_REFUSED_STREAM || neverConnected(real)
       fail(classify(real, reasons), err?.message ?? `stream reset (code ${up.rstCode})`, unprocessed)
       return
     }

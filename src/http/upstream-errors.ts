@@ -16,6 +16,11 @@ export interface RelayReasons {
 export const PEER_REASONS: RelayReasons = { refused: ProxyErrors.connectRefused, reset: ProxyErrors.upstreamReset, trustMeshHeaders: true }
 export const APP_REASONS: RelayReasons = { refused: ProxyErrors.appUnavailable, reset: ProxyErrors.appReset, trustMeshHeaders: false }
 
+/** The connection was never made (refused, timed out, the TLS handshake failed): the request surely never reached the destination. */
+export function neverConnected (err: NodeJS.ErrnoException | undefined): boolean {
+  return err?.code === 'ECONNREFUSED' || err?.code === 'ETIMEDOUT' || err?.code === 'UND_ERR_CONNECT_TIMEOUT' || tlsReason(err) !== undefined
+}
+
 export function classify (err: NodeJS.ErrnoException | undefined, reasons: RelayReasons): ProxyErrorReason {
   const tls = tlsReason(err)
   if (tls === 'identity-mismatch') return ProxyErrors.peerIdentityMismatch

@@ -15,6 +15,7 @@ import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersT
 import { afterLastAnswer, answerAfterPending, faultyFraming } from '../http/h1-framing.ts'
 import { refuse } from '../http/refuse.ts'
 import { guardRequestBody } from '../http/body-rate.ts'
+import { fromPeer, targetPort } from './in-band.ts'
 
 /**
  * `peerOf`: this server takes mTLS connections from peer sidecars (ALPN remora-http/1.1), and says
@@ -77,14 +78,12 @@ function handle (ctx: InboundContext, server: http.Server, req: IncomingMessage,
   const record = ctx.begin('inbound', method, authority, path, 'HTTP/1.1', sink)
   const rawPort = first(req.headers[MeshHeader.targetPort])
   const identity = peerOf?.(req.socket)
-  // As on the h2 listener (http2.ts): over mTLS a peer is a verified sidecar; with mTLS off, a
-  // request naming the target port. The port routes any request; authorization still decides.
-  const peer = peerOf !== undefined ? identity !== undefined : ctx.config.mtls === undefined && rawPort !== undefined
+  const peer = fromPeer(ctx.config.mtls !== undefined, rawPort, identity)
   if (peer) trackPeerConnection(server, req.socket)
   const ex = fromHttp1(req, authority, path, record, upgrade, identity)
   if (faulty !== undefined) { refuse(ex, sink, ProxyErrors.malformedRequest, faulty); return }
-  const port = rawPort === undefined ? ctx.destinations.of(req.socket)?.port : Number(rawPort)
-  if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
+  const port = targetPort(rawPort, ctx.destinations.of(req.socket)?.port)
+  if (port === null) {
     refuse(ex, sink, ProxyErrors.malformedRequest, `${MeshHeader.targetPort}: "${rawPort}" is not a port`)
     return
   }

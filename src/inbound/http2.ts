@@ -13,6 +13,7 @@ import { TCP_ALPN } from '../transport/tcp-header.ts'
 import { PEER_H1_ALPN } from '../transport/peer-http1.ts'
 import type http from 'node:http'
 import { createInboundHttp1 } from './http1.ts'
+import { fromPeer, targetPort } from './in-band.ts'
 import { acceptPeerTcp } from './tcp.ts'
 import type { Credentials } from '../identity/workload-identity.ts'
 import { spiffeIdOf } from '../identity/svid.ts'
@@ -91,18 +92,13 @@ function onStream (ctx: InboundContext, stream: ServerHttp2Stream, headers: Inco
     const path = headers[':path'] ?? '/'
     const authority = headers[':authority'] ?? first(headers.host) ?? ''
     const rawPort = first(headers[MeshHeader.targetPort])
-    // Mesh headers beyond the port (attempt, original protocol, upgrade) count only from a peer
-    // sidecar: with mTLS on, a stream over mTLS; with it off nothing tells a sidecar from a client,
-    // so a stream that names the target port (as every sidecar's does) is taken for one. The target
-    // port itself routes any stream, as a redirected client's destination would; authorization
-    // still decides whether the caller may reach that port. Every other remora-* header is dropped.
-    const peer = ctx.config.mtls === undefined ? rawPort !== undefined : peerIdentity !== undefined
+    // Every remora-* header but those read here is dropped (in-band.ts: who counts as a peer).
+    const peer = fromPeer(ctx.config.mtls !== undefined, rawPort, peerIdentity)
     const origProto = peer && headers[MeshHeader.origProto] === 'HTTP/1.1' ? 'HTTP/1.1' : 'HTTP/2'
     const record = ctx.begin('inbound', method, authority, path, origProto, sink)
     const grpc = isGrpc(headers)
-    // A peer names the app port; a redirected non-meshed client was going to it.
-    const port = rawPort === undefined ? ctx.destinations.of(stream.session?.socket)?.port : Number(rawPort)
-    if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536)) {
+    const port = targetPort(rawPort, ctx.destinations.of(stream.session?.socket)?.port)
+    if (port === null) {
       record.error = ProxyErrors.malformedRequest.reason
       respondError(sink, ProxyErrors.malformedRequest, { grpc, detail: `${MeshHeader.targetPort}: "${rawPort}" is not a port` })
       stream.resume()
