@@ -1,13 +1,13 @@
 // Where a response goes back to the caller: one interface over an HTTP/1.1 response, an h2 stream
 // and a raw upgraded socket, so every upstream path relays responses the same way.
 import { constants as h2c, type ServerHttp2Stream } from 'node:http2'
-import type { ServerResponse } from 'node:http'
 import type { Duplex, Writable } from 'node:stream'
 import type { ProxyErrorReason } from '../errors.ts'
 import { MeshHeader, type Headers } from './headers.ts'
 import { splice } from '../transport/splice.ts'
 import { statusLine } from './status-line.ts'
 import { lastOnConnection } from './h1-framing.ts'
+import type { CountedResponse } from './h1-server.ts'
 
 export interface ResponseSink {
   /** Status and headers have gone out; from now on a failure can only reset the stream. */
@@ -133,24 +133,16 @@ function grpcMessage (message: string): string {
 }
 
 export class H1Sink implements ResponseSink {
-  readonly #res: ServerResponse
+  readonly #res: CountedResponse
   status = 0
   grpcStatus: string | undefined
-  /** The response's Content-Length, and how much of the body was written: all of it is a complete answer. */
+  /** The response's Content-Length: once all of it was written, the answer is complete. */
   #length: number | undefined
-  #written = 0
   readonly #drain: { readonly draining: boolean }
   /** While draining, each response closes its connection so clients move to another endpoint. */
-  constructor (res: ServerResponse, drain: { readonly draining: boolean }) {
+  constructor (res: CountedResponse, drain: { readonly draining: boolean }) {
     this.#res = res
     this.#drain = drain
-    // A client that has all Content-Length bytes may close before the upstream's end-of-stream
-    // (a separate frame) reaches us: that answer was complete, not reset.
-    const write = res.write
-    res.write = ((chunk: string | Uint8Array, ...rest: unknown[]): boolean => {
-      this.#written += typeof chunk === 'string' ? Buffer.byteLength(chunk) : chunk.byteLength
-      return (write as (c: string | Uint8Array, ...r: unknown[]) => boolean).call(res, chunk, ...rest)
-    }) as ServerResponse['write']
   }
   get headersSent (): boolean { return this.#res.headersSent }
   get body (): Writable { return this.#res }
@@ -198,7 +190,9 @@ export class H1Sink implements ResponseSink {
     // A response queued behind another on its connection (pipelining) has no socket yet: node never
     // emits its 'close' when the connection goes first, so the connection's close ends it.
     const queued = this.#res.socket === null ? whenConnectionCloses(this.#res.req.socket) : undefined
-    this.#closers.add(this.#res, () => this.#res.writableFinished || (this.#length !== undefined && this.#written >= this.#length), listener, queued)
+    // A client that has all Content-Length bytes may close before the upstream's end-of-stream (a
+    // separate frame) reaches us: that answer was complete, not reset.
+    this.#closers.add(this.#res, () => this.#res.writableFinished || (this.#length !== undefined && this.#res.bodyBytes >= this.#length), listener, queued)
   }
 }
 

@@ -1,7 +1,8 @@
 // Inbound HTTP/1.1: from clients outside the mesh, forwarded to the app port they were going to
 // (a redirected connection's original port), else the app's default port; and from peer sidecars
 // (HTTP/1.1 apps' requests), which name the app port in band.
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type http from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ProxyErrors } from '../errors.ts'
 import { first, MeshHeader } from '../http/headers.ts'
@@ -11,7 +12,8 @@ import type { InboundContext } from './context.ts'
 import { fromHttp1 } from '../http/exchange.ts'
 import { routeInbound } from './route.ts'
 import { acceptsUpgrade } from '../http/upgrades.ts'
-import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
+import { headersTimedOut, isHeadersTimeout } from '../http/header-timeout.ts'
+import { createHttp1Server, type CountedResponse } from '../http/h1-server.ts'
 import { afterLastAnswer, answerAfterPending, faultyFraming } from '../http/h1-framing.ts'
 import { refuse } from '../http/refuse.ts'
 import { guardRequestBody } from '../http/body-rate.ts'
@@ -23,9 +25,8 @@ import { fromPeer, targetPort } from './in-band.ts'
  * request that names the target port (as every sidecar's does) is taken for a peer's.
  */
 export function createInboundHttp1 (ctx: InboundContext, peerOf?: (socket: Duplex) => string | undefined): http.Server {
-  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: ctx.config.http1IdleTimeout, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
-  startHeadersTimeout(server)
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  const server = createHttp1Server(ctx.config.http1IdleTimeout, ctx.config.requestHeadersTimeout)
+  server.on('request', (req: IncomingMessage, res: CountedResponse) => {
     if (!afterLastAnswer(req)) handle(ctx, server, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res, true), peerOf)
   })
   // Only the upgrades a user enabled, never h2c nor one with a body (http/upgrades.ts); any other

@@ -1,6 +1,7 @@
 // Outbound HTTP/1.1 from the app: origin-form (Host), absolute-form and CONNECT as a plain HTTP
 // proxy, and Upgrade; each request becomes an Exchange routed to a peer sidecar.
-import http, { type IncomingMessage, type ServerResponse } from 'node:http'
+import type http from 'node:http'
+import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { ProxyErrors } from '../errors.ts'
 import { fromHttp1 } from '../http/exchange.ts'
@@ -15,13 +16,13 @@ import type { Socket } from 'node:net'
 import type { Destination } from '../transport/destinations.ts'
 import { carryOutbound } from './tcp.ts'
 import { acceptsUpgrade } from '../http/upgrades.ts'
-import { headersTimedOut, headersTimeoutOptions, isHeadersTimeout, startHeadersTimeout } from '../http/header-timeout.ts'
+import { headersTimedOut, isHeadersTimeout } from '../http/header-timeout.ts'
+import { createHttp1Server, type CountedResponse } from '../http/h1-server.ts'
 import { afterLastAnswer, answerAfterPending, faultyFraming } from '../http/h1-framing.ts'
 
 export function createOutboundHttp1 (ctx: OutboundContext): http.Server {
-  const server = http.createServer({ requireHostHeader: false, keepAliveTimeout: ctx.config.http1IdleTimeout, ...headersTimeoutOptions(ctx.config.requestHeadersTimeout), requestTimeout: 0 })
-  startHeadersTimeout(server)
-  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+  const server = createHttp1Server(ctx.config.http1IdleTimeout, ctx.config.requestHeadersTimeout)
+  server.on('request', (req: IncomingMessage, res: CountedResponse) => {
     if (!afterLastAnswer(req)) handle(ctx, req, new H1Sink(res, ctx), undefined, faultyFraming(req, res))
   })
   // Only the upgrades a user enabled, never h2c nor one with a body (http/upgrades.ts); any other

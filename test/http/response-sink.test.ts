@@ -1,13 +1,14 @@
 // H1Sink: an answer whose every Content-Length byte was sent is complete, even when the client
 // closes before the upstream's end-of-stream arrives (it came as a separate frame across sidecars).
 import t from 'tap'
-import http from 'node:http'
 import net from 'node:net'
 import { once } from 'node:events'
 import { H1Sink } from '../../src/http/response-sink.ts'
+import { createHttp1Server } from '../../src/http/h1-server.ts'
 
 async function serve (t: { teardown (fn: () => unknown): void }, handler: (sink: H1Sink) => void): Promise<number> {
-  const server = http.createServer((_req, res) => handler(new H1Sink(res, { draining: false })))
+  const server = createHttp1Server(5_000, 0)
+  server.on('request', (_req, res) => handler(new H1Sink(res, { draining: false })))
   server.listen(0, '127.0.0.1')
   await once(server, 'listening')
   t.teardown(() => { server.closeAllConnections(); server.close() })
