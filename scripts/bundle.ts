@@ -102,7 +102,7 @@ export async function bundle (options: BundleOptions = {}): Promise<BundleResult
     banner: { js: REQUIRE_BANNER },
     metafile: true,
     logLevel: 'silent',
-    plugins: [rolldownRequires],
+    plugins: [rolldownRequires, httpAsCommonJs],
   })
   for (const w of result.warnings) process.stderr.write(`bundle: warning: ${w.text}${w.location === null ? '' : ` (${w.location.file}:${w.location.line})`}\n`)
   const unresolved = [...externalImports(result.metafile), ...runtimeRequires(dist)].filter((r) => !allowedAtRunTime(r.specifier))
@@ -130,6 +130,26 @@ export function allowedAtRunTime (specifier: string): boolean {
   if (isBuiltin(specifier)) return true
   if (specifier in OPTIONAL_REQUIRES) return true
   return EXTERNALS.some((e) => specifier === e || specifier.startsWith(`${e}/`))
+}
+
+/**
+ * `import … from 'node:http'` in an ES module builds the module's namespace from every export, and
+ * three of node:http's are getters (WebSocket, CloseEvent, MessageEvent) that load Node's internal
+ * copy of undici: ~10 MB of RSS in every sidecar for code it never runs. ES imports of node:http
+ * get this module instead, which takes node:http with require() and re-exports what src/ uses (a
+ * name missing here fails the build).
+ */
+const NODE_HTTP = 'remora:node-http'
+const httpAsCommonJs: Plugin = {
+  name: 'http-as-commonjs',
+  setup (b) {
+    b.onResolve({ filter: /^(node:)?http$/ }, (args) => args.kind === 'import-statement' || args.kind === 'dynamic-import' ? { path: NODE_HTTP, namespace: NODE_HTTP } : undefined)
+    b.onLoad({ filter: /.*/, namespace: NODE_HTTP }, () => ({
+      loader: 'js',
+      resolveDir: ROOT,
+      contents: "const http = require('node:http')\nexport default http\nexport const { Agent, ClientRequest, IncomingMessage, METHODS, OutgoingMessage, STATUS_CODES, Server, ServerResponse, createServer, get, request, validateHeaderName, validateHeaderValue } = http\n",
+    }))
+  },
 }
 
 /**

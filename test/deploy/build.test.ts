@@ -6,6 +6,7 @@ import t from 'tap'
 import { execFile, spawn } from 'node:child_process'
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 import { allowedAtRunTime, bundle, devOnlyPackages, requiredIn, roleInputs } from '../../scripts/bundle.ts'
 import { eventually, freePort, ROOT } from '../harness/mesh.ts'
@@ -34,6 +35,13 @@ t.test('the bundle splits along the roles: a sidecar never loads the control pla
   t.notOk(has(init, 'node_modules/@opentelemetry/') || has(init, 'node_modules/@kubernetes/'), 'remora init loads neither')
   const size = (role: string): number => roles.find((r) => r.role === role)?.withLazy ?? Infinity
   t.ok(size('proxy') < size('control') / 2, `the proxy loads ${(size('proxy') / 1e6).toFixed(1)} MB at most, the control plane ${(size('control') / 1e6).toFixed(1)} MB`)
+  // node:http imported as an ES module reads its WebSocket/MessageEvent getters, which load Node's
+  // internal undici (~10 MB of RSS): the bundle takes node:http with require() instead.
+  const proxyChunk = Object.entries(metafile.outputs).find(([, o]) => o.entryPoint === 'src/proxy/main.ts')?.[0]
+  if (proxyChunk === undefined) throw new Error('no output for src/proxy/main.ts')
+  const loadsUndici = "const m = await import(process.argv[1]); console.log(typeof m === 'object' && process.moduleLoadList.some((x) => x.includes('deps/undici')))"
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', loadsUndici, pathToFileURL(join(ROOT, proxyChunk)).href])
+  t.equal(stdout.trim(), 'false', "loading the proxy's modules does not load Node's internal undici")
 })
 
 t.test('the bundle refuses to load at run time what the image does not ship', async (t) => {
