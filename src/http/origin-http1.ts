@@ -25,9 +25,11 @@ function relayed (body: Readable): PassThrough {
 
 // undici's entry point loads all of it (fetch, WebSocket, mocks: ~17 MB of RSS); the sidecar needs
 // the Agent alone: requests go through its dispatch() with a handler of ours (H1Attempt), without the
-// request API's promise, response stream, pipe and abort signal per request.
+// request API's promise, response stream, pipe and abort signal per request. Loaded with the first
+// HTTP/1.1 request, not at start: a sidecar whose traffic is all h2, gRPC or TCP never holds it.
 const require = createRequire(import.meta.url)
-const Agent = require('undici/lib/dispatcher/agent.js') as typeof AgentType
+let undiciAgent: typeof AgentType | undefined
+const loadAgent = (): typeof AgentType => (undiciAgent ??= require('undici/lib/dispatcher/agent.js') as typeof AgentType)
 
 /**
  * Request trailers, however the caller sent them (h2 trailers arrive as 'trailers' on the stream,
@@ -54,7 +56,6 @@ export interface Http1Hooks extends AttemptHooks {
 }
 
 export class Http1Origins {
-  readonly #agent: AgentType
   readonly #log: Logger | undefined
   readonly #dropped = new LogThrottle()
   /** For the few requests with announced trailers: node's client writes them, undici does not. */
@@ -67,7 +68,7 @@ export class Http1Origins {
    */
   constructor (connectTimeout: number, log?: Logger, connect?: Connector, maxIdleMs?: number) {
     this.#log = log
-    this.#agent = new Agent({
+    this.#agentOptions = {
       connect: connect ?? { timeout: connectTimeout },
       // Timeouts are a per-service policy (resilience); here a slow or streaming app is legal.
       headersTimeout: 0,
@@ -75,8 +76,12 @@ export class Http1Origins {
       keepAliveTimeout: 4_000,
       ...(maxIdleMs === undefined ? {} : { keepAliveMaxTimeout: maxIdleMs }),
       pipelining: 1,
-    })
+    }
   }
+
+  readonly #agentOptions: ConstructorParameters<typeof AgentType>[0]
+  #agent: AgentType | undefined
+  #pools (): AgentType { return (this.#agent ??= new (loadAgent())(this.#agentOptions)) }
 
   /**
    * The app or an egress destination. `origin`: `http://host:port`; `reasons`: how its connection
@@ -115,7 +120,7 @@ export class Http1Origins {
     }
     const call = new H1Attempt(ex, sink, reasons, upload, hooks)
     sink.onClose((completed) => { if (!completed || (upload !== undefined && !upload.writableEnded)) call.cancel() })
-    this.#agent.dispatch({
+    this.#pools().dispatch({
       origin,
       method: ex.method as Dispatcher.HttpMethod,
       path: ex.path,
@@ -126,8 +131,8 @@ export class Http1Origins {
     return call
   }
 
-  async close (): Promise<void> { this.#trailerAgent.destroy(); await this.#agent.close() }
-  destroy (): void { this.#trailerAgent.destroy(); void this.#agent.destroy() }
+  async close (): Promise<void> { this.#trailerAgent.destroy(); await this.#agent?.close() }
+  destroy (): void { this.#trailerAgent.destroy(); void this.#agent?.destroy() }
 }
 
 /**
