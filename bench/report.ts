@@ -228,7 +228,7 @@ function startupSection (results: CaseResult[]): string[] {
   const c = results.find((r) => r.id === 'startup')
   if (c === undefined) return []
   const s = c.startup
-  const lines = ['Start-up and idle footprint — the sidecar as the image runs it (esbuild bundle), spawned once per run; idle RSS read 2 s after ready']
+  const lines = ['Start-up and idle footprint — the sidecar as the image runs it (esbuild bundle), spawned once per run; idle RSS read 5 s after ready']
   if (s === undefined) return [...lines, `  ${c.skipped !== undefined ? `skipped: ${c.skipped}` : 'FAILED (see above)'}`, '']
   const range = (xs: number[], f: (n: number) => string): string => `${f(median(xs))} (${f(Math.min(...xs))}–${f(Math.max(...xs))})`
   const whole = (n: number): string => n.toFixed(0)

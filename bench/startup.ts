@@ -2,7 +2,7 @@
 // The sidecar as the image runs it (the esbuild bundle, a layer built into the run's temp dir) is
 // spawned repeatedly: in local mode (plaintext, a mesh file) and as in a pod (no mesh file: the
 // table from a local `remora control`, mTLS with a key, a CSR and the certificate it signs, proved by
-// a token file); each run times spawn → /ready 200 and reads the idle RSS 2 s later.
+// a token file); each run times spawn → /ready 200 and reads the idle RSS 5 s later.
 // A bare Node HTTP/2 + TLS server, spawned the same way in the same run, is the RSS baseline.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
@@ -15,7 +15,7 @@ import type { Env } from './topologies.ts'
 export interface StartupSeries {
   /** spawn → /ready answering 200, ms, one per run. */
   readyMs: number[]
-  /** Resident set 2 s after ready, MB (MiB), one per run. */
+  /** Resident set 5 s after ready, MB (MiB), one per run. */
   idleRssMb: number[]
 }
 
@@ -29,7 +29,11 @@ export interface StartupResult {
   loadsBytes: number
 }
 
-const IDLE_SETTLE_MS = 2_000
+/**
+ * Idle means quiet for a while: a sidecar gives its start-up memory back after 1 s without a
+ * request (src/proxy/idle-compaction.ts), so RSS is read well after that, not while it is still settling.
+ */
+const IDLE_SETTLE_MS = 5_000
 
 const BARE = `
 import http2 from 'node:http2'

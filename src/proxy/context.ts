@@ -50,9 +50,11 @@ export class ProxyContext implements InboundContext, OutboundContext {
   readonly peerTls: (() => SecureContext | undefined) | undefined
   draining = false
   inflight = 0
+  /** Requests begun since start (idle compaction tells quiet from busy by it). */
+  begun = 0
   readonly #drained: Array<() => void> = []
 
-  constructor (init: Omit<ProxyContext, 'draining' | 'inflight' | 'begin' | 'whenIdle'>) {
+  constructor (init: Omit<ProxyContext, 'draining' | 'inflight' | 'begun' | 'begin' | 'whenIdle'>) {
     this.config = init.config
     this.log = init.log
     this.metrics = init.metrics
@@ -79,6 +81,7 @@ export class ProxyContext implements InboundContext, OutboundContext {
   begin (direction: Direction, method: string, authority: string, path: string, proto: string, sink: ResponseSink): AccessRecord {
     const record = new AccessRecord(direction, method, authority, path, proto)
     this.inflight++
+    this.begun++
     this.metrics.inflight.inc({ direction })
     sink.onClose((completed) => {
       record.status = sink.status

@@ -35,6 +35,7 @@ import { H2Sessions } from '../transport/h2-sessions.ts'
 import type { TlsReason } from '../transport/tls-errors.ts'
 import { SniffingListener, type OpaqueKind } from '../transport/listener.ts'
 import { ProxyContext } from './context.ts'
+import { compactWhenIdle } from './idle-compaction.ts'
 
 export interface Sidecar {
   readonly ctx: ProxyContext
@@ -155,10 +156,12 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
   // Ask each `auto` app port now, so the first request rarely waits; an app not up yet is asked on its
   // first request. Never a server-first port: an HTTP/2 preface there counts as a bad client (MySQL blocks the host).
   ctx.appProtocols.warm(config.appPorts.filter((p) => p.protocol === 'auto' && !config.opaquePorts.includes(p.port)).map((p) => p.port))
+  const compaction = compactWhenIdle(() => ctx, log)
 
   function shutdown (why: string): Promise<void> {
     stopping ??= (async () => {
       ctx.draining = true
+      compaction.stop()
       log.info({ why, inflight: ctx.inflight, graceMs: config.shutdownGrace }, 'draining: no new connections; in-flight requests may finish')
       outbound.stopAccepting()
       inbound.stopAccepting()

@@ -1,0 +1,98 @@
+// A quiet sidecar gives memory back: one memory-reducing GC after start-up and after each busy
+// period, never while a request is in flight, never twice for one quiet period; a real sidecar (the
+// image's flags, so --expose-gc) does it after start-up and its RSS drops.
+import t from 'tap'
+import pino from 'pino'
+import { compactWhenIdle, type Activity, type CompactionOptions } from '../../src/proxy/idle-compaction.ts'
+import { freePort, pairSpec, startMesh } from '../harness/mesh.ts'
+import { waitForLines } from '../harness/ready.ts'
+
+const silent = pino({ level: 'silent' })
+// The compactor's timer is unref'd (it never keeps a sidecar alive); this keeps the test's process up.
+const keepAlive = setInterval(() => {}, 1_000)
+t.teardown(() => clearInterval(keepAlive))
+
+/** Activity under the test's control; `ticks(n)` settles once the compactor has looked n more times. */
+function activitySource (): { now: Activity & { inflight: number, begun: number }, read: () => Activity, ticks: (n: number) => Promise<void> } {
+  const now = { inflight: 0, begun: 0 }
+  const waiting: Array<{ at: number, resolve: () => void }> = []
+  let reads = 0
+  return {
+    now,
+    read: () => {
+      reads++
+      for (const w of waiting.filter((w) => w.at <= reads)) { waiting.splice(waiting.indexOf(w), 1); w.resolve() }
+      return { ...now }
+    },
+    ticks: (n) => new Promise((resolve) => waiting.push({ at: reads + n, resolve })),
+  }
+}
+
+function fakeGc (): { gc: () => void, calls: () => number, next: () => Promise<void> } {
+  let calls = 0
+  let waiter: (() => void) | undefined
+  return {
+    gc: () => { calls++; waiter?.() },
+    calls: () => calls,
+    next: () => new Promise((resolve) => { waiter = resolve }),
+  }
+}
+
+const fast = (o: Partial<CompactionOptions>): CompactionOptions => ({ afterStartMs: 0, afterTrafficMs: 0, tickMs: 2, ...o })
+
+t.test('after start-up: compacts once when quiet, not while a request is in flight, not again until new traffic', async (t) => {
+  const a = activitySource()
+  const g = fakeGc()
+  a.now.inflight = 1
+  const c = compactWhenIdle(a.read, silent, fast({}), g.gc)
+  t.teardown(() => c.stop())
+  await a.ticks(20)
+  t.equal(g.calls(), 0, 'a request in flight: no compaction')
+  const compacted = g.next()
+  a.now.inflight = 0
+  await compacted
+  await a.ticks(20)
+  t.equal(g.calls(), 1, 'one compaction for one quiet period')
+  a.now.begun = 5
+  const again = g.next()
+  await again
+  t.equal(g.calls(), 2, 'traffic, then quiet again: compacted again')
+})
+
+t.test('after traffic it waits its own, longer quiet time', async (t) => {
+  const a = activitySource()
+  const g = fakeGc()
+  a.now.begun = 1
+  const c = compactWhenIdle(a.read, silent, fast({ afterTrafficMs: 3_600_000 }), g.gc)
+  t.teardown(() => c.stop())
+  await a.ticks(30)
+  t.equal(g.calls(), 0, 'an hour of quiet is required after traffic: not yet')
+})
+
+t.test('requests beginning on every look keep it from compacting', async (t) => {
+  const a = activitySource()
+  const g = fakeGc()
+  const c = compactWhenIdle(() => { a.now.begun++; return a.read() }, silent, fast({}), g.gc)
+  t.teardown(() => c.stop())
+  await a.ticks(30)
+  t.equal(g.calls(), 0)
+})
+
+t.test('without --expose-gc it does nothing and says so at debug level', async (t) => {
+  const lines: string[] = []
+  const log = pino({ level: 'debug' }, { write: (s: string) => { lines.push(s) } })
+  const c = compactWhenIdle(() => ({ inflight: 0, begun: 0 }), log, fast({}), undefined)
+  c.stop()
+  t.match(lines.join(''), /idle compaction off: node was started without --expose-gc/)
+})
+
+t.test('a real sidecar, started as the image starts it, gives its start-up memory back', async (t) => {
+  const mesh = await startMesh(t, pairSpec(await freePort()), { only: ['web'], env: { REMORA_LOG_LEVEL: 'debug' } })
+  const web = mesh.sidecars.get('web')
+  if (web === undefined) throw new Error('no web sidecar')
+  const given = (l: string): boolean => l.includes('"msg":"idle: memory given back"')
+  await waitForLines('web sidecar', web.proc, () => web.output, given)
+  const line = JSON.parse(web.output.split('\n').find(given) ?? '{}') as { rss_mb_before: number, rss_mb_after: number, requests: number }
+  t.equal(line.requests, 0, 'no request was served')
+  t.ok(line.rss_mb_after < line.rss_mb_before, `RSS ${line.rss_mb_before} → ${line.rss_mb_after} MB`)
+})
