@@ -9,6 +9,7 @@ import { bodyless, forwardable, MeshHeader, PER_REQUEST_HEADERS, type Headers } 
 import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
 import { classify, neverConnected, type RelayReasons } from './upstream-errors.ts'
+import { ReplayBody } from './replay-body.ts'
 
 /**
  * node emits 'end' on an h2 stream the caller reset, as if the body were whole; a plain pipe would
@@ -44,11 +45,15 @@ export interface AttemptHooks {
 const NEVER_SENT = new Set(['ERR_HTTP2_GOAWAY_SESSION', 'ERR_HTTP2_INVALID_SESSION', 'ERR_HTTP2_OUT_OF_STREAMS'])
 const MALFORMED = new Set(['ERR_HTTP2_INVALID_HEADER_VALUE', 'ERR_INVALID_HTTP_TOKEN', 'ERR_HTTP2_INVALID_CONNECTION_HEADERS', 'ERR_INVALID_CHAR', 'ERR_HTTP2_HEADER_SINGLE_VALUE', 'ERR_HTTP2_INVALID_PSEUDOHEADER'])
 
+/**
+ * `body`: the caller's body as is, or a copy a retry can send again (written straight into the
+ * upstream stream); null when there is none.
+ */
 export function relayOverH2 (
   session: ClientHttp2Session,
   headers: OutgoingHttpHeaders,
   ex: Exchange,
-  body: Readable | null,
+  body: Readable | ReplayBody | null,
   sink: ResponseSink,
   reasons: RelayReasons,
   hooks: AttemptHooks = {},
@@ -78,7 +83,7 @@ export function relayOverH2 (
     const e = err as NodeJS.ErrnoException
     if (MALFORMED.has(e.code ?? '')) fail(ProxyErrors.malformedRequest, e.message, false)
     else fail(classify(e, reasons), e.message, NEVER_SENT.has(e.code ?? ''))
-    if (!finished || hooks.onFailure === undefined) body?.resume()
+    if ((!finished || hooks.onFailure === undefined) && !(body instanceof ReplayBody)) body?.resume()
     hooks.onClose?.()
     return { cancel: () => {} }
   }
@@ -91,7 +96,8 @@ export function relayOverH2 (
       const h1 = (ex.body as { trailers?: IncomingHttpHeaders } | null)?.trailers
       if (!up.closed) up.sendTrailers(bodyTrailers ?? forwardable(h1 ?? {}, true))
     })
-    pipeBody(body, up)
+    if (body instanceof ReplayBody) body.relayTo(up)
+    else pipeBody(body, up)
   }
   if (hooks.idleTimeoutMs !== undefined && hooks.idleTimeoutMs > 0) {
     up.setTimeout(hooks.idleTimeoutMs, () => { idle = true; cancel.abort() })

@@ -1,6 +1,6 @@
 // A request body that a retry can send again: the first `limit` bytes are kept while they flow to
 // the first attempt; a body larger than that is never replayed (and then costs no memory).
-import { PassThrough, type Readable } from 'node:stream'
+import { PassThrough, type Readable, type Writable } from 'node:stream'
 import { constants as h2c } from 'node:http2'
 
 export class ReplayBody {
@@ -10,7 +10,11 @@ export class ReplayBody {
   #size = 0
   #overflow = false
   #ended = false
-  #current: PassThrough | undefined
+  /** Where this attempt's copy goes: a PassThrough of ours (next()), or the upstream stream itself (relayTo()). */
+  #current: Writable | undefined
+  #ownsCurrent = false
+  /** The 'drain' listener this body put on #current while the source waits for it. */
+  #onDrain: (() => void) | undefined
 
   constructor (source: Readable, limit: number) {
     this.#source = source
@@ -21,15 +25,18 @@ export class ReplayBody {
         if (this.#size > this.#limit) { this.#overflow = true; this.#chunks = [] } else this.#chunks.push(chunk)
       }
       const current = this.#current
-      if (current !== undefined && !current.write(chunk)) {
+      if (current !== undefined && !current.write(chunk) && this.#onDrain === undefined) {
         source.pause()
-        current.once('drain', () => { if (this.#current === current) source.resume() })
+        this.#onDrain = () => { this.#onDrain = undefined; source.resume() }
+        current.once('drain', this.#onDrain)
       }
     })
     source.once('end', () => {
-      // node ends a reset h2 stream too; a cut-off body must never look whole to the next hop.
+      // node ends a reset h2 stream too; a cut-off body must never look whole to the next hop. Our
+      // own copy is destroyed; an upstream stream is left to the attempt, cancelled when the caller's
+      // stream closes.
       const rst = (source as { rstCode?: number }).rstCode
-      if (rst !== undefined && rst !== h2c.NGHTTP2_NO_ERROR) { this.#current?.destroy(); return }
+      if (rst !== undefined && rst !== h2c.NGHTTP2_NO_ERROR) { if (this.#ownsCurrent) this.#current?.destroy(); return }
       this.#ended = true
       this.#current?.end()
     })
@@ -38,19 +45,34 @@ export class ReplayBody {
   /** Could another attempt get the whole body? */
   get replayable (): boolean { return !this.#overflow }
 
-  /** The body for the next attempt, or undefined when it can no longer be replayed. */
+  /** The body for the next attempt as a stream of its own (undici reads one), or undefined when it can no longer be replayed. */
   next (): Readable | undefined {
     if (this.#current !== undefined && this.#overflow) return undefined
-    const previous = this.#current
     const stream = new PassThrough({ highWaterMark: 64 * 1024 })
-    this.#current = stream
-    if (previous !== undefined) {
-      previous.removeAllListeners('drain')
-      previous.destroy()
-    }
-    for (const c of this.#chunks) stream.write(c)
-    if (this.#ended) stream.end()
-    else this.#source.resume()
+    this.#switchTo(stream, true)
     return stream
+  }
+
+  /**
+   * The body for the next attempt written straight into `dest` (an h2 stream): no stream of our own
+   * in between, which every gRPC call with retries paid for. Only while `replayable`, or first.
+   */
+  relayTo (dest: Writable): void {
+    if (this.#current !== undefined && this.#overflow) throw new Error('relayTo: the body is too large to be sent again')
+    this.#switchTo(dest, false)
+  }
+
+  #switchTo (dest: Writable, owned: boolean): void {
+    const previous = this.#current
+    if (previous !== undefined) {
+      if (this.#onDrain !== undefined) previous.removeListener('drain', this.#onDrain)
+      this.#onDrain = undefined
+      if (this.#ownsCurrent) previous.destroy()
+    }
+    this.#current = dest
+    this.#ownsCurrent = owned
+    for (const c of this.#chunks) dest.write(c)
+    if (this.#ended) dest.end()
+    else this.#source.resume()
   }
 }

@@ -102,7 +102,6 @@ export class OutboundCall {
     const span = request?.startAttempt(this.#attempt, { host: endpoint.address.host, port: endpoint.address.port, key: endpoint.key, identity: endpoint.identity }, this.#waitedMs)
     this.#ctx.tracing.inject(span, headers as Headers)
     let outcome: { status: number, grpc?: string, error?: string } = { status: 0 }
-    const body: Readable | null = this.#replay?.next() ?? ex.body
     const connectTimeout = this.#state.policy.connectTimeoutMs || undefined
     // The endpoint's latency, not the handshake's: a new connection's setup would stick as its
     // peak EWMA and starve it for seconds (one gRPC channel then favours whoever connected first).
@@ -155,9 +154,12 @@ export class OutboundCall {
       },
     }
     let attempt: Attempt
+    // undici reads a body from a stream of its own; an h2 attempt gets the copy written straight into its stream.
     if (overH1) {
+      const body: Readable | null = this.#replay?.next() ?? ex.body
       attempt = this.#current = this.#ctx.peerH1.relay(endpoint.address, endpoint.identity, connectTimeout, ex, headers as Headers, body, this.#sink, hooks)
     } else {
+      const body = this.#replay ?? ex.body
       const session = this.#ctx.peers.get(endpoint.address, connectTimeout, endpoint.identity)
       if (session.connecting) session.once('connect', () => { started = performance.now() })
       attempt = this.#current = relayOverH2(session, headers, ex, body, this.#sink, PEER_REASONS, hooks)

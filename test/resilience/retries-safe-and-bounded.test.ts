@@ -4,6 +4,8 @@
 // the access log and /metrics show what happened.
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
+import http2 from 'node:http2'
+import { once } from 'node:events'
 import { startMesh } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { drive, pool, Seen, tally } from '../harness/load.ts'
@@ -83,6 +85,44 @@ t.test('POST: a 503 from the app is not replayed; a refused connection is, with 
   const replays = bodies.filter((b) => b.attempt > 1)
   t.ok(replays.length >= 1, `${replays.length} POST(s) were retried after a refused connection (always safe)`)
   t.ok(replays.every((r) => sent.some((s) => s.length === r.bytes && shaOf(s) === r.sha)), 'replayed bodies arrived whole (32 KiB+, under the 64 KiB replay limit)')
+})
+
+t.test('an h2 caller\'s POST, retried after a refused connection, reaches the app with its body intact', async (t) => {
+  // An h2 caller's request travels as an h2 stream between sidecars: its replayable copy is written
+  // straight into each attempt's stream (no stream of its own), and a second attempt gets it whole.
+  const seen = new Seen()
+  const bodies: Array<{ attempt: number, sha: string }> = []
+  const healthy = await startApp(t, (req, res) => {
+    const attempt = seen.note(req)
+    const hash = createHash('sha256')
+    req.on('data', (c: Buffer) => hash.update(c))
+    req.on('end', () => { const sha = hash.digest('hex'); bodies.push({ attempt, sha }); res.end(sha) })
+  })
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, healthy: { appPorts: [healthy.port] }, ghost: { appPorts: [1] } },
+    services: [{ name: 'web', port: 80, retry: { on: ['gateway-error'] }, endpoints: [{ workload: 'ghost', targetPort: 1 }, { workload: 'healthy', targetPort: healthy.port }] }],
+  }, { only: ['client', 'healthy'] })
+  const session = http2.connect(mesh.sidecar('client').proxyUrl)
+  session.on('error', () => {})
+  t.teardown(() => session.close())
+  const post = async (body: Buffer): Promise<{ status: number, text: string }> => {
+    const stream = session.request({ ':method': 'POST', ':path': '/order', ':authority': 'web' })
+    // Written in pieces, so the body is still arriving when the first attempt is refused.
+    for (let i = 0; i < body.length; i += 8192) stream.write(body.subarray(i, i + 8192))
+    stream.end()
+    const [head] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+    let text = ''
+    for await (const c of stream) text += String(c)
+    return { status: Number(head[':status']), text }
+  }
+  const sent = Array.from({ length: 20 }, (_, i) => randomBytes(40 * 1024 + i))
+  const answers = await Promise.all(sent.map((b) => post(b)))
+  const shaOf = (b: Buffer): string => createHash('sha256').update(b).digest('hex')
+  t.same(answers.map((a) => a.status), sent.map(() => 200), 'every POST answered 200')
+  t.ok(answers.every((a, i) => a.text === shaOf(sent[i])), 'the app hashed exactly the body sent, every time')
+  t.equal(seen.requests, sent.length, 'the app saw each POST once')
+  const replays = bodies.filter((b) => b.attempt > 1)
+  t.ok(replays.length >= 1, `${replays.length} POST(s) reached the app on a later attempt`)
 })
 
 t.test('all endpoints failing: retries stay within the budget, they do not multiply the outage', async (t) => {
