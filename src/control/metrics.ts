@@ -1,6 +1,6 @@
 // Prometheus metrics of the control plane (prom-client): watchers, pushes, push latency, source errors,
 // annotations without effect yet, trust-anchor writes.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from '../telemetry/prom.ts'
 import { unexpectedErrorsCounter } from '../telemetry/faults.ts'
 
 export class ControlMetrics {

@@ -4,7 +4,8 @@
 // requests may finish) and exits non-zero, so the kubelet or whoever runs it restarts it clean.
 // Envoy and Linkerd do the same rather than serve on in an unknown state.
 import type { Logger } from 'pino'
-import { Counter, type Registry } from 'prom-client'
+import type { Registry } from 'prom-client'
+import { Counter } from './prom.ts'
 
 /** Errors of a connection that already went away: nothing of the process's own state is in doubt. */
 export const HARMLESS_CODES: ReadonlySet<string> = new Set([

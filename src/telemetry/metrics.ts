@@ -1,5 +1,5 @@
 // Prometheus metrics of one proxy (prom-client); labels bounded: no paths, no peer ports.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './prom.ts'
 import { unexpectedErrorsCounter } from './faults.ts'
 
 export class ProxyMetrics {
