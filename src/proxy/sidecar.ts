@@ -177,13 +177,10 @@ export async function startSidecar (config: ProxyConfig, log: Logger, env: Envir
       await fileSource?.stop()
       discovery?.stop()
       identity?.stop()
-      await Promise.race([Promise.all([ctx.peers.close(), ctx.peerH1.close(), ctx.appH2.close(), ctx.appH1.close(), ctx.egressH1.close(), ctx.egressH2.close()]), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
-      ctx.peers.destroy()
-      ctx.peerH1.destroy()
-      ctx.appH2.destroy()
-      ctx.appH1.destroy()
-      ctx.egressH1.destroy()
-      ctx.egressH2.destroy()
+      // Every upstream connection pool: closed gently for a second, then destroyed.
+      const pools = [ctx.peers, ctx.peerH1, ctx.appH2, ctx.appH1, ctx.egressH1, ctx.egressH2]
+      await Promise.race([Promise.all(pools.map((p) => p.close())), new Promise((resolve) => setTimeout(resolve, 1000).unref())])
+      for (const p of pools) p.destroy()
       await Promise.race([tracing.shutdown(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
       outbound.destroyAll()
       inbound.destroyAll()
