@@ -56,6 +56,9 @@ export interface Http1Hooks extends AttemptHooks {
 }
 
 export class Http1Origins {
+  readonly #agentOptions: ConstructorParameters<typeof AgentType>[0]
+  /** undici's pools, made with the first request (loadAgent). */
+  #agent: AgentType | undefined
   readonly #log: Logger | undefined
   readonly #dropped = new LogThrottle()
   /** For the few requests with announced trailers: node's client writes them, undici does not. */
@@ -79,8 +82,6 @@ export class Http1Origins {
     }
   }
 
-  readonly #agentOptions: ConstructorParameters<typeof AgentType>[0]
-  #agent: AgentType | undefined
   #pools (): AgentType { return (this.#agent ??= new (loadAgent())(this.#agentOptions)) }
 
   /**

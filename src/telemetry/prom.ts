@@ -1,6 +1,6 @@
 // prom-client's metric classes without its entry point, which also loads the Pushgateway (node:https),
-// the cluster aggregator (node:cluster) and Summary's t-digest: ~3 MB of RSS in every sidecar for
-// code it never runs.
+// the cluster aggregator (node:cluster) and Summary's t-digest, code a sidecar never runs (~3 MB of
+// RSS in a bare process, 0.5 MB of an idle sidecar's).
 import type * as Prom from 'prom-client'
 import Registry from 'prom-client/lib/registry.js'
 import Counter from 'prom-client/lib/counter.js'
