@@ -33,13 +33,16 @@ t.test('an upstream that goes quiet is reset after the service\'s idleTimeout, w
   await t.rejects(stalled.body.text(), 'then the cut-off body fails instead of hanging')
 
   const session = http2.connect(client.proxyUrl)
-  // Teardown may stop the sidecars first: the connection is then reset under the session.
-  session.on('error', () => {})
-  t.teardown(() => session.close())
+  t.teardown(() => session.destroy())
   const stream = session.request({ ':path': '/silent', ':authority': 'web' })
   stream.end()
   const [head] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
   t.equal(head[':status'], 504, 'h2 caller, silent upstream: 504')
   t.equal(head['remora-proxy-error'], 'timeout', 'with the timeout reason')
+  // The exchange ends inside the test: a stream still open when teardown closes the session and
+  // stops the sidecars is reset under it (an uncaught ECONNRESET on the stream failed CI twice).
   stream.resume()
+  await once(stream, 'end')
+  session.close()
+  await once(session, 'close')
 })
