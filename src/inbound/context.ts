@@ -24,4 +24,6 @@ export interface InboundContext extends RequestLog {
   readonly appProtocols: AppProtocols
   /** Where each accepted connection was going: a redirected client's original app port. */
   readonly destinations: Destinations
+  /** Told of every read on an opaque TCP flow (traffic that no request record counts). */
+  readonly relayed: () => void
 }

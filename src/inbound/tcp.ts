@@ -66,7 +66,7 @@ function carryInbound (ctx: InboundContext, socket: Duplex, port: number, caller
     pipeTcp(socket, app, ctx.config.tcpIdleTimeout, (r) => {
       if (r.error !== undefined) record.error = r.error
       record.end(log, ctx.metrics, r.bytesUp, r.bytesDown)
-    })
+    }, ctx.relayed)
     socket.resume()
   }, (why) => refuse(`app unavailable: ${why}`))
 }

@@ -40,4 +40,6 @@ export interface OutboundContext extends RequestLog {
   readonly egressH1: Http1Origins
   /** HTTP/2 (h2c) to destinations outside the mesh, one connection each. */
   readonly egressH2: H2Sessions
+  /** Told of every read on an opaque TCP flow (traffic that no request record counts). */
+  readonly relayed: () => void
 }

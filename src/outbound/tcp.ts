@@ -134,7 +134,7 @@ function connectThen (ctx: OutboundContext, socket: Socket, upstream: Duplex & {
     pipeTcp(socket, upstream, ctx.config.tcpIdleTimeout, (r) => {
       if (r.error !== undefined) record.error = r.error
       record.end(ctx.config.accessLog ? ctx.log : undefined, ctx.metrics, r.bytesUp, r.bytesDown)
-    })
+    }, ctx.relayed)
     socket.resume()
   }, failed)
 }

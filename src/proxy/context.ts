@@ -50,11 +50,13 @@ export class ProxyContext implements InboundContext, OutboundContext {
   readonly peerTls: (() => SecureContext | undefined) | undefined
   draining = false
   inflight = 0
-  /** Requests begun since start (idle compaction tells quiet from busy by it). */
-  begun = 0
+  /** Requests begun and opaque TCP reads relayed, since start: idle compaction tells quiet from busy by it. */
+  events = 0
+  /** An opaque TCP flow moved bytes: no request record counts them. */
+  readonly relayed = (): void => { this.events++ }
   readonly #drained: Array<() => void> = []
 
-  constructor (init: Omit<ProxyContext, 'draining' | 'inflight' | 'begun' | 'begin' | 'whenIdle'>) {
+  constructor (init: Omit<ProxyContext, 'draining' | 'inflight' | 'events' | 'relayed' | 'begin' | 'whenIdle'>) {
     this.config = init.config
     this.log = init.log
     this.metrics = init.metrics
@@ -81,7 +83,7 @@ export class ProxyContext implements InboundContext, OutboundContext {
   begin (direction: Direction, method: string, authority: string, path: string, proto: string, sink: ResponseSink): AccessRecord {
     const record = new AccessRecord(direction, method, authority, path, proto)
     this.inflight++
-    this.begun++
+    this.events++
     this.metrics.inflight.inc({ direction })
     sink.onClose((completed) => {
       record.status = sink.status

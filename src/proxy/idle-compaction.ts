@@ -1,9 +1,9 @@
 // Gives memory back when the sidecar is quiet: one full, memory-reducing GC once start-up is over,
-// and again after each busy period, never while a request is in flight.
+// and again after each busy period, never while a request is in flight or opaque TCP bytes flow.
 import type { Logger } from 'pino'
 
-/** What the sidecar is doing: requests in flight, and how many it has begun so far. */
-export interface Activity { readonly inflight: number, readonly begun: number }
+/** What the sidecar is doing: requests in flight, and how many requests and opaque TCP reads it has seen so far. */
+export interface Activity { readonly inflight: number, readonly events: number }
 
 export interface CompactionOptions {
   /** Quiet this long after start: the start-up garbage (config, keys, certificates, module loading) goes. */
@@ -34,14 +34,14 @@ export function compactWhenIdle (activity: () => Activity, log: Logger, options:
     log.debug('idle compaction off: node was started without --expose-gc')
     return { stop () {} }
   }
-  let seen = activity().begun
+  let seen = activity().events
   let quietSince = performance.now()
-  /** The request count at the last compaction: nothing new since, nothing to give back. */
+  /** The event count at the last compaction: nothing new since, nothing to give back. */
   let compactedAt: number | undefined
   const timer = setInterval(() => {
     const now = activity()
-    if (now.inflight > 0 || now.begun !== seen) {
-      seen = now.begun
+    if (now.inflight > 0 || now.events !== seen) {
+      seen = now.events
       quietSince = performance.now()
       return
     }
@@ -52,7 +52,7 @@ export function compactWhenIdle (activity: () => Activity, log: Logger, options:
     const before = process.memoryUsage.rss()
     const started = performance.now()
     gc({ type: 'major', execution: 'sync', flavor: 'last-resort' })
-    log.debug({ rss_mb_before: mb(before), rss_mb_after: mb(process.memoryUsage.rss()), gc_ms: Math.round(performance.now() - started), requests: seen }, 'idle: memory given back')
+    log.debug({ rss_mb_before: mb(before), rss_mb_after: mb(process.memoryUsage.rss()), gc_ms: Math.round(performance.now() - started), events: seen }, 'idle: memory given back')
   }, options.tickMs)
   timer.unref()
   return { stop: () => clearInterval(timer) }

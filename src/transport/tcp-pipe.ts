@@ -10,14 +10,15 @@ export interface PipeResult {
   readonly error: string | undefined
 }
 
-export function pipeTcp (client: Duplex, server: Duplex, idleMs: number, done: (r: PipeResult) => void): void {
+/** `moved` is told of every read either way (the sidecar counts opaque bytes as traffic). */
+export function pipeTcp (client: Duplex, server: Duplex, idleMs: number, done: (r: PipeResult) => void, moved: () => void = () => {}): void {
   let up = 0
   let down = 0
   let error: string | undefined
   let closed = 0
   let finished = false
   const idle = idleMs > 0 ? setTimeout(() => fail('idle timeout'), idleMs) : undefined
-  const touch = (): void => { idle?.refresh() }
+  const touch = (): void => { idle?.refresh(); moved() }
   client.on('data', (c: Buffer) => { up += c.length; touch() })
   server.on('data', (c: Buffer) => { down += c.length; touch() })
   // pipe() ends the destination when the source ends: a half-close travels on, the other way stays open.
