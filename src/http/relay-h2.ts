@@ -63,11 +63,13 @@ export function relayOverH2 (
   let finished = false
   let trailers: Headers | undefined
   let idle = false
+  /** The caller's side took this failure for another attempt (which reads the body again). */
+  let retrying = false
 
   function fail (reason: ProxyErrorReason, detail: string, unprocessed: boolean): void {
     if (finished) return
     finished = true
-    if (hooks.onFailure?.(reason, detail, unprocessed) === true) return
+    if (hooks.onFailure?.(reason, detail, unprocessed) === true) { retrying = true; return }
     record.error = reason.reason
     respondError(sink, reason, { grpc: ex.grpc, detail })
   }
@@ -83,7 +85,8 @@ export function relayOverH2 (
     const e = err as NodeJS.ErrnoException
     if (MALFORMED.has(e.code ?? '')) fail(ProxyErrors.malformedRequest, e.message, false)
     else fail(classify(e, reasons), e.message, NEVER_SENT.has(e.code ?? ''))
-    if ((!finished || hooks.onFailure === undefined) && !(body instanceof ReplayBody)) body?.resume()
+    // Answered without an attempt that reads the body: it is drained, not left to stall the caller.
+    if (!retrying) { if (body instanceof ReplayBody) body.discard(); else body?.resume() }
     hooks.onClose?.()
     return { cancel: () => {} }
   }

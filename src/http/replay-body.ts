@@ -13,6 +13,8 @@ export class ReplayBody {
   /** Where this attempt's copy goes: a PassThrough of ours (next()), or the upstream stream itself (relayTo()). */
   #current: Writable | undefined
   #ownsCurrent = false
+  /** Attempts the body was handed to: only the first may take a body that has outgrown the limit. */
+  #attempts = 0
   /** The 'drain' listener this body put on #current while the source waits for it. */
   #onDrain: (() => void) | undefined
 
@@ -47,7 +49,7 @@ export class ReplayBody {
 
   /** The body for the next attempt as a stream of its own (undici reads one), or undefined when it can no longer be replayed. */
   next (): Readable | undefined {
-    if (this.#current !== undefined && this.#overflow) return undefined
+    if (this.#attempts > 0 && this.#overflow) return undefined
     const stream = new PassThrough({ highWaterMark: 64 * 1024 })
     this.#switchTo(stream, true)
     return stream
@@ -58,21 +60,47 @@ export class ReplayBody {
    * in between, which every gRPC call with retries paid for. Only while `replayable`, or first.
    */
   relayTo (dest: Writable): void {
-    if (this.#current !== undefined && this.#overflow) throw new Error('relayTo: the body is too large to be sent again')
+    if (this.#attempts > 0 && this.#overflow) throw new Error('relayTo: the body is too large to be sent again')
     this.#switchTo(dest, false)
   }
 
+  /**
+   * An attempt failed and another follows after a backoff: nothing is read meanwhile (the caller's
+   * flow control holds the rest), so the kept copy cannot outgrow the limit between the retry
+   * decision, taken while it was `replayable`, and the attempt that replays it.
+   */
+  hold (): void {
+    this.#stopWaitingForDrain()
+    this.#source.pause()
+  }
+
+  /** No attempt follows (the caller is answered without one): the rest of the body is read and dropped. */
+  discard (): void {
+    this.#release()
+    this.#overflow = true
+    this.#chunks = []
+    if (!this.#ended) this.#source.resume()
+  }
+
   #switchTo (dest: Writable, owned: boolean): void {
-    const previous = this.#current
-    if (previous !== undefined) {
-      if (this.#onDrain !== undefined) previous.removeListener('drain', this.#onDrain)
-      this.#onDrain = undefined
-      if (this.#ownsCurrent) previous.destroy()
-    }
+    this.#release()
+    this.#attempts++
     this.#current = dest
     this.#ownsCurrent = owned
     for (const c of this.#chunks) dest.write(c)
     if (this.#ended) dest.end()
     else this.#source.resume()
+  }
+
+  /** The last attempt's copy is let go: its stream (destroyed if ours) no longer receives the body. */
+  #release (): void {
+    this.#stopWaitingForDrain()
+    if (this.#ownsCurrent) this.#current?.destroy()
+    this.#current = undefined
+  }
+
+  #stopWaitingForDrain (): void {
+    if (this.#onDrain !== undefined) this.#current?.removeListener('drain', this.#onDrain)
+    this.#onDrain = undefined
   }
 }

@@ -187,6 +187,7 @@ export class OutboundCall {
     span?.addEvent('retry', { 'remora.retry.reason': why, 'remora.attempt': this.#attempt })
     this.#ex.record.retried.push(`${endpoint.key}: ${why}`)
     this.#ctx.metrics.retries.inc({ authority: this.#service.key, reason: why })
+    this.#replay?.hold()
     const delay = backoffMs(this.#attempt, retry.backoffBaseMs, retry.backoffMaxMs)
     this.#waitedMs = delay
     this.#backoffTimer = setTimeout(() => { if (!this.#over) this.#try() }, delay)
@@ -225,6 +226,8 @@ export class OutboundCall {
 
   #answer (reason: ProxyErrorReason, detail: string): void {
     this.#over = true
+    // A body held for a retry (or last sent to a dead attempt) is let go, so the drain reaches the caller.
+    this.#replay?.discard()
     refuse(this.#ex, this.#sink, reason, detail)
   }
 }

@@ -4,9 +4,10 @@
 // the access log and /metrics show what happened.
 import t from 'tap'
 import { createHash, randomBytes } from 'node:crypto'
+import http from 'node:http'
 import http2 from 'node:http2'
 import { once } from 'node:events'
-import { startMesh } from '../harness/mesh.ts'
+import { freePort, startMesh } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { drive, pool, Seen, tally } from '../harness/load.ts'
 import { metric } from '../harness/metrics.ts'
@@ -123,6 +124,73 @@ t.test('an h2 caller\'s POST, retried after a refused connection, reaches the ap
   t.equal(seen.requests, sent.length, 'the app saw each POST once')
   const replays = bodies.filter((b) => b.attempt > 1)
   t.ok(replays.length >= 1, `${replays.length} POST(s) reached the app on a later attempt`)
+})
+
+t.test('an upload still arriving when a retry is decided: every caller is answered, the sidecar stays up, no app takes part of a body for all of it', async (t) => {
+  // The body is within maxReplayBytes (64 KiB) when an attempt fails and crosses it during the
+  // retry's backoff: the retry must still send all of it (or none be retried). Timing decides
+  // whether the second piece lands in the backoff, so each caller tries a range of pauses.
+  const KiB = 1024
+  let put = 0
+  const reads: number[] = []
+  // Every first try is answered 503 at once; the retry is read to its end and its size answered.
+  const flaky = await startApp(t, (req, res) => {
+    if (++put % 2 === 1) { req.resume(); res.writeHead(503).end('try again'); return }
+    let bytes = 0
+    req.on('data', (c: Buffer) => { bytes += c.length })
+    req.on('end', () => { reads.push(bytes); res.end(String(bytes)) })
+  })
+  const down = await freePort()
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, flaky: { appPorts: [flaky.port] }, gone: { appPorts: [down] } },
+    services: [
+      { name: 'flaky', port: 80, retry: { on: ['5xx'] }, endpoints: [{ workload: 'flaky', targetPort: flaky.port }] },
+      // gone's app does not listen: its sidecar refuses every attempt as "app unavailable", retried.
+      { name: 'gone', port: 80, endpoints: [{ workload: 'gone', targetPort: down }] },
+    ],
+  })
+  const client = mesh.sidecar('client')
+  const pauses = Array.from({ length: 12 }, (_, i) => i * 4)
+
+  // HTTP/1.1 caller, chunked PUT (no length the app could check).
+  for (const pause of pauses) {
+    const res = await new Promise<{ status: number, text: string }>((resolve, reject) => {
+      const req = http.request(`${client.proxyUrl}/upload`, { method: 'PUT', headers: { host: 'flaky' } }, (r) => {
+        let text = ''
+        r.on('data', (c: Buffer) => { text += String(c) })
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, text }))
+      })
+      req.once('error', reject)
+      req.write(Buffer.alloc(60 * KiB))
+      setTimeout(() => req.end(Buffer.alloc(16 * KiB)), pause)
+    })
+    if (res.status === 200) t.equal(res.text, String(76 * KiB), `HTTP/1.1, second piece after ${pause} ms: the app read the whole body`)
+    else t.equal(res.status, 503, `HTTP/1.1, second piece after ${pause} ms: not retried, the app's own 503`)
+  }
+
+  // h2 caller to an app that is down: each attempt refused, retried while the body is replayable.
+  const session = http2.connect(client.proxyUrl)
+  // Only when the sidecar fails (the assertions below say so): a reset connection.
+  session.on('error', () => {})
+  t.teardown(() => session.destroy())
+  for (const pause of pauses) {
+    const stream = session.request({ ':method': 'POST', ':path': '/upload', ':authority': 'gone' })
+    stream.on('error', () => {})
+    stream.write(Buffer.alloc(60 * KiB))
+    setTimeout(() => stream.end(Buffer.alloc(16 * KiB)), pause)
+    // A stream that closes unanswered (the sidecar gone) fails the test at once rather than hanging it.
+    const head = await new Promise<http2.IncomingHttpHeaders | undefined>((resolve) => {
+      stream.once('response', resolve)
+      stream.once('close', () => resolve(undefined))
+    })
+    stream.resume()
+    if (!stream.closed) await once(stream, 'close')
+    t.equal(head?.['remora-proxy-error'], 'app unavailable', `h2, second piece after ${pause} ms: answered (503, app unavailable)`)
+    if (head === undefined) break
+  }
+  session.close()
+  t.equal(client.proc.exitCode, null, 'the client sidecar is still running')
+  t.notMatch(client.output, /"level":"fatal"/, 'and logged nothing fatal')
 })
 
 t.test('all endpoints failing: retries stay within the budget, they do not multiply the outage', async (t) => {
