@@ -2,12 +2,13 @@
 // period, never while a request is in flight, never twice for one quiet period; a real sidecar (the
 // image's flags, so --expose-gc) does it after start-up and its RSS drops.
 import t from 'tap'
-import http from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import net from 'node:net'
 import { once } from 'node:events'
 import pino from 'pino'
 import { compactWhenIdle, type Activity, type CompactionOptions } from '../../src/proxy/idle-compaction.ts'
-import { freePort, pairSpec, startMesh } from '../harness/mesh.ts'
+import { freePort, pairSpec, SidecarProcess, startMesh, writeMesh, type SidecarPorts } from '../harness/mesh.ts'
+import { encodeTcpHeader } from '../../src/transport/tcp-header.ts'
 import { waitForLines } from '../harness/ready.ts'
 
 const silent = pino({ level: 'silent' })
@@ -101,31 +102,40 @@ t.test('a real sidecar, started as the image starts it, gives its start-up memor
 })
 
 t.test('a sidecar carrying only opaque TCP counts its bytes as traffic: no compaction while they flow', async (t) => {
-  // The app (as a database would be) echoes each line; it is reached through a CONNECT tunnel from
-  // the client's sidecar, so on the db's sidecar the connection is an opaque peer stream, no request.
+  // The app (as a database would be) echoes what it gets. A peer's plaintext opaque stream (the
+  // transport header, then bytes) reaches it through the db's sidecar: no request is on record.
   const echo = net.createServer((s) => { s.on('error', () => {}); s.pipe(s) })
   echo.listen(0, '127.0.0.1')
   await once(echo, 'listening')
   t.teardown(() => { echo.close() })
   const port = (echo.address() as net.AddressInfo).port
-  const mesh = await startMesh(t, {
-    workloads: { client: { appPorts: [1] }, db: { appPorts: [{ port, protocol: 'opaque' as 'auto' }] } },
-    services: [{ name: 'db', port: 7000, protocol: 'opaque' as 'auto', endpoints: [{ workload: 'db', targetPort: port }] }],
-  }, { env: { REMORA_LOG_LEVEL: 'debug' } })
-  const db = mesh.sidecar('db')
+  const mesh = await writeMesh({ workloads: { db: { appPorts: [{ port, protocol: 'opaque' as 'auto' }] } }, services: [] })
+  const db = new SidecarProcess('db', mesh.ports.get('db') as SidecarPorts, ['--mesh-file', mesh.file, '--workload', 'db'], { ...process.env, REMORA_LOG_LEVEL: 'debug' })
   const given = (): boolean => db.output.includes('"msg":"idle: memory given back"')
-  const req = http.request({ host: '127.0.0.1', port: mesh.sidecar('client').ports.outbound, method: 'CONNECT', path: 'db:7000' }).end()
-  const [res, socket] = await once(req, 'connect') as [http.IncomingMessage, net.Socket]
-  t.equal(res.statusCode, 200, 'the tunnel is open')
-  // Ping-pong for three of the compactor's one-second looks past its one second of start-up quiet:
-  // an idle sidecar would have compacted by then (the last test shows it does, unprompted).
-  const until = performance.now() + 3_000
-  let rounds = 0
-  while (performance.now() < until && !given()) {
+  // The stream opens as soon as the inbound port takes connections, before the sidecar is ready and
+  // starts its compactor: the first bytes then always come before its first look.
+  const ready = db.start()
+  t.teardown(() => db.stop('SIGKILL'))
+  let socket: net.Socket | undefined
+  while (socket === undefined) {
+    const s = net.connect(db.ports.inbound, '127.0.0.1')
+    const up = await new Promise<boolean>((resolve) => { s.once('connect', () => resolve(true)); s.once('error', () => resolve(false)) })
+    if (up) socket = s
+    else await sleep(20)
+  }
+  t.teardown(() => socket.destroy())
+  socket.write(encodeTcpHeader({ port }))
+  const pingPong = async (): Promise<void> => {
     socket.write(`ping ${rounds}\n`)
     await once(socket, 'data')
     rounds++
   }
+  let rounds = 0
+  await pingPong()
+  await ready
+  // Ping-pong for 2.5 s past ready: idle, the sidecar compacts 1 s after its compactor starts (the
+  // last test shows it does, unprompted).
+  const until = performance.now() + 2_500
+  while (performance.now() < until && !given()) await pingPong()
   t.notOk(given(), `no compaction during ${rounds} round trips over the db's opaque stream`)
-  socket.destroy()
 })
