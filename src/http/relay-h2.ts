@@ -63,15 +63,16 @@ export function relayOverH2 (
   let finished = false
   let trailers: Headers | undefined
   let idle = false
-  /** The caller's side took this failure for another attempt (which reads the body again). */
-  let retrying = false
-
   function fail (reason: ProxyErrorReason, detail: string, unprocessed: boolean): void {
     if (finished) return
     finished = true
-    if (hooks.onFailure?.(reason, detail, unprocessed) === true) { retrying = true; return }
+    if (hooks.onFailure?.(reason, detail, unprocessed) === true) return
     record.error = reason.reason
     respondError(sink, reason, { grpc: ex.grpc, detail })
+    // The caller is answered: the rest of its upload is read and dropped, not left paused behind a
+    // dead stream (its request would never end: in flight for good, no access-log line).
+    if (body instanceof ReplayBody) body.discard()
+    else if (body !== null) { body.unpipe(); body.resume() }
   }
 
   // close(CANCEL) half-closes first: the peer can see END_STREAM before the reset and take a cut-off
@@ -85,8 +86,6 @@ export function relayOverH2 (
     const e = err as NodeJS.ErrnoException
     if (MALFORMED.has(e.code ?? '')) fail(ProxyErrors.malformedRequest, e.message, false)
     else fail(classify(e, reasons), e.message, NEVER_SENT.has(e.code ?? ''))
-    // Answered without an attempt that reads the body: it is drained, not left to stall the caller.
-    if (!retrying) { if (body instanceof ReplayBody) body.discard(); else body?.resume() }
     hooks.onClose?.()
     return { cancel: () => {} }
   }

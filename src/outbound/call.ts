@@ -218,16 +218,25 @@ export class OutboundCall {
       // The response had begun: a gRPC caller still gets a status it can read, in the trailers.
       this.#over = true
       this.#ex.record.error = ProxyErrors.timeout.reason
+      this.#drainCaller()
       this.#sink.finish({ 'grpc-status': String(ProxyErrors.timeout.grpcStatus), 'grpc-message': `timeout: ${detail}`, [MeshHeader.proxyError]: ProxyErrors.timeout.reason })
       return
     }
     this.#answer(ProxyErrors.timeout, detail)
   }
 
+  /**
+   * The caller is answered and no attempt will read its body again: the rest is read and dropped
+   * (a body held for a retry, or still piped into a cancelled attempt, would stall the caller).
+   */
+  #drainCaller (): void {
+    if (this.#replay !== undefined) this.#replay.discard()
+    else { this.#ex.body?.unpipe(); this.#ex.body?.resume() }
+  }
+
   #answer (reason: ProxyErrorReason, detail: string): void {
     this.#over = true
-    // A body held for a retry (or last sent to a dead attempt) is let go, so the drain reaches the caller.
-    this.#replay?.discard()
+    this.#drainCaller()
     refuse(this.#ex, this.#sink, reason, detail)
   }
 }

@@ -7,7 +7,7 @@ import { createHash, randomBytes } from 'node:crypto'
 import http from 'node:http'
 import http2 from 'node:http2'
 import { once } from 'node:events'
-import { freePort, startMesh } from '../harness/mesh.ts'
+import { eventually, freePort, startMesh } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { drive, pool, Seen, tally } from '../harness/load.ts'
 import { metric } from '../harness/metrics.ts'
@@ -191,6 +191,38 @@ t.test('an upload still arriving when a retry is decided: every caller is answer
   session.close()
   t.equal(client.proc.exitCode, null, 'the client sidecar is still running')
   t.notMatch(client.output, /"level":"fatal"/, 'and logged nothing fatal')
+})
+
+t.test('a caller answered while it is still uploading has the rest read and dropped: its request ends', async (t) => {
+  // Nothing listens at the endpoint: every attempt is refused and the caller gets a 502 while it is
+  // still sending. Then it sends 400 KiB more, far past any buffer, and ends: the sidecar must read
+  // it (else the request stays in flight for good, with no access-log line).
+  const KiB = 1024
+  const nobody = await freePort()
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] } },
+    services: [
+      { name: 'retried', port: 80, endpoints: [{ address: `127.0.0.1:${nobody}`, targetPort: 8080 }] },
+      { name: 'once', port: 80, retry: { attempts: 1 }, endpoints: [{ address: `127.0.0.1:${nobody}`, targetPort: 8080 }] },
+    ],
+  })
+  const client = mesh.sidecar('client')
+  const session = http2.connect(client.proxyUrl)
+  t.teardown(() => session.destroy())
+  for (const service of ['retried', 'once']) {
+    const stream = session.request({ ':method': 'POST', ':path': `/late-${service}`, ':authority': service })
+    stream.write(Buffer.alloc(60 * KiB))
+    const [head] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+    t.equal(head[':status'], 502, `${service}: the caller is answered before it has sent everything`)
+    stream.resume()
+    stream.end(Buffer.alloc(400 * KiB))
+    await once(stream, 'close')
+    await eventually(() => client.logs().some((l) => l.path === `/late-${service}`), 30_000, `the access-log line of /late-${service}`)
+    const line = client.logs().find((l) => l.path === `/late-${service}`)
+    t.match(line, { status: 502, error: 'connect refused', bytes_in: 460 * KiB }, `${service}: the request ended, all of its upload read`)
+  }
+  t.equal(await metric(client.adminUrl, 'remora_requests_in_flight', { direction: 'outbound' }), 0, 'nothing left in flight')
+  session.close()
 })
 
 t.test('all endpoints failing: retries stay within the budget, they do not multiply the outage', async (t) => {
