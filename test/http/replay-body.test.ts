@@ -15,15 +15,21 @@ function attempt (): { stream: Writable, bytes: () => number, ended: Promise<voi
   return { stream, bytes: () => bytes, ended: once(stream, 'finish').then(() => {}) }
 }
 
-t.test('a body that grows during a retry\'s backoff is not read until the retry: the replay stays whole', async (t) => {
+/** A caller whose first `sent` bytes reached attempt 1, which then failed. */
+async function failedFirstAttempt (sent: number): Promise<{ caller: PassThrough, body: ReplayBody, first: ReturnType<typeof attempt> }> {
   const caller = new PassThrough()
   const body = new ReplayBody(caller, 64 * KiB)
   const first = attempt()
   body.relayTo(first.stream)
-  caller.write(Buffer.alloc(60 * KiB))
+  caller.write(Buffer.alloc(sent))
   await settle()
-  t.ok(body.replayable, 'within the limit when the first attempt fails: the retry is decided')
   first.stream.destroy()
+  return { caller, body, first }
+}
+
+t.test('a body that grows during a retry\'s backoff is not read until the retry: the replay stays whole', async (t) => {
+  const { caller, body } = await failedFirstAttempt(60 * KiB)
+  t.ok(body.replayable, 'within the limit when the first attempt fails: the retry is decided')
   body.hold()
   // The caller's next frame arrives during the backoff.
   caller.write(Buffer.alloc(16 * KiB))
@@ -39,13 +45,7 @@ t.test('a body that grows during a retry\'s backoff is not read until the retry:
 })
 
 t.test('a caller answered without another attempt is drained to its end, never left paused', async (t) => {
-  const caller = new PassThrough()
-  const body = new ReplayBody(caller, 64 * KiB)
-  const first = attempt()
-  body.relayTo(first.stream)
-  caller.write(Buffer.alloc(8 * KiB))
-  await settle()
-  first.stream.destroy()
+  const { caller, body, first } = await failedFirstAttempt(8 * KiB)
   body.hold()
   // A full read side while held: the caller's writes back up, as its flow control would.
   while (caller.write(Buffer.alloc(16 * KiB)));
