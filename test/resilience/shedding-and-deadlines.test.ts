@@ -1,9 +1,13 @@
 // Black-box resilience, limits and timeouts: a flood beyond a service's concurrency limit is shed at
 // once with bounded sidecar memory; the inbound side sheds and rate-limits for its app; a stalled
-// upstream meets the request timeout (and is cancelled), and a gRPC deadline travels upstream.
+// upstream meets the request timeout (and is cancelled), and a gRPC deadline travels upstream; a
+// call its deadline ended mid-response still has the rest of the caller's upload read.
 import t from 'tap'
 import * as grpc from '@grpc/grpc-js'
 import { setTimeout as sleep } from 'node:timers/promises'
+import http2 from 'node:http2'
+import { once } from 'node:events'
+import type { AddressInfo } from 'node:net'
 import { startMesh, eventually, type Teardown } from '../harness/mesh.ts'
 import { startApp } from '../harness/apps.ts'
 import { drive, pool, rssMiB, tally, type Outcome } from '../harness/load.ts'
@@ -191,4 +195,37 @@ t.test('gRPC deadline: DEADLINE_EXCEEDED, and the server receives a smaller grpc
   t.ok(byService.ms < 2000, 'soon after the service timeout')
   t.ok(remaining[1] > 0 && remaining[1] <= 300, 'the server received the shorter of the two as grpc-timeout')
   await eventually(() => cancelled === 2, 3_000, 'the server seeing both calls cancelled')
+})
+
+t.test('gRPC deadline after the response began: the caller gets DEADLINE_EXCEEDED in trailers, and the rest of its upload is read so the call ends', async (t) => {
+  // The app sends its response headers, then nothing; it does not read. The service's timeout ends
+  // the call with trailers while the caller is still streaming, and the caller then sends 400 KiB
+  // more, far past any buffer: the sidecar must read them, or the call stays in flight for good.
+  const KiB = 1024
+  const app = http2.createServer()
+  app.on('stream', (stream) => { stream.on('error', () => {}); stream.respond({ ':status': 200, 'content-type': 'application/grpc' }) })
+  app.listen(0, '127.0.0.1')
+  await once(app, 'listening')
+  t.teardown(() => { app.close() })
+  const port = (app.address() as AddressInfo).port
+  const mesh = await startMesh(t, {
+    workloads: { client: { appPorts: [1] }, server: { appPorts: [{ port, protocol: 'grpc' }] } },
+    services: [{ name: 'slow', port: 50051, protocol: 'grpc', timeout: '300ms', retry: { attempts: 1 }, endpoints: [{ workload: 'server', targetPort: port }] }],
+  })
+  const client = mesh.sidecar('client')
+  const session = http2.connect(client.proxyUrl)
+  t.teardown(() => session.destroy())
+  const stream = session.request({ ':method': 'POST', ':path': '/slow.Svc/Upload', ':authority': 'slow.test:50051', 'content-type': 'application/grpc', te: 'trailers' })
+  stream.write(Buffer.alloc(16 * KiB))
+  const [head] = await once(stream, 'response') as [http2.IncomingHttpHeaders]
+  t.equal(head[':status'], 200, 'the response began')
+  stream.resume()
+  const [trailers] = await once(stream, 'trailers') as [http2.IncomingHttpHeaders]
+  t.equal(trailers['grpc-status'], String(grpc.status.DEADLINE_EXCEEDED), 'the deadline ends the call in its trailers')
+  stream.end(Buffer.alloc(400 * KiB))
+  await once(stream, 'close')
+  await eventually(() => client.logs().some((l) => l.path === '/slow.Svc/Upload'), 30_000, 'the access-log line of the call')
+  t.match(client.logs().find((l) => l.path === '/slow.Svc/Upload'), { error: 'timeout', bytes_in: 416 * KiB }, 'the call ended, all of its upload read')
+  t.equal(await metric(client.adminUrl, 'remora_requests_in_flight', { direction: 'outbound' }), 0, 'nothing left in flight')
+  session.close()
 })
