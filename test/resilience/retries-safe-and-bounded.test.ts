@@ -132,13 +132,12 @@ t.test('an upload still arriving when a retry is decided: every caller is answer
   // whether the second piece lands in the backoff, so each caller tries a range of pauses.
   const KiB = 1024
   let put = 0
-  const reads: number[] = []
   // Every first try is answered 503 at once; the retry is read to its end and its size answered.
   const flaky = await startApp(t, (req, res) => {
     if (++put % 2 === 1) { req.resume(); res.writeHead(503).end('try again'); return }
     let bytes = 0
     req.on('data', (c: Buffer) => { bytes += c.length })
-    req.on('end', () => { reads.push(bytes); res.end(String(bytes)) })
+    req.on('end', () => res.end(String(bytes)))
   })
   const down = await freePort()
   const mesh = await startMesh(t, {
