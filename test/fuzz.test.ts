@@ -455,10 +455,9 @@ t.test('hostile HTTP/1.1 and HTTP/2 inputs through the sidecar pair', async (t) 
 
   for (const s of [client, web]) {
     const fatal = s.logs().find((l) => l.level === 'fatal' || (l.msg === 'draining: no new connections; in-flight requests may finish' && l.why === 'unexpected error'))
-    const running = s.proc.exitCode === null && s.proc.signalCode === null
-    // A sidecar that died without a fatal line (a native crash, the kernel's OOM killer) says why only on stderr.
-    const why = fatal !== undefined ? `: ${JSON.stringify(fatal).slice(0, 600)}` : running ? '' : `: exited (code ${s.proc.exitCode}, signal ${s.proc.signalCode}); its last output:\n${s.output.slice(-4000)}`
-    t.ok(running && fatal === undefined, `${s.name} sidecar still running, no fatal error${why}`)
+    const death = s.deathReport()
+    const why = fatal !== undefined ? `: ${JSON.stringify(fatal).slice(0, 600)}` : death === '' ? '' : `: ${death}`
+    t.ok(death === '' && fatal === undefined, `${s.name} sidecar still running, no fatal error${why}`)
   }
   const badProbes = probes.filter((p) => p.status !== 200)
   t.same(badProbes, [], `every normal request on another connection was answered by the app (${probes.length} probes)`)

@@ -30,7 +30,10 @@ const mesh = await startMesh(t, pairSpec(appPort), { env: { REMORA_MAX_STREAM_RE
 const outbound = mesh.sidecar('client').ports.outbound
 
 async function counter (sidecar: 'client' | 'web', name: string, labels: string): Promise<number> {
-  const text = await (await fetch(`${mesh.sidecar(sidecar).adminUrl}/metrics`)).text()
+  const s = mesh.sidecar(sidecar)
+  // A CI run once found the client sidecar gone after the burst, with nothing saying why.
+  const res = await fetch(`${s.adminUrl}/metrics`).catch((err: Error) => { throw new Error(`${err.message}; ${s.deathReport() || `sidecar ${sidecar} still running`}`) })
+  const text = await res.text()
   return text.split('\n').filter((l) => l.startsWith(`${name}{`) && l.includes(labels)).reduce((n, l) => n + Number(l.split(' ').pop()), 0)
 }
 

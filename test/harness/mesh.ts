@@ -185,6 +185,16 @@ export class SidecarProcess {
   logs (): Array<Record<string, unknown>> {
     return this.output.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>)
   }
+
+  /**
+   * Empty while it runs; else how it ended and its last output but access-log lines: a sidecar that
+   * died without a fatal line (a native crash, the OOM killer) says why only there.
+   */
+  deathReport (): string {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) return ''
+    const lines = this.output.split('\n').filter((l) => !l.includes('"access":'))
+    return `sidecar ${this.name} exited (code ${this.proc.exitCode}, signal ${this.proc.signalCode}); its last output:\n${lines.join('\n').slice(-4000)}`
+  }
 }
 
 export class Mesh {
