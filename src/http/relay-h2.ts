@@ -9,7 +9,7 @@ import { bodyless, forwardable, MeshHeader, PER_REQUEST_HEADERS, type Headers } 
 import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
 import { classify, neverConnected, type RelayReasons } from './upstream-errors.ts'
-import { ReplayBody } from './replay-body.ts'
+import { dropRest, ReplayBody } from './replay-body.ts'
 
 /**
  * node emits 'end' on an h2 stream the caller reset, as if the body were whole; a plain pipe would
@@ -69,10 +69,7 @@ export function relayOverH2 (
     if (hooks.onFailure?.(reason, detail, unprocessed) === true) return
     record.error = reason.reason
     respondError(sink, reason, { grpc: ex.grpc, detail })
-    // The caller is answered: the rest of its upload is read and dropped, not left paused behind a
-    // dead stream (its request would never end: in flight for good, no access-log line).
-    if (body instanceof ReplayBody) body.discard()
-    else if (body !== null) { body.unpipe(); body.resume() }
+    dropRest(body)
   }
 
   // close(CANCEL) half-closes first: the peer can see END_STREAM before the reset and take a cut-off

@@ -3,6 +3,15 @@
 import { PassThrough, type Readable, type Writable } from 'node:stream'
 import { constants as h2c } from 'node:http2'
 
+/**
+ * The caller is answered and no attempt will read its body again: the rest is read and dropped, not
+ * left paused behind a dead attempt's stream (its request would never end: in flight for good).
+ */
+export function dropRest (body: Readable | ReplayBody | null): void {
+  if (body instanceof ReplayBody) body.discard()
+  else if (body !== null) { body.unpipe(); body.resume() }
+}
+
 export class ReplayBody {
   readonly #source: Readable
   readonly #limit: number

@@ -8,7 +8,7 @@ import type { Exchange } from '../http/exchange.ts'
 import { first, MeshHeader } from '../http/headers.ts'
 import { PEER_REASONS } from '../http/upstream-errors.ts'
 import { relayOverH2, type Attempt } from '../http/relay-h2.ts'
-import { ReplayBody } from '../http/replay-body.ts'
+import { dropRest, ReplayBody } from '../http/replay-body.ts'
 import type { Http1Hooks } from '../http/origin-http1.ts'
 import type { ResponseSink } from '../http/response-sink.ts'
 import { refuse } from '../http/refuse.ts'
@@ -218,25 +218,16 @@ export class OutboundCall {
       // The response had begun: a gRPC caller still gets a status it can read, in the trailers.
       this.#over = true
       this.#ex.record.error = ProxyErrors.timeout.reason
-      this.#drainCaller()
+      dropRest(this.#replay ?? this.#ex.body)
       this.#sink.finish({ 'grpc-status': String(ProxyErrors.timeout.grpcStatus), 'grpc-message': `timeout: ${detail}`, [MeshHeader.proxyError]: ProxyErrors.timeout.reason })
       return
     }
     this.#answer(ProxyErrors.timeout, detail)
   }
 
-  /**
-   * The caller is answered and no attempt will read its body again: the rest is read and dropped
-   * (a body held for a retry, or still piped into a cancelled attempt, would stall the caller).
-   */
-  #drainCaller (): void {
-    if (this.#replay !== undefined) this.#replay.discard()
-    else { this.#ex.body?.unpipe(); this.#ex.body?.resume() }
-  }
-
   #answer (reason: ProxyErrorReason, detail: string): void {
     this.#over = true
-    this.#drainCaller()
+    dropRest(this.#replay ?? this.#ex.body)
     refuse(this.#ex, this.#sink, reason, detail)
   }
 }
