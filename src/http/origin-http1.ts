@@ -9,6 +9,7 @@ import type { Agent as AgentType, Dispatcher } from 'undici'
 import { ProxyErrors, type ProxyErrorReason } from '../errors.ts'
 import type { Exchange } from './exchange.ts'
 import { bodyless, forwardable, type Headers } from './headers.ts'
+import { endedWhole } from './body-end.ts'
 import { LogThrottle } from '../telemetry/throttle.ts'
 import { classify, neverConnected, type RelayReasons } from './upstream-errors.ts'
 import { pipeBody, type Attempt, type AttemptHooks } from './relay-h2.ts'
@@ -162,8 +163,7 @@ function forwardWithTrailers (agent: http.Agent, origin: string, ex: Exchange, h
   body.pipe(req, { end: false })
   body.once('end', () => {
     // node ends a reset h2 stream too: a cut-off body must never look whole to the app.
-    const rst = (body as { rstCode?: number }).rstCode
-    if (rst !== undefined && rst !== 0) { req.destroy(); return }
+    if (!endedWhole(body)) { req.destroy(); return }
     const h1 = (body as { trailers?: IncomingHttpHeaders }).trailers
     const trailers = h2Trailers ?? forwardable(h1 ?? {}, true)
     if (Object.keys(trailers).length > 0) req.addTrailers(trailers as http.OutgoingHttpHeaders)

@@ -10,6 +10,7 @@ import { respondError, type ResponseSink } from './response-sink.ts'
 import { countBytes } from './count-bytes.ts'
 import { classify, neverConnected, type RelayReasons } from './upstream-errors.ts'
 import { dropRest, ReplayBody } from './replay-body.ts'
+import { endedWhole } from './body-end.ts'
 
 /**
  * node emits 'end' on an h2 stream the caller reset, as if the body were whole; a plain pipe would
@@ -18,10 +19,7 @@ import { dropRest, ReplayBody } from './replay-body.ts'
  */
 export function pipeBody (body: Readable, dest: Writable): void {
   body.pipe(dest, { end: false })
-  body.once('end', () => {
-    const rstCode = (body as { rstCode?: number }).rstCode
-    if (rstCode === undefined || rstCode === h2c.NGHTTP2_NO_ERROR) dest.end()
-  })
+  body.once('end', () => { if (endedWhole(body)) dest.end() })
 }
 
 /** One attempt in flight; the caller may cancel it (timeout, caller gone, retry elsewhere). */

@@ -1,7 +1,7 @@
 // A request body that a retry can send again: the first `limit` bytes are kept while they flow to
 // the first attempt; a body larger than that is never replayed (and then costs no memory).
 import { PassThrough, type Readable, type Writable } from 'node:stream'
-import { constants as h2c } from 'node:http2'
+import { endedWhole } from './body-end.ts'
 
 /**
  * The caller is answered and no attempt will read its body again: the rest is read and dropped, not
@@ -46,8 +46,7 @@ export class ReplayBody {
       // node ends a reset h2 stream too; a cut-off body must never look whole to the next hop. Our
       // own copy is destroyed; an upstream stream is left to the attempt, cancelled when the caller's
       // stream closes.
-      const rst = (source as { rstCode?: number }).rstCode
-      if (rst !== undefined && rst !== h2c.NGHTTP2_NO_ERROR) { if (this.#ownsCurrent) this.#current?.destroy(); return }
+      if (!endedWhole(source)) { if (this.#ownsCurrent) this.#current?.destroy(); return }
       this.#ended = true
       this.#current?.end()
     })
